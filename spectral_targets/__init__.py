@@ -1,0 +1,26 @@
+"""spectral_targets: fixed-target heads and spectral distillation for JAX.
+
+A label kernel S (C x C) is diagonalised; its top-d eigenmodes give a
+codebook, one unit vector per class, whose Gram matrix best approximates S.
+"""
+
+from spectral_targets._codebook import spectral_codebook as spectral_codebook
+from spectral_targets._hierarchy import cifar100_hierarchy as cifar100_hierarchy
+from spectral_targets._hierarchy import from_hierarchy as from_hierarchy
+from spectral_targets._hierarchy import load_hierarchy as load_hierarchy
+from spectral_targets._kernels import blocks as blocks
+from spectral_targets._kernels import double_center as double_center
+from spectral_targets._kernels import flat as flat
+from spectral_targets._kernels import from_class_means as from_class_means
+from spectral_targets._kernels import from_confusion as from_confusion
+from spectral_targets._kernels import from_distances as from_distances
+from spectral_targets._kernels import graded as graded
+from spectral_targets._spectral import alignment as alignment
+from spectral_targets._spectral import coherence as coherence
+from spectral_targets._spectral import eigenmodes as eigenmodes
+from spectral_targets._spectral import gram_error as gram_error
+from spectral_targets._spectral import procrustes as procrustes
+from spectral_targets._spectral import spectrum as spectrum
+from spectral_targets._spectral import welch_bound as welch_bound
+
+__version__ = "0.1.0"

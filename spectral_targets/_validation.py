@@ -1,0 +1,129 @@
+"""Argument checks shared by every public function.
+
+Static properties (rank, shape, dtype) are checked always, so the errors also
+fire at trace time under ``jit``. Value properties (finiteness, symmetry,
+label range) can only be seen on concrete arrays: they are checked eagerly and
+skipped, as documented by each caller, when the argument is a tracer.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def is_concrete(x) -> bool:
+  """True when ``x`` holds values now (not a tracer under jit/vmap/grad)."""
+  return not isinstance(x, jax.core.Tracer)
+
+
+def float_dtype(x, name: str):
+  """The floating dtype ``x`` is computed in; ints and bools promote to float."""
+  dtype = jnp.result_type(x)
+  if jnp.issubdtype(dtype, jnp.complexfloating):
+    raise TypeError(f"{name} must be real, got complex dtype {dtype}.")
+  if jnp.issubdtype(dtype, jnp.floating):
+    return dtype
+  if jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.bool_):
+    return jnp.result_type(float)
+  raise TypeError(f"{name} must be a numeric array, got dtype {dtype}.")
+
+
+def as_float_array(x, name: str) -> jax.Array:
+  """``x`` as a JAX array of a real floating dtype (ints/bools promoted)."""
+  try:
+    arr = jnp.asarray(x)
+  except TypeError as e:
+    raise TypeError(f"{name} must be a numeric array: {e}") from None
+  return arr.astype(float_dtype(arr, name))
+
+
+def check_rank(x, rank: int, name: str) -> None:
+  if jnp.ndim(x) != rank:
+    raise ValueError(
+        f"{name} must have rank {rank}, got shape {jnp.shape(x)}."
+    )
+
+
+def check_positive(value, name: str) -> None:
+  """Raises unless a concrete scalar ``value`` is > 0 (tracers pass)."""
+  if not is_concrete(value):
+    return
+  v = np.asarray(value)
+  if v.shape != ():
+    raise ValueError(f"{name} must be a scalar, got shape {v.shape}.")
+  if not np.isfinite(v) or not v > 0:
+    raise ValueError(f"{name} must be a positive finite number, got {value}.")
+
+
+def check_int(value, name: str, *, minimum: int | None = None,
+              maximum: int | None = None) -> int:
+  """``value`` as a Python int within [minimum, maximum], else a clear error."""
+  if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    raise TypeError(f"{name} must be an int, got {value!r}.")
+  value = int(value)
+  if minimum is not None and value < minimum:
+    raise ValueError(f"{name} must be >= {minimum}, got {value}.")
+  if maximum is not None and value > maximum:
+    raise ValueError(f"{name} must be <= {maximum}, got {value}.")
+  return value
+
+
+def check_finite(x, name: str) -> None:
+  if not is_concrete(x):
+    return
+  a = np.asarray(x)
+  if not np.isfinite(a).all():
+    bad = tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
+    raise ValueError(f"{name} must be finite; found {a[bad]} at index {bad}.")
+
+
+def check_labels(labels, num_classes: int, name: str = "labels") -> jax.Array:
+  """Integer labels; values in [0, num_classes) when concrete."""
+  labels = jnp.asarray(labels)
+  if not jnp.issubdtype(labels.dtype, jnp.integer):
+    raise TypeError(f"{name} must have an integer dtype, got {labels.dtype}.")
+  if is_concrete(labels) and labels.size:
+    host = np.asarray(labels)
+    lo, hi = int(host.min()), int(host.max())
+    if lo < 0 or hi >= num_classes:
+      raise ValueError(
+          f"{name} must lie in [0, {num_classes}); found values in "
+          f"[{lo}, {hi}]."
+      )
+  return labels
+
+
+def as_kernel(kernel, name: str = "kernel", *, rtol: float = 1e-5
+              ) -> jax.Array:
+  """Validates a label kernel: square, real, finite and symmetric.
+
+  Integer and boolean kernels are promoted to float; complex or non-numeric
+  ones raise ``TypeError``. Symmetry is required to within
+  ``rtol * max|S|`` (plus a few ulps of the dtype), and the error names the
+  largest asymmetry. Finiteness and symmetry are only checked when the kernel
+  is concrete.
+  """
+  S = as_float_array(kernel, name)
+  if S.ndim != 2 or S.shape[0] != S.shape[1]:
+    raise ValueError(f"{name} must be a square matrix, got shape {S.shape}.")
+  if S.shape[0] == 0:
+    raise ValueError(f"{name} must have at least one class, got shape "
+                     f"{S.shape}.")
+  if is_concrete(S):
+    check_finite(S, name)
+    a = np.asarray(S, dtype=np.float64)  # on the host: no compile per shape
+    asym = np.abs(a - a.T)
+    scale = max(float(np.abs(a).max()), np.finfo(np.float64).tiny)
+    tol = (rtol + 8 * float(jnp.finfo(S.dtype).eps)) * scale
+    if asym.max() > tol:
+      i, j = np.unravel_index(np.argmax(asym), asym.shape)
+      raise ValueError(
+          f"{name} must be symmetric; largest asymmetry "
+          f"|S[{i}, {j}] - S[{j}, {i}]| = {asym[i, j]:.3g} exceeds the "
+          f"tolerance {tol:.3g}."
+      )
+  return S

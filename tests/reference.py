@@ -1,0 +1,66 @@
+"""Independent NumPy float64 references of the published definitions.
+
+Written from the formulas, not from the package: loops and explicit
+constructions where the package vectorises, so that the two can disagree.
+"""
+
+import numpy as np
+
+
+def random_symmetric(rng, C):
+  A = rng.normal(size=(C, C))
+  return (A + A.T) / 2
+
+
+def random_psd(rng, C, rank=None):
+  B = rng.normal(size=(C, rank or C))
+  return B @ B.T / (rank or C)
+
+
+def with_spectrum(rng, eigenvalues):
+  """A symmetric matrix with the given eigenvalues and a random basis."""
+  C = len(eigenvalues)
+  Q, _ = np.linalg.qr(rng.normal(size=(C, C)))
+  return (Q * np.asarray(eigenvalues)) @ Q.T
+
+
+def best_rank_psd(S, d):
+  """U_d max(Λ_d, 0) U_dᵀ from a float64 eigendecomposition."""
+  lam, U = np.linalg.eigh(np.asarray(S, np.float64))
+  lam, U = lam[::-1], U[:, ::-1]
+  return (U[:, :d] * np.maximum(lam[:d], 0)) @ U[:, :d].T
+
+
+def lca_kernel(edges, classes):
+  """1 - h(lca)/h(root), by walking each class's ancestor path."""
+  parent = {c: p for p, c in edges}
+  nodes = {n for e in edges for n in e}
+  kids = {n: [] for n in nodes}
+  for p, c in edges:
+    kids[p].append(c)
+
+  memo = {}
+
+  def height(n):
+    if n not in memo:
+      memo[n] = 0 if not kids[n] else 1 + max(height(k) for k in kids[n])
+    return memo[n]
+
+  root = next(n for n in nodes if n not in parent)
+  H = height(root)
+
+  def path(n):
+    out = [n]
+    while out[-1] in parent:
+      out.append(parent[out[-1]])
+    return out
+
+  paths = {c: path(c) for c in classes}
+  S = np.zeros((len(classes), len(classes)))
+  for i, a in enumerate(classes):
+    pa = paths[a]
+    for j, b in enumerate(classes):
+      pb = set(paths[b])
+      lca = next(n for n in pa if n in pb)
+      S[i, j] = 1 - height(lca) / H
+  return S

@@ -1,0 +1,36 @@
+"""The README's usage example runs as written, and its commands are the ones
+CI runs."""
+
+import pathlib
+import re
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _python_blocks():
+  return re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(),
+                    flags=re.S)
+
+
+def test_readme_usage_runs(capsys):
+  blocks = _python_blocks()
+  assert blocks, "README has no python example"
+  for code in blocks:
+    exec(compile(code, "README.md", "exec"), {})
+  out = capsys.readouterr().out
+  assert "40. 40. 40." in out
+
+
+def test_readme_test_command_is_what_ci_runs():
+  readme = (ROOT / "README.md").read_text()
+  assert 'pip install -e ".[test]" && pytest' in readme
+  ci = (ROOT / ".ci" / "run").read_text()
+  assert 'pip install -e ".[test]"' in ci and "pytest" in ci
+
+
+def test_examples_codebooks_runs():
+  out = subprocess.run([sys.executable, str(ROOT / "examples" / "codebooks.py")],
+                       check=True, capture_output=True, text=True).stdout
+  assert "40. 40. 40." in out and "simplex" in out
