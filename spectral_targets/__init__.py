@@ -5,6 +5,12 @@ codebook, one unit vector per class, whose Gram matrix best approximates S.
 """
 
 from spectral_targets._codebook import spectral_codebook as spectral_codebook
+from spectral_targets._dark_knowledge import dark_knowledge_mass as dark_knowledge_mass
+from spectral_targets._dark_knowledge import entropy as entropy
+from spectral_targets._dark_knowledge import soft_assignment as soft_assignment
+from spectral_targets._distillation import decoupled_distillation_loss as decoupled_distillation_loss
+from spectral_targets._distillation import distillation_loss as distillation_loss
+from spectral_targets._distillation import soft_assignment_distillation_loss as soft_assignment_distillation_loss
 from spectral_targets._hierarchy import cifar100_hierarchy as cifar100_hierarchy
 from spectral_targets._hierarchy import from_hierarchy as from_hierarchy
 from spectral_targets._hierarchy import load_hierarchy as load_hierarchy
@@ -15,6 +21,9 @@ from spectral_targets._kernels import from_class_means as from_class_means
 from spectral_targets._kernels import from_confusion as from_confusion
 from spectral_targets._kernels import from_distances as from_distances
 from spectral_targets._kernels import graded as graded
+from spectral_targets._logits import codebook_logits as codebook_logits
+from spectral_targets._regression import cosine_regression_loss as cosine_regression_loss
+from spectral_targets._regression import similarity_regression_loss as similarity_regression_loss
 from spectral_targets._spectral import alignment as alignment
 from spectral_targets._spectral import coherence as coherence
 from spectral_targets._spectral import eigenmodes as eigenmodes
@@ -22,5 +31,14 @@ from spectral_targets._spectral import gram_error as gram_error
 from spectral_targets._spectral import procrustes as procrustes
 from spectral_targets._spectral import spectrum as spectrum
 from spectral_targets._spectral import welch_bound as welch_bound
+from spectral_targets._targets import kernel_soft_labels as kernel_soft_labels
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+  # The Flax heads import flax; load them on first use only.
+  if name in ("nnx", "linen"):
+    import importlib
+    return importlib.import_module(f"spectral_targets.{name}")
+  raise AttributeError(f"module 'spectral_targets' has no attribute {name!r}")

@@ -64,3 +64,36 @@ def lca_kernel(edges, classes):
       lca = next(n for n in pa if n in pb)
       S[i, j] = 1 - height(lca) / H
   return S
+
+
+def softmax(x, axis=-1):
+  x = np.asarray(x, np.float64)
+  e = np.exp(x - x.max(axis, keepdims=True))
+  return e / e.sum(axis, keepdims=True)
+
+
+def kl(p, q, axis=-1):
+  p, q = np.asarray(p, np.float64), np.asarray(q, np.float64)
+  safe = np.where(p > 0, p, 1)
+  return np.sum(np.where(p > 0, p * (np.log(safe) - np.log(q)), 0), axis=axis)
+
+
+def hinton_kd(s, t, tau):
+  return tau**2 * kl(softmax(t / tau), softmax(s / tau))
+
+
+def dkd(s, t, y, tau, alpha, beta):
+  """Zhao et al. 2022, as in their released code (mdistiller dkd_loss),
+  per example: binary (target, rest) KL and the KL over the non-target
+  classes, each scaled by tau**2."""
+  s, t = np.asarray(s, np.float64), np.asarray(t, np.float64)
+  out = []
+  for si, ti, yi in zip(s, t, y):
+    ps, pt = softmax(si / tau), softmax(ti / tau)
+    bs = np.array([ps[yi], 1 - ps[yi]])
+    bt = np.array([pt[yi], 1 - pt[yi]])
+    tckd = kl(bt, bs)
+    keep = np.arange(len(si)) != yi
+    nckd = kl(softmax(ti[keep] / tau), softmax(si[keep] / tau))
+    out.append(tau**2 * (alpha * tckd + beta * nckd))
+  return np.array(out)

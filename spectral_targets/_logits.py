@@ -1,0 +1,66 @@
+"""Logits of a fixed codebook head: scaled cosines to each class code."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from spectral_targets import _numerics as num
+from spectral_targets import _validation as v
+
+
+def unit_rows(x, eps: float = 1e-12):
+  """x / ‖x‖ along the last axis; a zero row stays 0 with finite gradients."""
+  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, -1, keepdims=True),
+                                       eps))
+
+
+def check_codebook(features, codebook, name: str = "codebook"):
+  """Static checks of a (…, d) feature array against a (C, d) codebook."""
+  if jnp.ndim(codebook) != 2:
+    raise ValueError(f"{name} must have shape (C, d), got "
+                     f"{jnp.shape(codebook)}.")
+  if jnp.ndim(features) < 1 or jnp.shape(features)[-1] != jnp.shape(
+      codebook)[1]:
+    raise ValueError(
+        f"features must have shape (..., {jnp.shape(codebook)[1]}) to match "
+        f"{name} {jnp.shape(codebook)}, got {jnp.shape(features)}.")
+
+
+def codebook_logits(features: jax.typing.ArrayLike,
+                    codebook: jax.typing.ArrayLike, *,
+                    scale: jax.typing.ArrayLike) -> jax.Array:
+  r"""Scaled cosine between each feature and each class code.
+
+  .. math::
+    \ell_{\dots c} = s\,\frac{z^\top w_c}{\lVert z\rVert\,\lVert w_c\rVert}
+
+  A fixed codebook head (Hoffer et al., 2018; Barz & Denzler, 2019): feed
+  the result to ``optax.softmax_cross_entropy_with_integer_labels``
+  unchanged. The scale s sets the softmax's sharpness (cosines lie in
+  [-1, 1]); a zero feature gives zero logits and finite gradients.
+  Low-precision inputs are computed and returned in float32.
+
+  Args:
+    features: (..., d) features.
+    codebook: (C, d) class codes (need not be unit-norm).
+    scale: s > 0, a scalar (may be a learned parameter).
+
+  Returns:
+    (..., C) logits.
+
+  Examples:
+    >>> import jax.numpy as jnp, spectral_targets as st
+    >>> codes = st.spectral_codebook(st.flat(3), 2)
+    >>> st.codebook_logits(2.0 * codes, codes, scale=10.0).argmax(-1)
+    Array([0, 1, 2], dtype=int32)
+
+  References:
+    Hoffer, Hubara & Soudry, "Fix your classifier: the marginal value of
+    training the last weight layer", ICLR 2018.
+  """
+  z = num.as_compute(features, "features")
+  W = num.as_compute(codebook, "codebook")
+  check_codebook(z, W)
+  v.check_positive(scale, "scale")
+  return scale * (unit_rows(z) @ unit_rows(W).T)

@@ -1,0 +1,96 @@
+"""Flax Linen heads with a fixed codebook.
+
+The codebook lives in the ``"constants"`` collection, not in ``"params"``:
+``optax`` updates on ``variables["params"]`` never see it. Pass the whole
+variables dict to ``apply``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+from spectral_targets import _validation as v
+from spectral_targets._logits import codebook_logits
+
+__all__ = ["CodebookHead", "FrozenArray"]
+
+
+class FrozenArray:
+  """A read-only array that hashes by value, so it can be a Linen field.
+
+  Linen modules are dataclasses that get hashed; a raw array as a field
+  breaks that. ``CodebookHead`` wraps its codebook in this automatically.
+  """
+
+  def __init__(self, array):
+    self._array = np.array(array)
+    self._array.setflags(write=False)
+
+  def __array__(self, dtype=None, copy=None):
+    return self._array if dtype is None else self._array.astype(dtype)
+
+  @property
+  def shape(self):
+    return self._array.shape
+
+  def __hash__(self):
+    return hash((self._array.shape, self._array.dtype.str,
+                 self._array.tobytes()))
+
+  def __eq__(self, other):
+    return (isinstance(other, FrozenArray)
+            and self._array.shape == other._array.shape
+            and bool(np.array_equal(self._array, other._array)))
+
+  def __repr__(self):
+    return f"FrozenArray(shape={self._array.shape})"
+
+
+class CodebookHead(nn.Module):
+  r"""Logits from scaled cosines to fixed class codes (Linen).
+
+  .. math::
+    \ell_c = s\,\cos(z, w_c)
+
+  Attributes:
+    codebook: (C, d) class codes (any array; stored as a ``FrozenArray``) and
+      copied into the ``"constants"`` collection at ``init``.
+    scale: s > 0 (16 by default).
+    learn_scale: make s a ``"params"`` entry, trained with the model.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, spectral_targets as st
+    >>> from spectral_targets.linen import CodebookHead
+    >>> head = CodebookHead(st.spectral_codebook(st.flat(4), 3))
+    >>> variables = head.init(jax.random.key(0), jnp.ones((2, 3)))
+    >>> sorted(variables), head.apply(variables, jnp.ones((2, 3))).shape
+    (['constants'], (2, 4))
+  """
+  codebook: FrozenArray
+  scale: float = 16.0
+  learn_scale: bool = False
+
+  def __post_init__(self):
+    if not isinstance(self.codebook, FrozenArray):
+      W = np.asarray(v.as_float_array(self.codebook, "codebook"))
+      object.__setattr__(self, "codebook", FrozenArray(W))
+    if len(self.codebook.shape) != 2:
+      raise ValueError(f"codebook must have rank 2, got shape "
+                       f"{self.codebook.shape}.")
+    v.check_finite(np.asarray(self.codebook), "codebook")
+    v.check_positive(self.scale, "scale")
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, features: jax.typing.ArrayLike) -> jax.Array:
+    """(..., d) features -> (..., C) logits."""
+    W = self.variable("constants", "codebook",
+                      lambda: jnp.asarray(np.asarray(self.codebook))).value
+    if self.learn_scale:
+      scale = self.param("scale", lambda _: jnp.asarray(self.scale, W.dtype))
+    else:
+      scale = self.scale
+    return codebook_logits(features, W, scale=scale)
