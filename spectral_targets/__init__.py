@@ -4,13 +4,21 @@ A label kernel S (C x C) is diagonalised; its top-d eigenmodes give a
 codebook, one unit vector per class, whose Gram matrix best approximates S.
 """
 
+from spectral_targets._class_statistics import ClassStatistics as ClassStatistics
+from spectral_targets._class_statistics import class_covariances as class_covariances
 from spectral_targets._codebook import spectral_codebook as spectral_codebook
+from spectral_targets._collapse import CollapseMetrics as CollapseMetrics
+from spectral_targets._collapse import collapse_metrics as collapse_metrics
+from spectral_targets._collapse import collapse_metrics_from_statistics as collapse_metrics_from_statistics
 from spectral_targets._dark_knowledge import dark_knowledge_mass as dark_knowledge_mass
 from spectral_targets._dark_knowledge import entropy as entropy
 from spectral_targets._dark_knowledge import soft_assignment as soft_assignment
 from spectral_targets._distillation import decoupled_distillation_loss as decoupled_distillation_loss
 from spectral_targets._distillation import distillation_loss as distillation_loss
 from spectral_targets._distillation import soft_assignment_distillation_loss as soft_assignment_distillation_loss
+from spectral_targets._evaluation import expected_calibration_error as expected_calibration_error
+from spectral_targets._evaluation import hierarchical_distance_at_k as hierarchical_distance_at_k
+from spectral_targets._evaluation import mistake_severity as mistake_severity
 from spectral_targets._hierarchy import cifar100_hierarchy as cifar100_hierarchy
 from spectral_targets._hierarchy import from_hierarchy as from_hierarchy
 from spectral_targets._hierarchy import load_hierarchy as load_hierarchy

@@ -18,3 +18,7 @@ hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE",
 
 HIERARCHIES = (pathlib.Path(__file__).resolve().parents[1].parent / "shared"
                / "data" / "hierarchies")
+
+# Needs its own process (4 simulated devices); tests/test_multidevice.py
+# runs it.
+collect_ignore = ["multidevice"]

@@ -30,3 +30,11 @@ def test_distill_step():
   out = _run("distill_step.py")
   for term in ("ce", "kd", "soft_assignment", "dark-knowledge mass"):
     assert term in out
+
+
+def test_collapse_during_training():
+  rows = [line.split() for line in _run("collapse_during_training.py")
+          .splitlines()[1:] if line.strip()]
+  nc1 = [float(r[2]) for r in rows]
+  assert len(nc1) >= 3 and nc1[-1] < 0.5 * nc1[0]
+  assert all(int(r[-1]) <= 9 for r in rows)  # Σ_B has at most C - 1 modes

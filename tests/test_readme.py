@@ -13,6 +13,7 @@ def _python_blocks():
 
 
 def test_readme_usage_runs(capsys):
+  # Every ```python block runs as written (fragments are fenced ```py).
   blocks = _python_blocks()
   assert blocks, "README has no python example"
   for code in blocks:

@@ -1,0 +1,221 @@
+"""Per-class statistics of features: means, between- and within-class
+covariances, in one pass, in chunks, or across devices.
+
+Nothing here materialises N x D x D outer products or loops over classes in
+Python: class sums are segment sums, the within-class scatter is one D x D
+matmul of class-centred features.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from spectral_targets import _validation as v
+
+
+def _check_inputs(features, labels, num_classes):
+  C = v.check_int(num_classes, "num_classes", minimum=1)
+  Z = jnp.asarray(features)
+  if not jnp.issubdtype(Z.dtype, jnp.floating):
+    raise TypeError(f"features must have a floating dtype, got {Z.dtype}.")
+  Z = Z.astype(jnp.promote_types(Z.dtype, jnp.float32))
+  v.check_rank(Z, 2, "features")
+  y = v.check_labels(labels, C)
+  if y.shape != (Z.shape[0],):
+    raise ValueError(f"labels must have shape ({Z.shape[0]},) to match "
+                     f"features {Z.shape}, got {y.shape}.")
+  return Z, y, C
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _batch_moments(Z, y, C):
+  """Counts, class means and pooled centred scatter of one batch."""
+
+  def moments(Z, y):
+    counts = jax.ops.segment_sum(jnp.ones_like(y), y, num_segments=C)
+    sums = jax.ops.segment_sum(Z, y, num_segments=C)
+    means = sums / jnp.maximum(counts, 1)[:, None].astype(Z.dtype)
+    centred = Z - means[y]
+    return counts.astype(jnp.int32), means, centred.T @ centred
+
+  # Under a mesh with Explicit axes (jax.set_mesh), the reductions over a
+  # batch-sharded axis have no unambiguous output sharding; let XLA
+  # partition them as in Auto mode and return replicated statistics.
+  mesh = jax.sharding.get_abstract_mesh()
+  explicit = tuple(name for name, kind in zip(mesh.axis_names,
+                                              mesh.axis_types)
+                   if kind == jax.sharding.AxisType.Explicit)
+  if explicit:
+    replicated = jax.sharding.PartitionSpec()
+    moments = jax.sharding.auto_axes(
+        moments, axes=explicit, out_sharding=(replicated,) * 3)
+  return moments(Z, y)
+
+
+def _covariances(counts, means, scatter):
+  """(Σ_B, Σ_W) from counts, class means and the pooled within scatter."""
+  n = counts.astype(means.dtype)
+  N = jnp.maximum(n.sum(), 1)
+  w = n / N
+  mu = w @ means
+  d = means - mu
+  return (d * w[:, None]).T @ d, scatter / N
+
+
+def class_covariances(features: jax.typing.ArrayLike,
+                      labels: jax.typing.ArrayLike,
+                      num_classes: int) -> tuple[jax.Array, jax.Array]:
+  r"""Between- and within-class covariance of features.
+
+  .. math::
+    \Sigma_B = \sum_c \frac{n_c}{N} (\mu_c - \mu)(\mu_c - \mu)^\top, \qquad
+    \Sigma_W = \frac{1}{N} \sum_i (z_i - \mu_{y_i})(z_i - \mu_{y_i})^\top
+
+  Vectorised: a segment sum for the class means and one D × D matmul of the
+  class-centred features (O(N·D²) time, O(N·D + D²) memory; nothing of size
+  N × D × D, no loop over classes). :math:`\Sigma_B` has rank at most
+  C − 1. A class with no samples has weight 0 in :math:`\Sigma_B`. Works
+  under ``jit`` with ``num_classes`` static, and with ``features`` sharded
+  along the batch axis (XLA partitions the sums).
+
+  Args:
+    features: (N, D) features.
+    labels: (N,) integer labels in [0, num_classes).
+    num_classes: C.
+
+  Returns:
+    ``(between, within)``, each (D, D), float32 or wider.
+
+  Examples:
+    >>> import jax.numpy as jnp, spectral_targets as st
+    >>> z = jnp.array([[0., 0.], [2., 0.], [0., 4.], [2., 4.]])
+    >>> between, within = st.class_covariances(z, jnp.array([0, 0, 1, 1]), 2)
+    >>> between
+    Array([[0., 0.],
+           [0., 4.]], dtype=float32)
+    >>> within
+    Array([[1., 0.],
+           [0., 0.]], dtype=float32)
+  """
+  Z, y, C = _check_inputs(features, labels, num_classes)
+  return _covariances(*_batch_moments(Z, y, C))
+
+
+@functools.partial(jax.tree_util.register_dataclass,
+                   data_fields=["counts", "mu", "scatter"], meta_fields=[])
+@dataclasses.dataclass(frozen=True)
+class ClassStatistics:
+  r"""A mergeable accumulator of per-class feature statistics (a pytree).
+
+  State (the pytree leaves): ``counts``, per-class counts :math:`n_c`
+  (int32); ``mu``, per-class means :math:`\mu_c` (C × D); ``scatter``, the
+  pooled within-class scatter :math:`M_2 = \sum_i (z_i - \mu_{y_i})(z_i - \mu_{y_i})^\top` (D × D):
+  O(C·D + D²) memory, with no per-class D × D blocks (C = 1,000, D = 2,048
+  is 24 MB). Means and centred scatter, not raw sums of squares, are kept
+  because ``ZᵀZ − N μμᵀ`` cancels catastrophically in float32 when the
+  means are large against the spread. Two states merge with the
+  parallel-variance formula of Chan, Golub & LeVeque (1979), per class:
+
+  .. math::
+    n = n_a + n_b,\quad \delta_c = \mu_{b,c} - \mu_{a,c},\quad
+    \mu_c = \mu_{a,c} + \tfrac{n_{b,c}}{n_c}\delta_c,\quad
+    M_2 = M_{2,a} + M_{2,b} + \sum_c \tfrac{n_{a,c} n_{b,c}}{n_c}
+      \delta_c \delta_c^\top
+
+  (the sum over classes is one matmul). Chunked updates equal the one-shot
+  result up to rounding; ``all_reduce`` does the same across devices inside
+  ``shard_map``.
+
+  Examples:
+    >>> import jax.numpy as jnp, spectral_targets as st
+    >>> stats = st.ClassStatistics.zeros(2, 2)
+    >>> z = jnp.array([[0., 0.], [2., 0.], [0., 4.], [2., 4.]])
+    >>> y = jnp.array([0, 0, 1, 1])
+    >>> stats = stats.update(z[:2], y[:2]).update(z[2:], y[2:])
+    >>> stats.covariances()[1]
+    Array([[1., 0.],
+           [0., 0.]], dtype=float32)
+
+  References:
+    Chan, Golub & LeVeque, "Updating formulae and a pairwise algorithm for
+    computing sample variances", 1979.
+  """
+  counts: jax.Array
+  mu: jax.Array
+  scatter: jax.Array
+
+  @classmethod
+  def zeros(cls, num_classes: int, dim: int,
+            dtype=jnp.float32) -> "ClassStatistics":
+    """An empty accumulator for C classes of D-dimensional features."""
+    C = v.check_int(num_classes, "num_classes", minimum=1)
+    D = v.check_int(dim, "dim", minimum=1)
+    return cls(jnp.zeros((C,), jnp.int32), jnp.zeros((C, D), dtype),
+               jnp.zeros((D, D), dtype))
+
+  @property
+  def num_classes(self) -> int:
+    return self.mu.shape[0]
+
+  @property
+  def dim(self) -> int:
+    return self.mu.shape[1]
+
+  def update(self, features: jax.typing.ArrayLike,
+             labels: jax.typing.ArrayLike) -> "ClassStatistics":
+    """A new accumulator with a batch of (N, D) features added."""
+    Z, y, _ = _check_inputs(features, labels, self.num_classes)
+    if Z.shape[1] != self.dim:
+      raise ValueError(f"features must have {self.dim} columns, got shape "
+                       f"{Z.shape}.")
+    batch = ClassStatistics(*_batch_moments(Z.astype(self.mu.dtype), y,
+                                            self.num_classes))
+    return self.merge(batch)
+
+  def merge(self, other: "ClassStatistics") -> "ClassStatistics":
+    """The statistics of the union of both data sets (Chan et al.)."""
+    if (other.num_classes, other.dim) != (self.num_classes, self.dim):
+      raise ValueError(
+          f"cannot merge statistics of shape (C={other.num_classes}, "
+          f"D={other.dim}) into (C={self.num_classes}, D={self.dim}).")
+    return _merge(self, other)
+
+  def all_reduce(self, axis_name) -> "ClassStatistics":
+    """Merges the statistics of every device along ``axis_name``.
+
+    For use inside ``shard_map``/``pmap``: two ``psum``s, one for counts and
+    weighted means, one for the scatter about the global class means.
+    """
+    n = self.counts.astype(self.mu.dtype)
+    counts = jax.lax.psum(self.counts, axis_name)
+    total = counts.astype(self.mu.dtype)
+    means = jax.lax.psum(self.mu * n[:, None], axis_name) / jnp.maximum(
+        total, 1)[:, None]
+    d = self.mu - means
+    scatter = jax.lax.psum(self.scatter + (d * n[:, None]).T @ d, axis_name)
+    return ClassStatistics(counts, means, scatter)
+
+  def means(self) -> jax.Array:
+    """(C, D) class means; a class with no samples has mean 0."""
+    return self.mu
+
+  def covariances(self) -> tuple[jax.Array, jax.Array]:
+    """``(between, within)`` as in ``class_covariances``."""
+    return _covariances(self.counts, self.mu, self.scatter)
+
+
+@jax.jit
+def _merge(a, b):
+  na = a.counts.astype(a.mu.dtype)
+  nb = b.counts.astype(a.mu.dtype)
+  n = na + nb
+  delta = b.mu - a.mu
+  frac = jnp.where(n > 0, nb / jnp.maximum(n, 1), 0)
+  means = a.mu + frac[:, None] * delta
+  w = jnp.where(n > 0, na * nb / jnp.maximum(n, 1), 0)
+  scatter = a.scatter + b.scatter + (delta * w[:, None]).T @ delta
+  return ClassStatistics(a.counts + b.counts, means, scatter)

@@ -1,0 +1,201 @@
+"""Neural-collapse metrics (Papyan, Han & Donoho, 2020) from class statistics."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from spectral_targets._class_statistics import ClassStatistics, _check_inputs
+
+#: Σ_B eigenvalues above this fraction of the largest count as modes.
+PROTOTYPE_MODE_RTOL = 1e-3
+
+
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["nc1", "nc2", "nc2_equinorm", "nc3", "nc4",
+                 "prototype_modes", "num_present", "between_spectrum",
+                 "within_spectrum"], meta_fields=[])
+@dataclasses.dataclass(frozen=True)
+class CollapseMetrics:
+  """Neural-collapse metrics; a pytree, so it can leave a ``jit``.
+
+  Attributes:
+    nc1: tr(Σ_W Σ_B⁺)/K, within-class variability (→ 0 under collapse).
+    nc2: ‖G/‖G‖_F − (I − 11ᵀ/K)/√(K−1)‖_F for the Gram matrix G of the
+      normalised centred class means (→ 0 for a simplex ETF).
+    nc2_equinorm: coefficient of variation of the centred class-mean norms.
+    nc3: ‖W/‖W‖_F − M/‖M‖_F‖_F, classifier vs centred means (None without a
+      classifier).
+    nc4: fraction of samples where the classifier's argmax agrees with the
+      nearest-class-centre rule (→ 1; None without classifier or samples).
+    prototype_modes: Σ_B eigenvalues above ``PROTOTYPE_MODE_RTOL`` (1e-3)
+      times the largest; at most K − 1.
+    num_present: K, the number of classes with at least one sample.
+    between_spectrum: (D,) eigenvalues of Σ_B, descending.
+    within_spectrum: (D,) eigenvalues of Σ_W, descending.
+  """
+  nc1: jax.Array
+  nc2: jax.Array
+  nc2_equinorm: jax.Array
+  nc3: jax.Array | None
+  nc4: jax.Array | None
+  prototype_modes: jax.Array
+  num_present: jax.Array
+  between_spectrum: jax.Array
+  within_spectrum: jax.Array
+
+
+def collapse_metrics(features: jax.typing.ArrayLike,
+                     labels: jax.typing.ArrayLike, num_classes: int, *,
+                     classifier: jax.typing.ArrayLike | None = None,
+                     bias: jax.typing.ArrayLike | None = None
+                     ) -> CollapseMetrics:
+  r"""Neural-collapse metrics NC1–NC4 of features and a classifier.
+
+  With class means :math:`\mu_c`, global mean :math:`\mu`, centred means
+  :math:`M = [\mu_c - \mu]_c` and K classes present:
+
+  .. math::
+    \mathrm{NC1} = \tfrac{1}{K}\operatorname{tr}(\Sigma_W \Sigma_B^{+}),\quad
+    \mathrm{NC2} = \Big\lVert \frac{G}{\lVert G\rVert_F}
+      - \frac{I - \tfrac{1}{K}\mathbf{1}\mathbf{1}^\top}{\sqrt{K-1}}
+      \Big\rVert_F,\ G_{cd} = \cos(M_c, M_d),\quad
+    \mathrm{NC3} = \Big\lVert \frac{W}{\lVert W\rVert_F}
+      - \frac{M}{\lVert M\rVert_F}\Big\rVert_F
+
+  and NC4 the agreement of :math:`\arg\max_c (W z + b)_c` with
+  :math:`\arg\min_c \lVert z - \mu_c\rVert`. NC1 and NC3 are those of
+  Papyan et al. (2020) and Zhu et al. (2021); NC2 is their ETF distance
+  taken on the *normalised* centred means, so that it measures angles only,
+  with the norms' spread reported separately (``nc2_equinorm``). Classes
+  with no samples are left out everywhere (K counts the others); fewer
+  than two present classes is a ``ValueError``. Jit-able with
+  ``num_classes`` static (the presence check is then skipped).
+
+  Args:
+    features: (N, D) features.
+    labels: (N,) integer labels in [0, C).
+    num_classes: C.
+    classifier: optional (C, D) last-layer weights (or codebook).
+    bias: optional (C,) last-layer bias.
+
+  Returns:
+    A ``CollapseMetrics``.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, spectral_targets as st
+    >>> etf = st.spectral_codebook(st.flat(4), 3)          # simplex means
+    >>> y = jnp.repeat(jnp.arange(4), 50)
+    >>> z = etf[y] + 1e-3 * jax.random.normal(jax.random.key(0), (200, 3))
+    >>> m = st.collapse_metrics(z, y, 4, classifier=etf)
+    >>> bool(m.nc1 < 1e-4), bool(m.nc2 < 1e-2), float(m.nc4)
+    (True, True, 1.0)
+
+  References:
+    Papyan, Han & Donoho, "Prevalence of neural collapse during the terminal
+    phase of deep learning training", PNAS 2020. Zhu et al., "A Geometric
+    Analysis of Neural Collapse with Unconstrained Features", NeurIPS 2021.
+  """
+  Z, y, C = _check_inputs(features, labels, num_classes)
+  stats = ClassStatistics.zeros(C, Z.shape[1], Z.dtype).update(Z, y)
+  _check_present(stats)
+  W, b = _check_classifier(classifier, bias, C, Z.shape[1])
+  nc4 = None if W is None else _nc4(Z, stats, W, b)
+  return dataclasses.replace(_from_statistics(stats, W), nc4=nc4)
+
+
+def collapse_metrics_from_statistics(stats: ClassStatistics, *,
+                                     classifier=None) -> CollapseMetrics:
+  """``collapse_metrics`` from accumulated ``ClassStatistics``.
+
+  Everything but NC4, which needs the samples (``nc4`` is None).
+
+  Examples:
+    >>> import jax.numpy as jnp, spectral_targets as st
+    >>> stats = st.ClassStatistics.zeros(2, 2).update(
+    ...     jnp.array([[1., 0.], [-1., 0.]]), jnp.array([0, 1]))
+    >>> float(st.collapse_metrics_from_statistics(stats).nc1)
+    0.0
+  """
+  if not isinstance(stats, ClassStatistics):
+    raise TypeError(f"stats must be a ClassStatistics, got {type(stats)}.")
+  _check_present(stats)
+  W, _ = _check_classifier(classifier, None, stats.num_classes, stats.dim)
+  return _from_statistics(stats, W)
+
+
+def _check_present(stats):
+  counts = stats.counts
+  if isinstance(counts, jax.core.Tracer):
+    return
+  K = int((counts > 0).sum())
+  if K < 2:
+    raise ValueError(f"neural-collapse metrics need samples of at least 2 "
+                     f"classes; got {K}.")
+
+
+def _check_classifier(W, b, C, D):
+  if W is None:
+    if b is not None:
+      raise ValueError("bias needs a classifier.")
+    return None, None
+  W = jnp.asarray(W)
+  if W.shape != (C, D):
+    raise ValueError(f"classifier must have shape ({C}, {D}), got {W.shape}.")
+  if b is not None:
+    b = jnp.asarray(b)
+    if b.shape != (C,):
+      raise ValueError(f"bias must have shape ({C},), got {b.shape}.")
+  return W.astype(jnp.float32), b
+
+
+@jax.jit
+def _from_statistics(stats, W):
+  between, within = stats.covariances()
+  present = stats.counts > 0
+  K = present.sum()
+  nc1 = jnp.trace(within @ jnp.linalg.pinv(between, hermitian=True)) / K
+
+  n = stats.counts.astype(stats.mu.dtype)
+  mu = (n @ stats.mu) / jnp.maximum(n.sum(), 1)
+  M = jnp.where(present[:, None], stats.mu - mu, 0)
+  norms = jnp.linalg.norm(M, axis=1)
+  unit = M / jnp.where(norms > 0, norms, 1)[:, None]
+  G = unit @ unit.T
+  pair = present[:, None] & present[None, :]
+  Kf = K.astype(G.dtype)
+  eye = jnp.eye(G.shape[0], dtype=G.dtype)
+  etf = jnp.where(pair, (eye - 1 / Kf) / jnp.sqrt(jnp.maximum(Kf - 1, 1)), 0)
+  nc2 = jnp.linalg.norm(G / jnp.linalg.norm(G) - etf)
+  present_norms = jnp.where(present, norms, 0)
+  mean_norm = present_norms.sum() / Kf
+  std_norm = jnp.sqrt(jnp.where(present, (norms - mean_norm) ** 2, 0).sum()
+                      / Kf)
+  equinorm = std_norm / mean_norm
+
+  nc3 = None
+  if W is not None:
+    Wp = jnp.where(present[:, None], W, 0)
+    nc3 = jnp.linalg.norm(Wp / jnp.linalg.norm(Wp) - M / jnp.linalg.norm(M))
+
+  spec_b = jnp.linalg.eigvalsh(between)[::-1]
+  spec_w = jnp.linalg.eigvalsh(within)[::-1]
+  modes = jnp.sum(spec_b > PROTOTYPE_MODE_RTOL * spec_b[0])
+  return CollapseMetrics(nc1=nc1, nc2=nc2, nc2_equinorm=equinorm, nc3=nc3,
+                         nc4=None, prototype_modes=modes, num_present=K,
+                         between_spectrum=spec_b, within_spectrum=spec_w)
+
+
+@jax.jit
+def _nc4(Z, stats, W, b):
+  scores = Z @ W.T + (0 if b is None else b)
+  # Nearest class centre via ‖z − μ_c‖² = ‖μ_c‖² − 2 zᵀμ_c + const; absent
+  # classes are never nearest.
+  d2 = jnp.sum(stats.mu**2, 1) - 2 * Z @ stats.mu.T
+  d2 = jnp.where(stats.counts > 0, d2, jnp.inf)
+  return jnp.mean(jnp.argmax(scores, -1) == jnp.argmin(d2, -1))
+
