@@ -24,6 +24,7 @@ def test_readme_usage_runs(capsys):
 
 def test_readme_test_command_is_what_ci_runs():
   readme = (ROOT / "README.md").read_text()
+  assert 'pip install -e ".[bench]" && spectral-targets bench' in readme
   assert 'pip install -e ".[test]" && pytest' in readme
   ci = (ROOT / ".ci" / "run").read_text()
   assert 'pip install -e ".[test]"' in ci and "pytest" in ci

@@ -1,0 +1,5 @@
+import sys
+
+from spectral_targets._cli import main
+
+sys.exit(main())

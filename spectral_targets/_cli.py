@@ -1,0 +1,52 @@
+"""The ``spectral-targets`` command."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+
+def _parser():
+  parser = argparse.ArgumentParser(
+      prog="spectral-targets",
+      description="Spectral codebooks, fixed-target heads and distillation "
+                  "for JAX.")
+  sub = parser.add_subparsers(dest="command", required=True)
+  bench = sub.add_parser(
+      "bench", help="benchmark codebook heads and distillation against "
+                    "one-hot on offline data sets")
+  bench.add_argument("--quick", action="store_true",
+                     help="few epochs (a smoke test: under a minute)")
+  bench.add_argument("--tasks", nargs="+", metavar="TASK",
+                     help="mnist1d digits hierarchy ordinal (default: all)")
+  bench.add_argument("--seeds", type=int, default=None,
+                     help="seeds per method (default 5; 2 with --quick)")
+  bench.add_argument("--out", default="bench-results",
+                     help="output folder (default ./bench-results)")
+  return parser
+
+
+def main(argv=None) -> int:
+  argv = sys.argv[1:] if argv is None else argv
+  args = _parser().parse_args(argv)
+  if args.command == "bench":
+    from spectral_targets import bench
+    missing = bench.missing_requirements()
+    if missing:
+      print(f"spectral-targets bench needs {', '.join(missing)}, which the "
+            f"'bench' extra installs:\n  {bench.INSTALL_HINT}",
+            file=sys.stderr)
+      return 2
+    seeds = args.seeds if args.seeds is not None else (2 if args.quick else 5)
+    if seeds < 1:
+      print("--seeds must be >= 1", file=sys.stderr)
+      return 2
+    try:
+      bench.run_benchmark(tasks=args.tasks, seeds=seeds, quick=args.quick,
+                          out=args.out, command=shlex.join(
+                              ["spectral-targets", *argv]))
+    except ValueError as e:
+      print(f"spectral-targets bench: {e}", file=sys.stderr)
+      return 2
+  return 0
