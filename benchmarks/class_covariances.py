@@ -25,22 +25,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import time
-
-
-def cpu_name():
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
 
 
 def _maxrss_mb():
@@ -183,6 +171,8 @@ def main():
         (250_000, 512, 1000), (1_000_000, 512, 1000)]
   import jax
   import numpy as np
+
+  from spectral_targets.bench import cpu_name
   print(f"machine: {cpu_name()}, {os.cpu_count()} cores; jax "
         f"{jax.__version__}; numpy {np.__version__}")
   print("\n| vs blog (N, D, C) | blog s | ours s | speed-up | blog peak MB "
