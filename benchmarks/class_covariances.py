@@ -91,7 +91,6 @@ def worker(task, N, D, C, reps, chunk):
   """Runs one measurement in this process; prints a JSON line."""
   import jax
   import jax.numpy as jnp
-  import numpy as np
   import spectral_targets as st
   out = dict(task=task, N=N, D=D, C=C)
   if task == "streaming":

@@ -9,7 +9,6 @@ reads the teacher's dark knowledge in the codebook's frame.
 """
 
 import jax
-import jax.numpy as jnp
 import optax
 from flax import nnx
 

@@ -9,7 +9,6 @@ Only the head line differs.
 """
 
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 from sklearn.datasets import load_digits

@@ -1,6 +1,5 @@
 """Evaluation metrics against hand-computed cases."""
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

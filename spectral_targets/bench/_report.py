@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import pathlib
 
-from spectral_targets.bench._run import METHODS
+from spectral_targets.bench._run import METHOD_NOTES, METHODS
 
 _COLUMNS = (("accuracy", "accuracy", "{:.3f}"),
             ("severity", "mistake severity", "{:.3f}"),
@@ -54,11 +54,10 @@ def write(out: pathlib.Path, results: dict) -> list[pathlib.Path]:
   paths = [out / "results.json", out / "results.md"]
   paths[0].write_text(json.dumps(results, indent=1))
   meta = results["meta"]
-  md = [f"# spectral-targets bench", "",
+  md = ["# spectral-targets bench", "",
         f"Command: `{meta['command']}`  ", f"Date: {meta['date']}  ",
         f"Machine: {meta['machine']}  ", f"Versions: {meta['versions']}", "",
         "Methods:", ""]
-  from spectral_targets.bench._run import METHOD_NOTES
   md += [f"- **{name}**: {note}" for name, note in METHOD_NOTES.items()]
   md += ["", "Mistake severity: mean class distance between true and "
          "predicted class over the mistakes; hdist@k: mean distance to the "

@@ -237,7 +237,6 @@ class TaskRun:
     codebook, plus its loss), on the same batch; the methods are timed in
     interleaved rounds in this process and the medians compared.
     """
-    C, F = self.C, self.F
     batch = min(self.budget.batch_size, self.x.shape[0])
     x, y = self.x[:batch], self.y[:batch]
     teacher = jax.tree_util.tree_map(lambda a: a[0], teachers)
