@@ -201,10 +201,14 @@ def load_hierarchy(path: str | os.PathLike) -> list[tuple[str, str]]:
     The list of ``(parent, child)`` edges, in file order.
 
   Examples:
-    >>> import spectral_targets as st
-    >>> edges, names = st.cifar100_hierarchy()
-    >>> len(names), names[:2]
-    (100, ('apple', 'aquarium_fish'))
+    >>> import pathlib, tempfile, spectral_targets as st
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "tree.txt"
+    >>> _ = path.write_text("# a tree\\nroot animal\\nanimal cat\\nanimal dog\\n")
+    >>> edges = st.load_hierarchy(path)
+    >>> edges
+    [('root', 'animal'), ('animal', 'cat'), ('animal', 'dog')]
+    >>> st.from_hierarchy(edges).tolist()
+    [[1.0, 0.5], [0.5, 1.0]]
   """
   with open(path, encoding="utf-8") as f:
     return _parse_edges(f, str(path))
