@@ -123,10 +123,13 @@ def double_center(kernel: jax.typing.ArrayLike) -> jax.Array:
     >>> bool(abs(B.sum(axis=0)).max() < 1e-6)
     True
   """
-  S = v.as_kernel(kernel)
-  row = S.mean(axis=0, keepdims=True)
-  col = S.mean(axis=1, keepdims=True)
-  return S - row - col + S.mean()
+  return centered(v.as_kernel(kernel))
+
+
+def centered(S):
+  """J S J without validation (for callers that validated already)."""
+  return (S - S.mean(axis=0, keepdims=True) - S.mean(axis=1, keepdims=True)
+          + S.mean())
 
 
 def from_distances(distances: jax.typing.ArrayLike, *,

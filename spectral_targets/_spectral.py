@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from spectral_targets import _validation as v
+from spectral_targets._kernels import centered as double_centered
 
 
 def eigenmodes(kernel: jax.typing.ArrayLike) -> tuple[jax.Array, jax.Array]:
@@ -107,10 +108,6 @@ def _gram_error(S, d):
   return jnp.sqrt(lost / jnp.where(total > 0, total, 1))
 
 
-def _centered(S):
-  return S - S.mean(0, keepdims=True) - S.mean(1, keepdims=True) + S.mean()
-
-
 def alignment(a: jax.typing.ArrayLike, b: jax.typing.ArrayLike, *,
               centered: bool = False) -> jax.Array:
   r"""Kernel-target alignment (Cristianini et al., 2002), or CKA.
@@ -155,7 +152,7 @@ def alignment(a: jax.typing.ArrayLike, b: jax.typing.ArrayLike, *,
 @functools.partial(jax.jit, static_argnums=2)
 def _alignment_terms(K, L, centered):
   if centered:
-    K, L = _centered(K), _centered(L)
+    K, L = double_centered(K), double_centered(L)
   return jnp.linalg.norm(K), jnp.linalg.norm(L), jnp.vdot(K, L)
 
 
