@@ -16,12 +16,16 @@ from spectral_targets._dark_knowledge import soft_assignment as soft_assignment
 from spectral_targets._distillation import decoupled_distillation_loss as decoupled_distillation_loss
 from spectral_targets._distillation import distillation_loss as distillation_loss
 from spectral_targets._distillation import soft_assignment_distillation_loss as soft_assignment_distillation_loss
+from spectral_targets._eigensolvers import ConvergenceWarning as ConvergenceWarning
+from spectral_targets._eigensolvers import TopEigenmodes as TopEigenmodes
+from spectral_targets._eigensolvers import top_eigenmodes as top_eigenmodes
 from spectral_targets._evaluation import expected_calibration_error as expected_calibration_error
 from spectral_targets._evaluation import hierarchical_distance_at_k as hierarchical_distance_at_k
 from spectral_targets._evaluation import mistake_severity as mistake_severity
 from spectral_targets._hierarchy import cifar100_hierarchy as cifar100_hierarchy
 from spectral_targets._hierarchy import from_hierarchy as from_hierarchy
 from spectral_targets._hierarchy import load_hierarchy as load_hierarchy
+from spectral_targets._hierarchy import random_hierarchy as random_hierarchy
 from spectral_targets._kernels import blocks as blocks
 from spectral_targets._kernels import double_center as double_center
 from spectral_targets._kernels import flat as flat
@@ -30,6 +34,10 @@ from spectral_targets._kernels import from_confusion as from_confusion
 from spectral_targets._kernels import from_distances as from_distances
 from spectral_targets._kernels import graded as graded
 from spectral_targets._logits import codebook_logits as codebook_logits
+from spectral_targets._operators import KernelOperator as KernelOperator
+from spectral_targets._operators import LowRankKernel as LowRankKernel
+from spectral_targets._operators import TreeKernel as TreeKernel
+from spectral_targets._operators import low_rank_kernel as low_rank_kernel
 from spectral_targets._regression import cosine_regression_loss as cosine_regression_loss
 from spectral_targets._regression import similarity_regression_loss as similarity_regression_loss
 from spectral_targets._spectral import alignment as alignment

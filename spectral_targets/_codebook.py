@@ -15,12 +15,19 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from spectral_targets import _eigensolvers
+from spectral_targets import _operators
 from spectral_targets import _spectral
 from spectral_targets import _validation as v
 
+# The separation objective compares pairs among at most this many classes.
+MAX_PAIR_CLASSES = 2048
 
-def spectral_codebook(kernel: jax.typing.ArrayLike, d: int, *,
+
+def spectral_codebook(kernel, d: int, *,
                       normalize: bool = True,
+                      method: str = "auto", tol: float = 1e-5,
+                      max_iter: int = 500,
                       degeneracy_rtol: float | None = None,
                       steps: int = 400, restarts: int = 8,
                       seed: int = 0) -> jax.Array:
@@ -55,14 +62,32 @@ def spectral_codebook(kernel: jax.typing.ArrayLike, d: int, *,
   with the most equal norms, then the smallest largest cosine, is kept), with pairs whose cosine no Q
   can change left out. So ``flat(9)`` at d = 2 gives the regular 9-gon and
   ``blocks`` of three superclasses at d = 2 gives three clusters 120° apart.
+  Beyond 2,048 classes the pairs are taken among the classes the repeated
+  eigenspace moves (a deterministic sample of 2,048 of them if more), so
+  no C × C matrix is formed.
+
+  **Many classes.** The modes come from ``top_eigenmodes`` with ``method``
+  (default "auto": a dense ``eigh`` below 2,048 classes, randomized
+  subspace iteration above, where d is small), so ``kernel`` may be a
+  ``KernelOperator`` such as ``from_hierarchy(..., implicit=True)``. The
+  iterative solvers compute a few modes past d to see whether the cut falls
+  in a repeated eigenvalue, and more if the tie reaches the last of them;
+  a tie too long to bracket (more than max(4 d, d + 256) modes) raises
+  ``ValueError`` naming the d on either side that would cut in a gap. An
+  unconverged solve warns with ``ConvergenceWarning``.
 
   This step needs the kernel's values, so the function runs eagerly (build a
   codebook once, before training); it raises ``TypeError`` under ``jit``.
 
   Args:
-    kernel: (C, C) symmetric kernel.
+    kernel: (C, C) symmetric kernel, or a ``KernelOperator`` (any object
+      with a square ``shape`` and a traceable ``@``).
     d: code dimension, 1 <= d <= C.
     normalize: return unit rows (default) or the MDS coordinates X.
+    method: eigensolver, "auto", "dense", "randomized" or "lobpcg"; see
+      ``top_eigenmodes``.
+    tol: residual tolerance of an iterative solver.
+    max_iter: iteration cap of an iterative solver.
     degeneracy_rtol: relative gap below which eigenvalues count as equal.
       Default: the square root of the dtype's epsilon (3.5e-4 in float32).
     steps: optimisation steps when a cut falls in a repeated eigenvalue.
@@ -88,29 +113,30 @@ def spectral_codebook(kernel: jax.typing.ArrayLike, d: int, *,
     Mettes, van der Pol & Snoek, "Hyperspherical Prototype Networks",
     NeurIPS 2019.
   """
-  if not v.is_concrete(kernel):
+  if not all(map(v.is_concrete, jax.tree.leaves(kernel))):
     raise TypeError(
         "spectral_codebook needs a concrete kernel: how a repeated eigenvalue "
         "is resolved depends on its values. Build the codebook once, outside "
         "jit, and pass the (C, d) result into the traced function.")
-  S = v.as_kernel(kernel)
-  C = S.shape[0]
+  op = _operators.as_operator(kernel)
+  C = op.num_classes
   d = v.check_int(d, "d", minimum=1, maximum=C)
   steps = v.check_int(steps, "steps", minimum=0)
   restarts = v.check_int(restarts, "restarts", minimum=1)
-  eps = float(jnp.finfo(S.dtype).eps)
+  eps = float(jnp.finfo(op.dtype).eps)
   rtol = np.sqrt(eps) if degeneracy_rtol is None else degeneracy_rtol
   v.check_positive(rtol, "degeneracy_rtol")
 
-  lam, U = _spectral._eigenmodes(S)
+  lam, U = _modes(op, d, rtol, method=method, tol=tol, max_iter=max_iter,
+                  seed=seed)
   lam_np = np.asarray(lam)
-  tol = rtol * max(float(np.abs(lam_np).max()), np.finfo(np.float32).tiny)
+  tol_lam = rtol * max(float(np.abs(lam_np).max()), np.finfo(np.float32).tiny)
   X = _coordinates(lam, U, d)
 
   # The block of eigenvalues tied with lambda_d; a cut inside it is ambiguous.
-  tied = np.flatnonzero(np.abs(lam_np - lam_np[d - 1]) <= tol)
+  tied = np.flatnonzero(np.abs(lam_np - lam_np[d - 1]) <= tol_lam)
   a, b = int(tied.min()), int(tied.max()) + 1
-  if b > d and lam_np[d - 1] > tol:
+  if b > d and lam_np[d - 1] > tol_lam:
     fixed = _coordinates(lam, U, a)
     group = _coordinates(lam[a:b], U[:, a:b], b - a)
     Q = _separating_basis(fixed, group, d - a, steps=steps,
@@ -131,6 +157,34 @@ def spectral_codebook(kernel: jax.typing.ArrayLike, d: int, *,
   return X / norms[:, None]
 
 
+def _modes(op, d, rtol, *, method, tol, max_iter, seed):
+  """Eigenvalues (descending) and eigenvectors: all C from a dense eigh, or
+  from an iterative solver enough past d to bracket a tie at the cut."""
+  C = op.num_classes
+  extra = max(8, d // 8)
+  method = _eigensolvers.resolve_method(method, C, d + extra)
+  if method == "dense":
+    return _spectral._eigenmodes(op.to_dense())
+  cap = min(C, max(4 * d, d + 256))
+  while True:
+    k = min(C, d + extra)
+    top = _eigensolvers.top_eigenmodes(op, k, method=method, tol=tol,
+                                       max_iter=max_iter, seed=seed)
+    _spectral.warn_unconverged(top, tol)
+    lam = np.asarray(top.eigenvalues)
+    tie = np.abs(lam - lam[d - 1]) <= rtol * np.abs(lam).max()
+    if k == C or not tie[-1]:
+      return top.eigenvalues, top.eigenvectors
+    if k >= cap:
+      first = int(np.flatnonzero(tie)[0])
+      raise ValueError(
+          f"d={d} cuts an eigenvalue ({lam[d - 1]:.4g}) repeated more than "
+          f"{k - first} times, too many to resolve without a dense "
+          f"eigendecomposition; d={first} cuts in a gap (or pass "
+          "method='dense').")
+    extra *= 2
+
+
 @functools.partial(jax.jit, static_argnums=2)
 def _coordinates(lam, U, d):
   """MDS coordinates U_d max(Λ_d, 0)^{1/2} of the top d modes."""
@@ -141,7 +195,9 @@ def _separating_basis(fixed, group, k, *, steps, restarts, seed, rtol):
   """Q (m, k) with orthonormal columns choosing the kept part of a repeated
   eigenspace: equal code norms first, then maximal separation."""
   C, m = group.shape
-  full = np.asarray(jnp.concatenate([fixed, group], axis=1), np.float64)
+  pairs = _pair_classes(group, rtol, seed)
+  full = np.asarray(jnp.concatenate([fixed, group], axis=1)[pairs],
+                    np.float64)
   # Pairs of classes whose coordinates coincide get the same code whatever
   # Q is; their cosine is 1 for good and must not drown the others.
   sq = (full**2).sum(1)
@@ -152,7 +208,8 @@ def _separating_basis(fixed, group, k, *, steps, restarts, seed, rtol):
     return jnp.eye(m, k, dtype=group.dtype)
   starts = jax.random.normal(jax.random.key(seed), (restarts, m, k),
                              dtype=group.dtype)
-  Qs, disp, worst = _optimise(fixed, group, mask, starts, steps)
+  Qs, disp, worst = _optimise(fixed, group, jnp.asarray(pairs), mask, starts,
+                              steps)
   disp, worst = np.asarray(disp), np.asarray(worst)
   # Lexicographic choice: the most equal norms, then the best separation.
   ok = disp <= disp.min() + 1e-4
@@ -160,28 +217,43 @@ def _separating_basis(fixed, group, k, *, steps, restarts, seed, rtol):
   return Qs[best]
 
 
+def _pair_classes(group, rtol, seed):
+  """The classes whose pairwise cosines enter the objective: all of them up
+  to MAX_PAIR_CLASSES, else those the eigenspace moves (their coordinates in
+  it are not ~0), sampled down to MAX_PAIR_CLASSES."""
+  C = group.shape[0]
+  if C <= MAX_PAIR_CLASSES:
+    return np.arange(C)
+  n2 = np.asarray(jnp.sum(group**2, axis=1), np.float64)
+  moved = np.flatnonzero(n2 > rtol * n2.max())
+  if moved.size > MAX_PAIR_CLASSES:
+    rng = np.random.default_rng(seed)
+    moved = np.sort(rng.choice(moved, MAX_PAIR_CLASSES, replace=False))
+  return moved
+
+
 def _stiefel(A):
   q, r = jnp.linalg.qr(A)
   return q * jnp.where(jnp.diagonal(r) < 0, -1.0, 1.0).astype(q.dtype)
 
 
-def _terms(A, fixed, group, mask):
+def _terms(A, fixed, group, pairs):
   Q = _stiefel(A)
   X = jnp.concatenate([fixed, group @ Q], axis=1)
   n2 = jnp.sum(X**2, axis=1)
   disp = jnp.var(n2) / jnp.mean(n2) ** 2
-  unit = X * jax.lax.rsqrt(n2 + 1e-12)[:, None]
+  unit = X[pairs] * jax.lax.rsqrt(n2[pairs] + 1e-12)[:, None]
   cos = unit @ unit.T
   return Q, disp, cos
 
 
-@functools.partial(jax.jit, static_argnums=4)
-def _optimise(fixed, group, mask, starts, steps):
+@functools.partial(jax.jit, static_argnums=5)
+def _optimise(fixed, group, pairs, mask, starts, steps):
   beta_start, beta_end, rho_end = 10.0, 500.0, 100.0
   log_pairs = jnp.log(jnp.sum(mask))
 
   def loss(A, beta):
-    _, disp, cos = _terms(A, fixed, group, mask)
+    _, disp, cos = _terms(A, fixed, group, pairs)
     smooth_max = (jax.nn.logsumexp(jnp.where(mask, beta * cos, -jnp.inf))
                   - log_pairs) / beta
     # A homotopy: separation first finds the right basin, then the growing
@@ -202,7 +274,7 @@ def _optimise(fixed, group, mask, starts, steps):
       return (optax.apply_updates(A, updates), state), None
 
     (A, _), _ = jax.lax.scan(step, (A, state), jnp.arange(steps))
-    Q, disp, cos = _terms(A, fixed, group, mask)
+    Q, disp, cos = _terms(A, fixed, group, pairs)
     return Q, disp, jnp.max(jnp.where(mask, cos, -jnp.inf))
 
   return jax.vmap(run)(starts)

@@ -26,6 +26,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from spectral_targets import _operators
+from spectral_targets import _validation as v
+
 
 @dataclasses.dataclass(frozen=True)
 class Tree:
@@ -143,7 +146,9 @@ def build_tree(edges: Iterable[tuple[Hashable, Hashable]],
 
 
 def from_hierarchy(edges: Iterable[tuple[Hashable, Hashable]], *,
-                   classes: Sequence[Hashable] | None = None) -> jax.Array:
+                   classes: Sequence[Hashable] | None = None,
+                   implicit: bool = False
+                   ) -> jax.Array | _operators.TreeKernel:
   r"""The LCA-height kernel of a class tree (Barz & Denzler, 2019).
 
   .. math::
@@ -153,31 +158,45 @@ def from_hierarchy(edges: Iterable[tuple[Hashable, Hashable]], *,
   elsewhere. The kernel has unit diagonal, lies in [0, 1], and is positive
   semi-definite (a non-negative sum of the blocks of leaves under each node).
 
+  With ``implicit=True`` the kernel is returned as a ``TreeKernel``: the
+  product :math:`SX = M(w \odot M^\top X)` through the tree, O(N) memory
+  for N nodes instead of O(C²), accepted by ``spectral_codebook``,
+  ``top_eigenmodes``, ``gram_error`` and ``alignment``. Use it from a few
+  thousand classes on (at C = 100,000 the dense kernel is 40 GB).
+
   Args:
     edges: iterable of ``(parent, child)`` pairs of hashable node ids, forming
       one rooted tree (each node one parent, no cycles).
     classes: the classes, as leaf ids, in kernel order. Default: every leaf,
       in order of first appearance in ``edges``.
+    implicit: return the kernel as a product (``TreeKernel``) instead of
+      a dense matrix.
 
   Returns:
-    The (C, C) kernel.
+    The (C, C) kernel, or the equivalent ``TreeKernel``.
 
   References:
     Barz & Denzler, "Hierarchy-based Image Embeddings for Semantic Image
     Retrieval", WACV 2019.
 
   Examples:
-    >>> import spectral_targets as st
+    >>> import jax.numpy as jnp, spectral_targets as st
     >>> edges = [("animal", "cat"), ("animal", "dog"), ("root", "animal"),
     ...          ("root", "car")]
     >>> st.from_hierarchy(edges, classes=["cat", "dog", "car"])
     Array([[1. , 0.5, 0. ],
            [0.5, 1. , 0. ],
            [0. , 0. , 1. ]], dtype=float32)
+    >>> K = st.from_hierarchy(edges, classes=["cat", "dog", "car"],
+    ...                       implicit=True)
+    >>> K @ jnp.array([1., 0., 0.])  # the first column, without S
+    Array([1. , 0.5, 0. ], dtype=float32)
   """
   tree = build_tree(edges, classes)
-  rows, cols = tree.ancestors()
   w = tree.weights()
+  if implicit:
+    return _operators.tree_kernel(tree.parent, w, tree.class_nodes)
+  rows, cols = tree.ancestors()
   C = tree.class_nodes.size
   # Only the nodes that lie above some class take part.
   used, cols = np.unique(cols, return_inverse=True)
@@ -271,3 +290,61 @@ def cifar100_hierarchy(tree: str = "superclasses"
     raise ValueError(f"tree must be 'superclasses' or 'wordnet', got "
                      f"{tree!r}.")
   return edges, classes
+
+
+def random_hierarchy(num_classes: int, *, depth: int = 8,
+                     branching: float = 4.0, unevenness: float = 1.0,
+                     seed: int = 0) -> list[tuple[int, int]]:
+  r"""A random taxonomy of realistic shape, for tests and benchmarks.
+
+  Built top-down: a node with n classes below it gets
+  :math:`2 + \mathrm{Poisson}(\text{branching} - 2)` children (at most n),
+  and its n classes are split among them in proportions drawn from a
+  symmetric Dirichlet with concentration ``1 / unevenness`` (so subtrees are
+  uneven in size, as in WordNet or a biological taxonomy); a subtree with one
+  class ends in a leaf, and a node at depth ``depth - 1`` takes its classes
+  as leaves directly. Leaves therefore sit at uneven depths, at most
+  ``depth``. Deterministic for a given seed.
+
+  Args:
+    num_classes: C, the number of leaves (>= 2).
+    depth: the largest depth of a leaf (>= 1).
+    branching: mean number of children of an inner node (>= 2).
+    unevenness: > 0; larger makes sibling subtrees more unequal.
+    seed: seed of the NumPy generator.
+
+  Returns:
+    ``(parent, child)`` edges between integer node ids (the root is 0);
+    the leaves are the classes, in order of first appearance.
+
+  Examples:
+    >>> import spectral_targets as st
+    >>> edges = st.random_hierarchy(1000, seed=0)
+    >>> st.from_hierarchy(edges, implicit=True).num_classes
+    1000
+  """
+  C = v.check_int(num_classes, "num_classes", minimum=2)
+  depth = v.check_int(depth, "depth", minimum=1)
+  v.check_positive(branching - 1, "branching - 1")
+  if branching < 2:
+    raise ValueError(f"branching must be >= 2, got {branching}.")
+  v.check_positive(unevenness, "unevenness")
+  rng = np.random.default_rng(seed)
+  edges: list[tuple[int, int]] = []
+  stack = [(0, C, 0)]
+  next_id = 1
+  while stack:
+    node, n, level = stack.pop()
+    if level == depth - 1:
+      parts = np.ones(n, np.int64)
+    else:
+      b = int(min(n, 2 + rng.poisson(branching - 2)))
+      p = rng.dirichlet(np.full(b, 1.0 / unevenness))
+      # Every child gets one class; the rest are shared out by p.
+      parts = 1 + rng.multinomial(n - b, p)
+    for m in parts[::-1]:
+      child, next_id = next_id, next_id + 1
+      edges.append((node, child))
+      if m > 1:
+        stack.append((child, int(m), level + 1))
+  return edges

@@ -4,14 +4,26 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from spectral_targets import _eigensolvers
+from spectral_targets import _operators
 from spectral_targets import _validation as v
 from spectral_targets._kernels import centered as double_centered
+
+
+def _dense_kernel(kernel, name: str = "kernel") -> jax.Array:
+  if _operators.is_operator(kernel):
+    raise TypeError(
+        f"{name} is an operator, and the full spectrum needs the dense "
+        "(C, C) matrix: use top_eigenmodes(kernel, k) for the top k modes, "
+        "or kernel.to_dense() when C is small.")
+  return v.as_kernel(kernel, name)
 
 
 def eigenmodes(kernel: jax.typing.ArrayLike) -> tuple[jax.Array, jax.Array]:
@@ -33,7 +45,7 @@ def eigenmodes(kernel: jax.typing.ArrayLike) -> tuple[jax.Array, jax.Array]:
     >>> lam.round(4)
     Array([1., 1., 0.], dtype=float32)
   """
-  return _eigenmodes(v.as_kernel(kernel))
+  return _eigenmodes(_dense_kernel(kernel))
 
 
 @jax.jit
@@ -58,7 +70,7 @@ def spectrum(kernel: jax.typing.ArrayLike) -> jax.Array:
     >>> st.spectrum(st.blocks([0, 0, 1])).round(4)
     Array([2., 1., 0.], dtype=float32)
   """
-  return _spectrum(v.as_kernel(kernel))
+  return _spectrum(_dense_kernel(kernel))
 
 
 @jax.jit
@@ -66,7 +78,8 @@ def _spectrum(S):
   return jnp.linalg.eigvalsh(S)[::-1]
 
 
-def gram_error(kernel: jax.typing.ArrayLike, d: int) -> jax.Array:
+def gram_error(kernel, d: int, *, method: str = "auto", tol: float = 1e-5,
+               max_iter: int = 500) -> jax.Array:
   r"""Relative Frobenius error of the best rank-d PSD approximation.
 
   With :math:`\hat S_d = U_d \max(\Lambda_d, 0) U_d^\top` (the Gram matrix of
@@ -75,14 +88,28 @@ def gram_error(kernel: jax.typing.ArrayLike, d: int) -> jax.Array:
   .. math::
     \frac{\lVert S - \hat S_d\rVert_F}{\lVert S\rVert_F}
     = \sqrt{\frac{\sum_{i>d}\lambda_i^2 + \sum_{i\le d,\,\lambda_i<0}
-      \lambda_i^2}{\sum_i \lambda_i^2}}.
+      \lambda_i^2}{\sum_i \lambda_i^2}}
+    = \sqrt{1 - \frac{\sum_{i\le d,\,\lambda_i>0}\lambda_i^2}
+      {\lVert S\rVert_F^2}}.
 
   It is non-increasing in d and reaches 0 at d = C only for PSD S. The zero
-  kernel has error 0. Works under ``jit`` with ``d`` static.
+  kernel has error 0.
+
+  The dense solver sums the lost eigenvalues (first form). An iterative
+  solver (``method``, see ``top_eigenmodes``) finds only the top d and uses
+  the second form, with :math:`\lVert S\rVert_F^2` from the kernel:
+  exact for arrays, ``TreeKernel`` and ``LowRankKernel``; a
+  ``KernelOperator`` without ``squared_norm`` raises ``ValueError``. Its
+  error is about the eigenvalues' (residual² / gap), and the subtraction
+  loses precision when the error itself is below ~1e-3. An array under
+  ``jit`` (``d`` static) takes the dense path.
 
   Args:
-    kernel: (C, C) symmetric kernel.
+    kernel: (C, C) symmetric kernel, or a ``KernelOperator``.
     d: number of modes kept, 1 <= d <= C.
+    method: eigensolver: "auto", "dense", "randomized" or "lobpcg".
+    tol: residual tolerance of an iterative solver.
+    max_iter: iteration cap of an iterative solver.
 
   Returns:
     Scalar in [0, 1].
@@ -91,10 +118,45 @@ def gram_error(kernel: jax.typing.ArrayLike, d: int) -> jax.Array:
     >>> import spectral_targets as st
     >>> float(st.gram_error(st.flat(4), 3)) < 1e-6
     True
+    >>> K = st.from_hierarchy(st.random_hierarchy(3000, seed=0),
+    ...                       implicit=True)
+    >>> round(float(st.gram_error(K, 64)), 3)  # never forms the 3000 x 3000 S
+    0.077
   """
-  S = v.as_kernel(kernel)
-  d = v.check_int(d, "d", minimum=1, maximum=S.shape[0])
-  return _gram_error(S, d)
+  if not _operators.is_operator(kernel) and not v.is_concrete(kernel):
+    S = v.as_kernel(kernel)
+    return _gram_error(S, v.check_int(d, "d", minimum=1, maximum=S.shape[0]))
+  op = _operators.as_operator(kernel)
+  d = v.check_int(d, "d", minimum=1, maximum=op.num_classes)
+  method = _eigensolvers.resolve_method(method, op.num_classes, d)
+  if method == "dense":
+    return _gram_error(op.to_dense(), d)
+  total = _squared_norm(op, "gram_error")
+  top = _eigensolvers.top_eigenmodes(op, d, method=method, tol=tol,
+                                     max_iter=max_iter)
+  warn_unconverged(top, tol)
+  lam = np.asarray(top.eigenvalues, np.float64)
+  kept = float(np.sum(np.where(lam > 0, lam, 0.0) ** 2))
+  error = math.sqrt(max(total - kept, 0.0) / total) if total > 0 else 0.0
+  return jnp.asarray(error, op.dtype)
+
+
+def warn_unconverged(top: _eigensolvers.TopEigenmodes, tol: float) -> None:
+  """``ConvergenceWarning`` for an iterative solve that stopped early."""
+  if not top.converged:
+    warnings.warn(_eigensolvers.ConvergenceWarning(
+        f"{top.method} eigensolver stopped after {top.iterations} "
+        f"iterations with residual {float(top.residuals.max()):.2g} > "
+        f"tol={tol}; raise max_iter or tol, or use method='dense'."),
+        stacklevel=3)
+
+
+def _squared_norm(op, caller: str) -> float:
+  try:
+    return float(op.squared_norm())
+  except NotImplementedError as e:
+    raise ValueError(f"{caller} needs the kernel's squared Frobenius norm: "
+                     f"{e}") from None
 
 
 @jax.jit
@@ -108,8 +170,7 @@ def _gram_error(S, d):
   return jnp.sqrt(lost / jnp.where(total > 0, total, 1))
 
 
-def alignment(a: jax.typing.ArrayLike, b: jax.typing.ArrayLike, *,
-              centered: bool = False) -> jax.Array:
+def alignment(a, b, *, centered: bool = False) -> jax.Array:
   r"""Kernel-target alignment (Cristianini et al., 2002), or CKA.
 
   .. math::
@@ -122,9 +183,20 @@ def alignment(a: jax.typing.ArrayLike, b: jax.typing.ArrayLike, *,
   positive scaling, in [-1, 1] (in [0, 1] for PSD kernels). A kernel with
   zero norm raises ``ValueError`` when concrete; under ``jit`` it gives NaN.
 
+  **Operators.** Either kernel may be a ``KernelOperator`` (e.g.
+  ``from_hierarchy(..., implicit=True)``) when the other is low rank
+  (``low_rank_kernel``: :math:`\langle K, FF^\top + D\rangle =
+  \operatorname{tr}(F^\top K F) + \sum_i D_{ii} K_{ii}`) or a dense array;
+  the norms come from ``squared_norm``. So a codebook is compared with an
+  implicit kernel as ``alignment(K, low_rank_kernel(codes))`` without a
+  C × C matrix. Centring uses :math:`\langle JKJ, JLJ\rangle = \langle JKJ,
+  L\rangle` and :math:`\lVert JKJ\rVert^2 = \lVert K\rVert^2 -
+  \tfrac{2}{C}\lVert K1\rVert^2 + (1^\top K 1)^2/C^2`. Two operators
+  neither of which is low rank or dense raise ``ValueError``.
+
   Args:
-    a: (C, C) symmetric kernel.
-    b: (C, C) symmetric kernel.
+    a: (C, C) symmetric kernel or operator.
+    b: (C, C) symmetric kernel or operator.
     centered: double-centre both first.
 
   Returns:
@@ -134,19 +206,64 @@ def alignment(a: jax.typing.ArrayLike, b: jax.typing.ArrayLike, *,
     >>> import spectral_targets as st
     >>> float(st.alignment(st.graded(5, 2.), st.graded(5, 2.)))
     1.0
+    >>> K = st.from_hierarchy(st.random_hierarchy(3000, seed=0),
+    ...                       implicit=True)
+    >>> codes = st.spectral_codebook(K, 64, normalize=False)
+    >>> round(float(st.alignment(K, st.low_rank_kernel(codes))), 3)
+    0.997
   """
+  if _operators.is_operator(a) or _operators.is_operator(b):
+    return _operator_alignment(_operators.as_operator(a, "a"),
+                               _operators.as_operator(b, "b"), centered)
   K = v.as_kernel(a, "a")
   L = v.as_kernel(b, "b")
   chex.assert_equal_shape((K, L), custom_message="a and b must have the "
                           "same shape.", exception_type=ValueError)
   nk, nl, inner = _alignment_terms(K, L, bool(centered))
   if v.is_concrete(nk) and v.is_concrete(nl):
-    for name, norm in (("a", nk), ("b", nl)):
-      if float(norm) == 0:
-        raise ValueError(f"{name} has zero norm"
-                         f"{' after centring' if centered else ''}; its "
-                         "alignment is undefined.")
+    _check_norms((("a", nk), ("b", nl)), centered)
   return inner / (nk * nl)
+
+
+def _check_norms(norms, centered):
+  for name, norm in norms:
+    if float(norm) == 0:
+      raise ValueError(f"{name} has zero norm"
+                       f"{' after centring' if centered else ''}; its "
+                       "alignment is undefined.")
+
+
+def _operator_alignment(K, L, centered):
+  if K.num_classes != L.num_classes:
+    raise ValueError(f"a and b must have the same shape, got {K.shape} and "
+                     f"{L.shape}.")
+  explicit = (_operators.LowRankKernel, _operators.DenseKernel)
+  if not isinstance(L, explicit):
+    K, L = L, K
+  if not isinstance(L, explicit):
+    raise ValueError(
+        "alignment of two operators needs one of them low rank (e.g. a "
+        "codebook's Gram matrix, low_rank_kernel(codes)) or a dense array; "
+        "pass kernel.to_dense() for the other when C is small.")
+  if centered:
+    Kc, Lc = _operators.CenteredKernel(K), _operators.CenteredKernel(L)
+    inner = _inner(Kc, L)  # <JKJ, JLJ> = <JKJ, L>
+  else:
+    Kc, Lc = K, L
+    inner = _inner(K, L)
+  norms = [math.sqrt(_squared_norm(op, "alignment")) for op in (Kc, Lc)]
+  _check_norms(zip(("a", "b"), norms), centered)
+  return jnp.asarray(inner / (norms[0] * norms[1]), K.dtype)
+
+
+def _inner(K, L) -> float:
+  """<K, L>_F for L low rank (tr FᵀKF + Σ δ K_ii) or dense (tr KL)."""
+  if isinstance(L, _operators.DenseKernel):
+    return float(jnp.trace(K.matmul(L.matrix)))
+  inner = float(jnp.sum(L.factor * K.matmul(L.factor)))
+  if bool(jnp.any(L.diag != 0)):
+    inner += float(jnp.sum(L.diag * K.diagonal()))
+  return inner
 
 
 @functools.partial(jax.jit, static_argnums=2)

@@ -1,0 +1,381 @@
+"""Label kernels known through their products: S @ X without forming S.
+
+A dense kernel costs O(C²) memory; at C = 100,000 that is 40 GB. The kernels
+here are structured (a tree, a low-rank factor plus a diagonal) or supplied by
+the user as anything with a ``shape`` and a ``@``. Each exposes what the
+spectral functions need: the product with a block, and, where the structure
+gives them cheaply, the diagonal and the squared Frobenius norm.
+
+Operators are JAX pytrees, so they pass through ``jit`` like arrays.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from spectral_targets import _validation as v
+
+
+class KernelOperator(abc.ABC):
+  r"""A symmetric (C, C) label kernel given by its product with a block.
+
+  Subclass it to pass your own structured kernel to ``spectral_codebook``,
+  ``top_eigenmodes``, ``gram_error`` and ``alignment``: implement
+  ``num_classes``, ``dtype`` and ``matmul`` in ``jax.numpy`` (so it traces),
+  register the subclass as a pytree, and implement ``diagonal`` and
+  ``squared_norm`` if your structure gives them cheaply (``gram_error`` needs
+  the norm; ``alignment`` needs the diagonal against a kernel with one).
+  ``kernel @ X`` is ``kernel.matmul(X)``.
+  """
+
+  @property
+  @abc.abstractmethod
+  def num_classes(self) -> int:
+    """C."""
+
+  @property
+  @abc.abstractmethod
+  def dtype(self) -> np.dtype:
+    """The floating dtype of the products."""
+
+  @abc.abstractmethod
+  def matmul(self, x: jax.Array) -> jax.Array:
+    """S @ x for x of shape (C,) or (C, k)."""
+
+  def diagonal(self) -> jax.Array:
+    """(C,) diagonal of S."""
+    raise NotImplementedError(
+        f"{type(self).__name__} does not provide its diagonal; implement "
+        "diagonal() or pass the dense kernel.")
+
+  def squared_norm(self) -> float:
+    """The squared Frobenius norm, sum_ij S_ij² = sum_i λ_i²."""
+    raise NotImplementedError(
+        f"{type(self).__name__} does not provide its squared Frobenius norm; "
+        "implement squared_norm() or pass the dense kernel.")
+
+  @property
+  def shape(self) -> tuple[int, int]:
+    return (self.num_classes, self.num_classes)
+
+  def __matmul__(self, x):
+    return self.matmul(x)
+
+  def to_dense(self) -> jax.Array:
+    """The (C, C) matrix, S @ I: O(C²) memory, for small C and tests."""
+    return self.matmul(jnp.eye(self.num_classes, dtype=self.dtype))
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class TreeKernel(KernelOperator):
+  r"""The LCA-height kernel of a class tree, as a product (no C × C matrix).
+
+  .. math::
+    S = M\,\mathrm{diag}(w)\,M^\top, \qquad
+    S X = M\,\big(w \odot (M^\top X)\big)
+
+  with M the class-to-ancestor incidence matrix and w the node weights of
+  ``from_hierarchy``. :math:`M^\top X` (the sum of X over the classes below
+  every node) is accumulated leaves-to-root one depth level at a time; then
+  :math:`M(w\odot\cdot)` accumulates root-to-leaves. A product with a
+  (C, k) block costs O(N k) time and memory for a tree of N nodes, and the
+  tree itself O(N). Build it with ``from_hierarchy(..., implicit=True)``.
+
+  The diagonal is 1 and the squared Frobenius norm is exact:
+  :math:`\sum_n f_n^2\,(|L_n|^2 - \sum_{c\,\in\,\mathrm{children}(n)}|L_c|^2)`,
+  where :math:`f_n` is the similarity of two classes whose LCA is n and
+  :math:`L_n` the classes below n.
+  """
+  parents: tuple[jax.Array, ...]   # per depth level >= 1: parent's position
+  sources: tuple[jax.Array, ...]   # per level: row of X (C means none)
+  weights: tuple[jax.Array, ...]   # per level: w of each node
+  class_index: jax.Array           # (C,) position of each class, all levels
+  norm2: float = dataclasses.field(metadata=dict(static=True))
+
+  @property
+  def num_classes(self) -> int:
+    return self.class_index.shape[0]
+
+  @property
+  def dtype(self):
+    return self.weights[0].dtype
+
+  def matmul(self, x):
+    x = jnp.asarray(x, self.dtype)
+    if x.ndim not in (1, 2) or x.shape[0] != self.num_classes:
+      raise ValueError(f"x must be ({self.num_classes},) or "
+                       f"({self.num_classes}, k), got shape {x.shape}.")
+    block = x if x.ndim == 2 else x[:, None]
+    padded = jnp.concatenate([block, jnp.zeros_like(block[:1])])
+    below = [padded[s] for s in self.sources]
+    for t in range(len(below) - 1, 0, -1):
+      below[t - 1] = below[t - 1] + jax.ops.segment_sum(
+          below[t], self.parents[t - 1], num_segments=below[t - 1].shape[0],
+          indices_are_sorted=True)
+    out = [self.weights[0][:, None] * below[0]]
+    for t in range(1, len(below)):
+      out.append(out[t - 1][self.parents[t - 1]]
+                 + self.weights[t][:, None] * below[t])
+    result = jnp.concatenate(out)[self.class_index]
+    return result if x.ndim == 2 else result[:, 0]
+
+  def diagonal(self):
+    # The ancestor weights of a leaf telescope to 1 - h(leaf)/h(root) = 1.
+    return jnp.ones(self.num_classes, self.dtype)
+
+  def squared_norm(self):
+    return self.norm2
+
+
+def tree_kernel(parent: np.ndarray, weights: np.ndarray,
+                class_nodes: np.ndarray) -> TreeKernel:
+  """A ``TreeKernel`` from a validated tree's arrays (see ``_hierarchy``)."""
+  n = parent.size
+  children = [[] for _ in range(n)]
+  for node, p in enumerate(parent):
+    if p >= 0:
+      children[p].append(node)
+  # Keep only nodes with a class below them; order them breadth-first, so
+  # each level is contiguous and sorted by parent.
+  has_class = np.zeros(n, bool)
+  for node in class_nodes:
+    while node >= 0 and not has_class[node]:
+      has_class[node] = True
+      node = parent[node]
+  root = int(np.flatnonzero(parent < 0)[0])
+  levels = [[root]]
+  while True:
+    nxt = [c for p in levels[-1] for c in children[p] if has_class[c]]
+    if not nxt:
+      break
+    levels.append(nxt)
+  position = {}
+  for nodes in levels:
+    for i, node in enumerate(nodes):
+      position[node] = i
+  C = class_nodes.size
+  source_of = np.full(n, C, np.int64)
+  source_of[class_nodes] = np.arange(C)
+  flat = np.concatenate([np.asarray(nodes) for nodes in levels])
+  index_of = np.empty(n, np.int64)
+  index_of[flat] = np.arange(flat.size)
+
+  # Exact squared norm in float64: f at each node, pairs whose LCA it is.
+  f = np.zeros(n)
+  for node in flat:  # breadth-first: parents first
+    f[node] = (f[parent[node]] if parent[node] >= 0 else 0.0) + weights[node]
+  count = np.zeros(n)
+  count[class_nodes] = 1.0
+  for node in flat[::-1]:
+    if parent[node] >= 0:
+      count[parent[node]] += count[node]
+  child_sq = np.zeros(n)
+  for node in flat:
+    if parent[node] >= 0:
+      child_sq[parent[node]] += count[node] ** 2
+  pairs = count**2 - child_sq
+  norm2 = float(np.sum(f[flat] ** 2 * pairs[flat]))
+
+  dtype = jnp.result_type(float)
+  as_int = lambda a: jnp.asarray(a, jnp.int32)
+  return TreeKernel(
+      parents=tuple(as_int([position[parent[c]] for c in nodes])
+                    for nodes in levels[1:]),
+      sources=tuple(as_int(source_of[nodes]) for nodes in levels),
+      weights=tuple(jnp.asarray(weights[nodes], dtype) for nodes in levels),
+      class_index=as_int(index_of[class_nodes]),
+      norm2=norm2)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class LowRankKernel(KernelOperator):
+  r"""A kernel :math:`S = F F^\top + \mathrm{diag}(\delta)`; see
+  ``low_rank_kernel``."""
+  factor: jax.Array      # (C, r)
+  diag: jax.Array        # (C,)
+
+  @property
+  def num_classes(self) -> int:
+    return self.factor.shape[0]
+
+  @property
+  def dtype(self):
+    return self.factor.dtype
+
+  def matmul(self, x):
+    x = jnp.asarray(x, self.dtype)
+    if x.ndim not in (1, 2) or x.shape[0] != self.num_classes:
+      raise ValueError(f"x must be ({self.num_classes},) or "
+                       f"({self.num_classes}, k), got shape {x.shape}.")
+    d = self.diag if x.ndim == 1 else self.diag[:, None]
+    return self.factor @ (self.factor.T @ x) + d * x
+
+  def diagonal(self):
+    return jnp.sum(self.factor**2, axis=1) + self.diag
+
+  def squared_norm(self):
+    F = np.asarray(self.factor, np.float64)
+    d = np.asarray(self.diag, np.float64)
+    return float(np.sum((F.T @ F) ** 2) + 2 * np.sum(d * np.sum(F**2, 1))
+                 + np.sum(d**2))
+
+
+def low_rank_kernel(factor: jax.typing.ArrayLike,
+                    diagonal: jax.typing.ArrayLike | None = None
+                    ) -> LowRankKernel:
+  r"""A kernel from class embeddings, as a product: low rank plus diagonal.
+
+  .. math::
+    S = F F^\top + \mathrm{diag}(\delta), \qquad
+    S X = F (F^\top X) + \delta \odot X
+
+  O(C r) memory and O(C r k) per product with a (C, k) block. With unit rows
+  in F and :math:`\delta = 0` it is the cosine kernel of the embeddings; the
+  Gram matrix of a codebook is ``low_rank_kernel(codes)``, which is how
+  ``alignment`` compares a codebook to an implicit kernel.
+
+  Args:
+    factor: (C, r) class embeddings F.
+    diagonal: (C,) or scalar δ added to the diagonal; default 0.
+
+  Returns:
+    A ``LowRankKernel``, accepted wherever a kernel is.
+
+  Examples:
+    >>> import jax.numpy as jnp, spectral_targets as st
+    >>> K = st.low_rank_kernel(jnp.array([[1., 0.], [0., 2.]]), 0.5)
+    >>> K @ jnp.ones(2)
+    Array([1.5, 4.5], dtype=float32)
+    >>> K.to_dense()
+    Array([[1.5, 0. ],
+           [0. , 4.5]], dtype=float32)
+  """
+  F = v.as_float_array(factor, "factor")
+  v.check_rank(F, 2, "factor")
+  if F.shape[0] == 0:
+    raise ValueError("factor must have at least one row (class).")
+  v.check_finite(F, "factor")
+  if diagonal is None:
+    d = jnp.zeros(F.shape[0], F.dtype)
+  else:
+    d = v.as_float_array(diagonal, "diagonal").astype(F.dtype)
+    if d.ndim > 1 or (d.ndim == 1 and d.shape[0] != F.shape[0]):
+      raise ValueError(f"diagonal must be a scalar or ({F.shape[0]},), got "
+                       f"shape {d.shape}.")
+    v.check_finite(d, "diagonal")
+    d = jnp.broadcast_to(d, (F.shape[0],))
+  return LowRankKernel(factor=F, diag=d)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class DenseKernel(KernelOperator):
+  """A (C, C) array seen as an operator, so one code path serves both."""
+  matrix: jax.Array
+
+  @property
+  def num_classes(self) -> int:
+    return self.matrix.shape[0]
+
+  @property
+  def dtype(self):
+    return self.matrix.dtype
+
+  def matmul(self, x):
+    return self.matrix @ jnp.asarray(x, self.dtype)
+
+  def diagonal(self):
+    return jnp.diagonal(self.matrix)
+
+  def squared_norm(self):
+    return float(np.sum(np.asarray(self.matrix, np.float64) ** 2))
+
+  def to_dense(self):
+    return self.matrix
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class CenteredKernel(KernelOperator):
+  r"""The double-centred kernel :math:`JSJ`, :math:`J = I - \tfrac1C 11^\top`,
+  of another operator, by products only."""
+  inner: KernelOperator
+
+  @property
+  def num_classes(self) -> int:
+    return self.inner.num_classes
+
+  @property
+  def dtype(self):
+    return self.inner.dtype
+
+  def matmul(self, x):
+    center = lambda y: y - jnp.mean(y, axis=0, keepdims=True)
+    return center(self.inner.matmul(center(jnp.asarray(x, self.dtype))))
+
+  def _row_sums(self):
+    return self.inner.matmul(jnp.ones(self.num_classes, self.dtype))
+
+  def diagonal(self):
+    r = self._row_sums()
+    C = self.num_classes
+    return self.inner.diagonal() - 2 * r / C + jnp.sum(r) / C**2
+
+  def squared_norm(self):
+    # ||JSJ||² = ||S||² - (2/C)||S1||² + (1ᵀS1)²/C².
+    r = np.asarray(self._row_sums(), np.float64)
+    C = self.num_classes
+    return max(self.inner.squared_norm() - 2 * np.sum(r**2) / C
+               + np.sum(r) ** 2 / C**2, 0.0)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class _ProductKernel(KernelOperator):
+  """Wraps any object with a square ``shape`` and a ``@`` (e.g. a
+  ``jax.experimental.sparse.BCOO`` matrix)."""
+  matrix: object
+
+  @property
+  def num_classes(self) -> int:
+    return int(self.matrix.shape[0])
+
+  @property
+  def dtype(self):
+    return v.float_dtype(jnp.zeros((), self.matrix.dtype), "kernel")
+
+  def matmul(self, x):
+    return jnp.asarray(self.matrix @ jnp.asarray(x, self.dtype), self.dtype)
+
+
+def is_operator(kernel) -> bool:
+  """True for a kernel given as a product rather than as an array."""
+  if isinstance(kernel, KernelOperator):
+    return True
+  if isinstance(kernel, (np.ndarray, jax.Array, list, tuple)) or not hasattr(
+      kernel, "__matmul__"):
+    return False
+  return hasattr(kernel, "shape")
+
+
+def as_operator(kernel, name: str = "kernel") -> KernelOperator:
+  """Any kernel as a ``KernelOperator``: operators as they are, objects with
+  a ``shape`` and a ``@`` wrapped, arrays validated (``as_kernel``) and
+  wrapped in ``DenseKernel``."""
+  if not is_operator(kernel):
+    return DenseKernel(v.as_kernel(kernel, name))
+  if not isinstance(kernel, KernelOperator):
+    shape = tuple(kernel.shape)
+    if len(shape) != 2 or shape[0] != shape[1]:
+      raise ValueError(f"{name} must be a square operator, got shape {shape}.")
+    kernel = _ProductKernel(kernel)
+  if kernel.num_classes == 0:
+    raise ValueError(f"{name} must have at least one class.")
+  return kernel
