@@ -21,7 +21,7 @@ from spectral_targets import _spectral
 from spectral_targets import _validation as v
 
 # The separation objective compares pairs among at most this many classes.
-MAX_PAIR_CLASSES = 2048
+MAX_PAIR_CLASSES = 1024
 
 
 def spectral_codebook(kernel, d: int, *,
@@ -62,8 +62,9 @@ def spectral_codebook(kernel, d: int, *,
   with the most equal norms, then the smallest largest cosine, is kept), with pairs whose cosine no Q
   can change left out. So ``flat(9)`` at d = 2 gives the regular 9-gon and
   ``blocks`` of three superclasses at d = 2 gives three clusters 120° apart.
-  Beyond 2,048 classes the pairs are taken among the classes the repeated
-  eigenspace moves (a deterministic sample of 2,048 of them if more), so
+  Classes with the same coordinates count once in the pairs, and beyond
+  1,024 distinct classes the pairs are taken among those the repeated
+  eigenspace moves (a deterministic sample of 1,024 of them if more), so
   no C × C matrix is formed.
 
   **Many classes.** The modes come from ``top_eigenmodes`` with ``method``
@@ -177,11 +178,11 @@ def _modes(op, d, rtol, *, method, tol, max_iter, seed):
       return top.eigenvalues, top.eigenvectors
     if k >= cap:
       first = int(np.flatnonzero(tie)[0])
+      hint = f"d={first} cuts in a gap, or " if first else ""
       raise ValueError(
           f"d={d} cuts an eigenvalue ({lam[d - 1]:.4g}) repeated more than "
           f"{k - first} times, too many to resolve without a dense "
-          f"eigendecomposition; d={first} cuts in a gap (or pass "
-          "method='dense').")
+          f"eigendecomposition; {hint}pass method='dense'.")
     extra *= 2
 
 
@@ -195,9 +196,9 @@ def _separating_basis(fixed, group, k, *, steps, restarts, seed, rtol):
   """Q (m, k) with orthonormal columns choosing the kept part of a repeated
   eigenspace: equal code norms first, then maximal separation."""
   C, m = group.shape
-  pairs = _pair_classes(group, rtol, seed)
-  full = np.asarray(jnp.concatenate([fixed, group], axis=1)[pairs],
-                    np.float64)
+  everything = np.asarray(jnp.concatenate([fixed, group], axis=1), np.float64)
+  pairs = _pair_classes(everything, np.asarray(group, np.float64), rtol, seed)
+  full = everything[pairs]
   # Pairs of classes whose coordinates coincide get the same code whatever
   # Q is; their cosine is 1 for good and must not drown the others.
   sq = (full**2).sum(1)
@@ -217,15 +218,19 @@ def _separating_basis(fixed, group, k, *, steps, restarts, seed, rtol):
   return Qs[best]
 
 
-def _pair_classes(group, rtol, seed):
-  """The classes whose pairwise cosines enter the objective: all of them up
-  to MAX_PAIR_CLASSES, else those the eigenspace moves (their coordinates in
-  it are not ~0), sampled down to MAX_PAIR_CLASSES."""
-  C = group.shape[0]
-  if C <= MAX_PAIR_CLASSES:
-    return np.arange(C)
-  n2 = np.asarray(jnp.sum(group**2, axis=1), np.float64)
-  moved = np.flatnonzero(n2 > rtol * n2.max())
+def _pair_classes(full, group, rtol, seed):
+  """The classes whose pairwise cosines enter the objective: one per group
+  of (numerically) equal coordinates; if more than MAX_PAIR_CLASSES, only
+  those the eigenspace moves (coordinates in it not ~0), sampled down to
+  MAX_PAIR_CLASSES."""
+  grid = rtol * np.sqrt(np.max(np.sum(full**2, axis=1)))
+  _, distinct = np.unique(np.round(full / max(grid, np.finfo(float).tiny)),
+                          axis=0, return_index=True)
+  distinct = np.sort(distinct)
+  if distinct.size <= MAX_PAIR_CLASSES:
+    return distinct
+  n2 = np.sum(group[distinct] ** 2, axis=1)
+  moved = distinct[n2 > rtol * n2.max()]
   if moved.size > MAX_PAIR_CLASSES:
     rng = np.random.default_rng(seed)
     moved = np.sort(rng.choice(moved, MAX_PAIR_CLASSES, replace=False))

@@ -112,17 +112,7 @@ class TreeKernel(KernelOperator):
       raise ValueError(f"x must be ({self.num_classes},) or "
                        f"({self.num_classes}, k), got shape {x.shape}.")
     block = x if x.ndim == 2 else x[:, None]
-    padded = jnp.concatenate([block, jnp.zeros_like(block[:1])])
-    below = [padded[s] for s in self.sources]
-    for t in range(len(below) - 1, 0, -1):
-      below[t - 1] = below[t - 1] + jax.ops.segment_sum(
-          below[t], self.parents[t - 1], num_segments=below[t - 1].shape[0],
-          indices_are_sorted=True)
-    out = [self.weights[0][:, None] * below[0]]
-    for t in range(1, len(below)):
-      out.append(out[t - 1][self.parents[t - 1]]
-                 + self.weights[t][:, None] * below[t])
-    result = jnp.concatenate(out)[self.class_index]
+    result = _tree_matmul(self, block)
     return result if x.ndim == 2 else result[:, 0]
 
   def diagonal(self):
@@ -131,6 +121,20 @@ class TreeKernel(KernelOperator):
 
   def squared_norm(self):
     return self.norm2
+
+
+@jax.jit
+def _tree_matmul(K: TreeKernel, block):
+  padded = jnp.concatenate([block, jnp.zeros_like(block[:1])])
+  below = [padded[s] for s in K.sources]
+  for t in range(len(below) - 1, 0, -1):
+    below[t - 1] = below[t - 1] + jax.ops.segment_sum(
+        below[t], K.parents[t - 1], num_segments=below[t - 1].shape[0],
+        indices_are_sorted=True)
+  out = [K.weights[0][:, None] * below[0]]
+  for t in range(1, len(below)):
+    out.append(out[t - 1][K.parents[t - 1]] + K.weights[t][:, None] * below[t])
+  return jnp.concatenate(out)[K.class_index]
 
 
 def tree_kernel(parent: np.ndarray, weights: np.ndarray,

@@ -1,0 +1,175 @@
+"""Iterative top-d eigensolvers against a dense eigh, and what they feed:
+codebooks, gram_error and alignment on operators."""
+
+import functools
+
+import numpy as np
+import pytest
+
+import reference as ref
+import spectral_targets as st
+from spectral_targets import _eigensolvers
+
+C = 2000
+
+
+@functools.cache
+def kernels():
+  rng = np.random.default_rng(0)
+  gap = np.concatenate([np.linspace(10, 5, 24), np.linspace(1, 0, C - 24)])
+  return {
+      "hierarchy": np.asarray(st.from_hierarchy(
+          st.random_hierarchy(C, seed=0))),
+      "graded": np.asarray(st.graded(C, 200.0)),
+      "psd-with-gap": ref.with_spectrum(rng, gap).astype(np.float32),
+  }
+
+
+@functools.cache
+def dense_modes(name):
+  lam, U = np.linalg.eigh(kernels()[name].astype(np.float64))
+  return lam[::-1], U[:, ::-1]
+
+
+def cut_in_gap(name, lo=8, hi=40):
+  """The d in [lo, hi) with the largest relative gap below lambda_d."""
+  lam, _ = dense_modes(name)
+  return lo + int(np.argmax((lam[lo - 1:hi - 1] - lam[lo:hi]) / lam[0]))
+
+
+@pytest.mark.parametrize("method,tol", [("randomized", 1e-5),
+                                        ("lobpcg", 1e-4)])
+@pytest.mark.parametrize("name", ["hierarchy", "graded", "psd-with-gap"])
+def test_iterative_matches_dense(name, method, tol):
+  S = kernels()[name]
+  lam, U = dense_modes(name)
+  d = cut_in_gap(name)
+  top = st.top_eigenmodes(S, d, method=method, tol=tol)
+  assert top.method == method and top.converged
+  assert top.eigenvectors.shape == (C, d) and top.iterations > 0
+  assert float(top.residuals.max()) <= tol
+  # Eigenvalues: error ~ residual² / gap, far below the residual itself.
+  np.testing.assert_allclose(top.eigenvalues, lam[:d], atol=10 * tol * lam[0])
+  # The cut is in a gap, so the span (hence the rank-d Gram) is the same.
+  cosines = np.linalg.svd(U[:, :d].T @ np.asarray(top.eigenvectors, float),
+                          compute_uv=False)
+  assert cosines.min() > 1 - 1e-3
+  want = float(st.gram_error(S, d, method="dense"))
+  np.testing.assert_allclose(st.gram_error(S, d, method=method, tol=tol),
+                             want, atol=1e-4)
+
+
+def test_codebook_iterative_equals_dense_where_the_cut_is_in_a_gap():
+  edges = st.random_hierarchy(C, seed=0)
+  d = cut_in_gap("hierarchy")
+  # Unnormalised: some classes of a random tree get no share of the top d
+  # modes (normalising would rightly refuse them).
+  dense = st.spectral_codebook(st.from_hierarchy(edges), d, method="dense",
+                               normalize=False)
+  K = st.from_hierarchy(edges, implicit=True)
+  for method in ("randomized", "lobpcg"):
+    codes = st.spectral_codebook(K, d, method=method, tol=1e-4,
+                                 normalize=False)
+    np.testing.assert_allclose(codes @ codes.T, dense @ dense.T,
+                               atol=2e-3 * float(np.max(np.sum(dense**2, 1))))
+  np.testing.assert_allclose(st.gram_error(K, d, method="randomized"),
+                             st.gram_error(st.from_hierarchy(edges), d),
+                             atol=1e-4)
+
+
+def test_codebook_resolves_a_tie_at_the_cut_from_an_operator():
+  # 50 superclasses of 50 classes: the superclass eigenvalue is 50-fold, and
+  # d = 10 cuts it. More than 1,024 classes, but 50 distinct codes.
+  edges = [("root", f"s{g}") for g in range(50)] + [
+      (f"s{g}", f"c{g}.{i}") for g in range(50) for i in range(50)]
+  K = st.from_hierarchy(edges, implicit=True)
+  X = np.asarray(st.spectral_codebook(K, 10, normalize=False,
+                                      method="randomized"))
+  norms = np.linalg.norm(X, axis=1)
+  np.testing.assert_allclose(norms, norms.mean(), rtol=1e-3)
+  supers = X[::50] / norms[::50, None]
+  np.testing.assert_allclose(X.reshape(50, 50, 10), np.repeat(
+      X[::50, None], 50, axis=1), atol=1e-4)  # a superclass shares a code
+  cos = supers @ supers.T - 2 * np.eye(50)
+  assert cos.max() < 0.6  # spread out (Welch bound 0.29), not collapsed
+  np.testing.assert_allclose(st.gram_error(K, 10),
+                             st.gram_error(K.to_dense(), 10), atol=1e-4)
+
+
+def test_a_tie_too_long_to_bracket_raises():
+  K = st.from_hierarchy([("root", i) for i in range(2100)], implicit=True)
+  with pytest.raises(ValueError, match="repeated more than .* pass "
+                     "method='dense'"):
+    st.spectral_codebook(K, 10)
+
+
+def test_non_convergence_is_reported():
+  K = st.from_hierarchy(st.random_hierarchy(3000, seed=1), implicit=True)
+  top = st.top_eigenmodes(K, 16, max_iter=1)
+  assert not top.converged and top.iterations == 1
+  assert float(top.residuals.max()) > 1e-5
+  with pytest.warns(st.ConvergenceWarning, match="stopped after 1 "
+                    "iterations"):
+    st.spectral_codebook(K, 16, max_iter=1)
+  with pytest.warns(st.ConvergenceWarning):
+    st.gram_error(K, 16, max_iter=1)
+
+
+def test_negative_eigenvalues_beyond_the_block_are_caught():
+  lam = np.concatenate([[5.0, 4.0, 3.0], np.zeros(2097), [-20.0] * 100])
+  S = ref.with_spectrum(np.random.default_rng(1), lam).astype(np.float32)
+  with pytest.raises(ValueError, match="negative eigenvalues"):
+    st.top_eigenmodes(S, 3, method="randomized")
+  top = st.top_eigenmodes(S, 3, method="lobpcg", tol=1e-4)
+  np.testing.assert_allclose(top.eigenvalues, [5, 4, 3], atol=1e-2)
+
+
+def test_auto_method():
+  assert _eigensolvers.resolve_method("auto", 4096, 64) == "randomized"
+  assert _eigensolvers.resolve_method("auto", 4096, 600) == "dense"
+  assert _eigensolvers.resolve_method("auto", 1000, 8) == "dense"
+  assert st.top_eigenmodes(st.graded(50, 3.0), 4).method == "dense"
+
+
+def test_top_eigenmodes_dense_equals_eigh():
+  S = kernels()["graded"][:300, :300]
+  top = st.top_eigenmodes(S, 7, method="dense")
+  lam, _ = np.linalg.eigh(S.astype(np.float64))
+  np.testing.assert_allclose(top.eigenvalues, lam[::-1][:7], atol=1e-5 * lam[-1])
+  assert top.converged and top.iterations == 0
+
+
+def test_bad_arguments():
+  S = st.graded(100, 3.0)
+  with pytest.raises(ValueError, match="method must be one of"):
+    st.top_eigenmodes(S, 3, method="eigh")
+  with pytest.raises(ValueError, match="k must be <= 100"):
+    st.top_eigenmodes(S, 101)
+  with pytest.raises(ValueError, match="needs 5 k < C"):
+    st.top_eigenmodes(S, 20, method="lobpcg")
+  with pytest.raises(ValueError, match="tol must be a positive"):
+    st.top_eigenmodes(S, 3, tol=0.0)
+  with pytest.raises(ValueError, match="kernel must be symmetric"):
+    st.top_eigenmodes(np.triu(np.ones((5, 5))), 2)
+  K = st.from_hierarchy(st.random_hierarchy(100, seed=0), implicit=True)
+  with pytest.raises(TypeError, match="top_eigenmodes"):
+    st.spectrum(K)
+  with pytest.raises(ValueError, match="needs one of them low rank"):
+    st.alignment(K, K)
+
+
+@pytest.mark.parametrize("centered", [False, True])
+def test_alignment_of_operators_equals_dense(centered):
+  edges = st.random_hierarchy(400, seed=3)
+  S = st.from_hierarchy(edges)
+  K = st.from_hierarchy(edges, implicit=True)
+  rng = np.random.default_rng(0)
+  F = rng.normal(size=(400, 5)).astype(np.float32)
+  L = st.low_rank_kernel(F, rng.uniform(size=400))
+  want = st.alignment(S, L.to_dense(), centered=centered)
+  np.testing.assert_allclose(st.alignment(K, L, centered=centered), want,
+                             rtol=1e-5)
+  np.testing.assert_allclose(st.alignment(L, K, centered=centered), want,
+                             rtol=1e-5)
+  np.testing.assert_allclose(st.alignment(K, S, centered=centered), 1.0,
+                             rtol=1e-5)
