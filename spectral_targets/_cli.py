@@ -24,6 +24,19 @@ def _parser():
                      help="seeds per method (default 5; 2 with --quick)")
   bench.add_argument("--out", default="bench-results",
                      help="output folder (default ./bench-results)")
+  names = ["codebook-morph", "rank-reconstruction", "collapse",
+           "dark-knowledge"]
+  render = sub.add_parser(
+      "render", help="write the four animations (GIFs) of codebooks, rank, "
+                     "neural collapse and dark knowledge")
+  render.add_argument("which", nargs="*", metavar="WHICH",
+                      help=f"any of {' '.join(names)} (default: all)")
+  render.add_argument("--out", default="figures",
+                      help="output folder (default ./figures)")
+  render.add_argument("--frames", type=int, default=40,
+                      help="frames per animation (default 40)")
+  render.add_argument("--fps", type=int, default=8,
+                      help="frames per second (default 8)")
   return parser
 
 
@@ -49,4 +62,23 @@ def main(argv=None) -> int:
     except ValueError as e:
       print(f"spectral-targets bench: {e}", file=sys.stderr)
       return 2
+  if args.command == "render":
+    return _render(args)
+  return 0
+
+
+def _render(args) -> int:
+  from spectral_targets import render
+  missing = render.missing_requirements()
+  if missing:
+    print(f"spectral-targets render needs {', '.join(missing)}, which the "
+          f"'viz' extra installs:\n  {render.INSTALL_HINT}", file=sys.stderr)
+    return 2
+  for which in args.which or list(render.RENDERERS):
+    try:
+      path = render.render(which, args.out, frames=args.frames, fps=args.fps)
+    except ValueError as e:
+      print(f"spectral-targets render: {e}", file=sys.stderr)
+      return 2
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.2f} MB)")
   return 0

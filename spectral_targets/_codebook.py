@@ -21,7 +21,7 @@ from spectral_targets import _spectral
 from spectral_targets import _validation as v
 
 # The separation objective compares pairs among at most this many classes.
-MAX_PAIR_CLASSES = 1024
+MAX_PAIR_CLASSES = 512
 
 
 def spectral_codebook(kernel, d: int, *,
@@ -63,8 +63,8 @@ def spectral_codebook(kernel, d: int, *,
   can change left out. So ``flat(9)`` at d = 2 gives the regular 9-gon and
   ``blocks`` of three superclasses at d = 2 gives three clusters 120° apart.
   Classes with the same coordinates count once in the pairs, and beyond
-  1,024 distinct classes the pairs are taken among those the repeated
-  eigenspace moves (a deterministic sample of 1,024 of them if more), so
+  512 distinct classes the pairs are taken among those the repeated
+  eigenspace moves (a deterministic sample of 512 of them if more), so
   no C × C matrix is formed.
 
   **Many classes.** The modes come from ``top_eigenmodes`` with ``method``
@@ -195,22 +195,33 @@ def _coordinates(lam, U, d):
 def _separating_basis(fixed, group, k, *, steps, restarts, seed, rtol):
   """Q (m, k) with orthonormal columns choosing the kept part of a repeated
   eigenspace: equal code norms first, then maximal separation."""
-  C, m = group.shape
+  m = group.shape[1]
   everything = np.asarray(jnp.concatenate([fixed, group], axis=1), np.float64)
-  pairs = _pair_classes(everything, np.asarray(group, np.float64), rtol, seed)
-  full = everything[pairs]
-  # Pairs of classes whose coordinates coincide get the same code whatever
-  # Q is; their cosine is 1 for good and must not drown the others.
+  # Classes with equal coordinates get equal codes whatever Q is: work on
+  # the distinct rows, weighted by how many classes share each.
+  distinct, counts = _distinct_rows(everything, rtol)
+  rows = everything[distinct]
+  pairs = _pair_rows(rows[:, fixed.shape[1]:], rtol, seed)
+  full = rows[pairs]
+  # Near-equal rows on either side of a rounding boundary still coincide;
+  # their cosine is 1 for good and must not drown the others.
   sq = (full**2).sum(1)
   dist2 = sq[:, None] + sq[None, :] - 2 * full @ full.T
   same = dist2 <= rtol**2 * sq.max()
   mask = jnp.asarray(np.triu(~same, k=1))
   if not bool(mask.any()):
     return jnp.eye(m, k, dtype=group.dtype)
+  dtype = group.dtype
   starts = jax.random.normal(jax.random.key(seed), (restarts, m, k),
-                             dtype=group.dtype)
-  Qs, disp, worst = _optimise(fixed, group, jnp.asarray(pairs), mask, starts,
-                              steps)
+                             dtype=dtype)
+  fixed_rows = rows[:, :fixed.shape[1]]
+  Qs, disp, worst = _optimise(
+      jnp.asarray((fixed_rows**2).sum(1), dtype),
+      jnp.asarray(rows[:, fixed.shape[1]:], dtype),
+      jnp.asarray(counts / counts.sum(), dtype),
+      jnp.asarray(fixed_rows[pairs] @ fixed_rows[pairs].T, dtype),
+      jnp.asarray(pairs), mask,
+      starts, steps)
   disp, worst = np.asarray(disp), np.asarray(worst)
   # Lexicographic choice: the most equal norms, then the best separation.
   ok = disp <= disp.min() + 1e-4
@@ -218,19 +229,25 @@ def _separating_basis(fixed, group, k, *, steps, restarts, seed, rtol):
   return Qs[best]
 
 
-def _pair_classes(full, group, rtol, seed):
-  """The classes whose pairwise cosines enter the objective: one per group
-  of (numerically) equal coordinates; if more than MAX_PAIR_CLASSES, only
-  those the eigenspace moves (coordinates in it not ~0), sampled down to
-  MAX_PAIR_CLASSES."""
-  grid = rtol * np.sqrt(np.max(np.sum(full**2, axis=1)))
-  _, distinct = np.unique(np.round(full / max(grid, np.finfo(float).tiny)),
-                          axis=0, return_index=True)
-  distinct = np.sort(distinct)
-  if distinct.size <= MAX_PAIR_CLASSES:
-    return distinct
-  n2 = np.sum(group[distinct] ** 2, axis=1)
-  moved = distinct[n2 > rtol * n2.max()]
+def _distinct_rows(x, rtol):
+  """Indices of one row per group of (numerically) equal rows of x, and
+  the size of each group."""
+  grid = rtol * np.sqrt(np.max(np.sum(x**2, axis=1)))
+  _, first, counts = np.unique(np.round(x / max(grid, np.finfo(float).tiny)),
+                               axis=0, return_index=True, return_counts=True)
+  order = np.argsort(first)
+  return first[order], counts[order].astype(np.float64)
+
+
+def _pair_rows(group, rtol, seed):
+  """The rows whose pairwise cosines enter the objective: all of them up to
+  MAX_PAIR_CLASSES; else those the eigenspace moves (coordinates in it not
+  ~0), sampled down to MAX_PAIR_CLASSES."""
+  n = group.shape[0]
+  if n <= MAX_PAIR_CLASSES:
+    return np.arange(n)
+  n2 = np.sum(group**2, axis=1)
+  moved = np.flatnonzero(n2 > rtol * n2.max())
   if moved.size > MAX_PAIR_CLASSES:
     rng = np.random.default_rng(seed)
     moved = np.sort(rng.choice(moved, MAX_PAIR_CLASSES, replace=False))
@@ -242,23 +259,29 @@ def _stiefel(A):
   return q * jnp.where(jnp.diagonal(r) < 0, -1.0, 1.0).astype(q.dtype)
 
 
-def _terms(A, fixed, group, pairs):
+def _terms(A, fixed_n2, group, weights, fixed_gram, pairs):
+  """Q, the norms' dispersion Var/mean² (weighted over distinct rows) and
+  the cosines among the pair rows. The fixed part enters only through its
+  precomputed norms and Gram matrix, so a step costs O(rows · m · k +
+  pairs² · k), not O(pairs² · d)."""
   Q = _stiefel(A)
-  X = jnp.concatenate([fixed, group @ Q], axis=1)
-  n2 = jnp.sum(X**2, axis=1)
-  disp = jnp.var(n2) / jnp.mean(n2) ** 2
-  unit = X[pairs] * jax.lax.rsqrt(n2[pairs] + 1e-12)[:, None]
-  cos = unit @ unit.T
-  return Q, disp, cos
+  moved = group @ Q
+  n2 = fixed_n2 + jnp.sum(moved**2, axis=1)
+  mean = jnp.sum(weights * n2)
+  disp = jnp.sum(weights * (n2 - mean) ** 2) / mean**2
+  inv = jax.lax.rsqrt(n2[pairs] + 1e-12)
+  gram = fixed_gram + moved[pairs] @ moved[pairs].T
+  return Q, disp, gram * inv[:, None] * inv[None, :]
 
 
-@functools.partial(jax.jit, static_argnums=5)
-def _optimise(fixed, group, pairs, mask, starts, steps):
+@functools.partial(jax.jit, static_argnums=7)
+def _optimise(fixed_n2, group, weights, fixed_gram, pairs, mask, starts,
+              steps):
   beta_start, beta_end, rho_end = 10.0, 500.0, 100.0
   log_pairs = jnp.log(jnp.sum(mask))
 
   def loss(A, beta):
-    _, disp, cos = _terms(A, fixed, group, pairs)
+    _, disp, cos = _terms(A, fixed_n2, group, weights, fixed_gram, pairs)
     smooth_max = (jax.nn.logsumexp(jnp.where(mask, beta * cos, -jnp.inf))
                   - log_pairs) / beta
     # A homotopy: separation first finds the right basin, then the growing
@@ -279,7 +302,7 @@ def _optimise(fixed, group, pairs, mask, starts, steps):
       return (optax.apply_updates(A, updates), state), None
 
     (A, _), _ = jax.lax.scan(step, (A, state), jnp.arange(steps))
-    Q, disp, cos = _terms(A, fixed, group, pairs)
+    Q, disp, cos = _terms(A, fixed_n2, group, weights, fixed_gram, pairs)
     return Q, disp, jnp.max(jnp.where(mask, cos, -jnp.inf))
 
   return jax.vmap(run)(starts)

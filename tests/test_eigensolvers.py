@@ -79,7 +79,7 @@ def test_codebook_iterative_equals_dense_where_the_cut_is_in_a_gap():
 
 def test_codebook_resolves_a_tie_at_the_cut_from_an_operator():
   # 50 superclasses of 50 classes: the superclass eigenvalue is 50-fold, and
-  # d = 10 cuts it. More than 1,024 classes, but 50 distinct codes.
+  # d = 10 cuts it. 2,500 classes, but only 50 distinct codes.
   edges = [("root", f"s{g}") for g in range(50)] + [
       (f"s{g}", f"c{g}.{i}") for g in range(50) for i in range(50)]
   K = st.from_hierarchy(edges, implicit=True)

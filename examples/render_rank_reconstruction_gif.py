@@ -1,0 +1,18 @@
+"""Writes examples/figures/rank-reconstruction.gif (see the README).
+
+    python examples/render_rank_reconstruction_gif.py [--frames N] [--fps N]
+"""
+
+import argparse
+import pathlib
+
+from spectral_targets import render
+
+if __name__ == "__main__":
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--frames", type=int, default=render.DEFAULT_FRAMES)
+  parser.add_argument("--fps", type=int, default=render.DEFAULT_FPS)
+  parser.add_argument("--out", default=pathlib.Path(__file__).parent / "figures")
+  args = parser.parse_args()
+  path = render.render("rank-reconstruction", args.out, frames=args.frames, fps=args.fps)
+  print(f"wrote {path}")

@@ -1,0 +1,190 @@
+"""The numbers behind each animation frame, computed with the library.
+
+No plotting here: each function returns plain arrays, so tests check the
+numbers and ``_gif`` only draws them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import spectral_targets as st
+
+
+@dataclasses.dataclass(frozen=True)
+class MorphFrame:
+  dial: float              # 0 = flat, 1 = graded
+  codes: np.ndarray        # (C, 2) unit codes, aligned to the previous frame
+  spectrum: np.ndarray     # (C,) eigenvalues / sum |eigenvalues|
+
+
+def codebook_morph_frames(frames: int = 40, *, num_classes: int = 9,
+                          width: float = 2.0) -> list[MorphFrame]:
+  """``spectral_codebook(S, 2)`` as S moves from flat to graded.
+
+  S(t) = (1 - t) flat(C) + t double_center(graded(C, width)) (scaled to the
+  flat kernel's norm), t in [0, 1]; each frame's codes are rotated onto the
+  previous frame's by ``procrustes`` (the codebook is defined up to
+  rotation). At t = 0 every regular C-gon is an optimal codebook; the frame
+  shows the one whose order matches the t > 0 neighbour.
+  """
+  C = num_classes
+  flat = st.flat(C)
+  graded = st.double_center(st.graded(C, width))
+  graded = graded / jnp.linalg.norm(graded) * jnp.linalg.norm(flat)
+  dials = np.linspace(0.0, 1.0, frames)
+  kernels = [(1 - t) * flat + t * graded for t in dials]
+  codes = [np.asarray(st.spectral_codebook(S, 2)) for S in kernels]
+  # At the flat end every regular C-gon is an equally good codebook (the
+  # repeated eigenvalue's rule ties between all orderings of the ring);
+  # spectral_codebook returns one of them. Show the one ordered like the
+  # next frame, so the morph is continuous.
+  after = codes[1]
+  order = np.argsort(np.arctan2(after[:, 1], after[:, 0]))
+  angles = np.empty(C)
+  angles[order] = 2 * np.pi * np.arange(C) / C
+  ring = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+  codes[0] = ring @ np.asarray(st.procrustes(ring, after))
+  out = []
+  for t, S, x in zip(dials, kernels, codes):
+    if out:
+      x = x @ np.asarray(st.procrustes(x, out[-1].codes))
+    lam = np.asarray(st.spectrum(S))
+    out.append(MorphFrame(float(t), np.asarray(x, np.float32),
+                          lam / np.abs(lam).sum()))
+  return out
+
+
+@dataclasses.dataclass(frozen=True)
+class RankFrame:
+  d: int
+  target: np.ndarray       # (C, C) the kernel
+  gram: np.ndarray         # (C, C) rank-d Gram, X Xᵀ of the MDS codes
+  alignment: np.ndarray    # (d,) alignment(S, gram_k) for k = 1..d
+  gram_error: np.ndarray   # (d,) gram_error(S, k) for k = 1..d
+
+
+def rank_reconstruction_frames(*, num_classes: int = 12,
+                               width: float = 3.0) -> list[RankFrame]:
+  """The rank-d Gram matrix of ``graded(C, width)`` for d = 1 … C."""
+  S = st.graded(num_classes, width)
+  align, error, out = [], [], []
+  for d in range(1, num_classes + 1):
+    X = st.spectral_codebook(S, d, normalize=False)
+    gram = np.asarray(X @ X.T)
+    align.append(float(st.alignment(S, gram)))
+    error.append(float(st.gram_error(S, d)))
+    out.append(RankFrame(d, np.asarray(S), gram, np.array(align),
+                         np.array(error)))
+  return out
+
+
+@dataclasses.dataclass(frozen=True)
+class CollapseFrame:
+  step: int
+  between: np.ndarray      # eigenvalues of Σ_B, descending
+  within: np.ndarray       # eigenvalues of Σ_W, descending
+  nc1_steps: np.ndarray    # steps so far
+  nc1: np.ndarray          # NC1 at those steps
+
+
+def collapse_frames(frames: int = 40, *, steps: int = 1200,
+                    num_classes: int = 4, width: int = 16,
+                    seed: int = 0) -> list[CollapseFrame]:
+  """Σ_B and Σ_W of a small encoder's features while it trains.
+
+  An MLP (64 → 64 → ``width``, tanh) with a Dense head is trained with
+  cross-entropy and Adam on the first ``num_classes`` digits of
+  scikit-learn's bundled 8 × 8 digits; at ``frames`` evenly spaced steps
+  the penultimate features' ``class_covariances`` and NC1 are recorded.
+  """
+  from sklearn.datasets import load_digits
+  x, y = load_digits(return_X_y=True)
+  keep = y < num_classes
+  x = jnp.asarray(x[keep] / 16.0, jnp.float32)
+  y = jnp.asarray(y[keep])
+  rng = np.random.default_rng(seed)
+  sizes = [(64, 64), (64, width), (width, num_classes)]
+  params = [(jnp.asarray(rng.normal(size=s) / np.sqrt(s[0]), jnp.float32),
+             jnp.zeros(s[1], jnp.float32)) for s in sizes]
+
+  def features(params, x):
+    for W, b in params[:-1]:
+      x = jnp.tanh(x @ W + b)
+    return x
+
+  def loss(params, x, y):
+    W, b = params[-1]
+    logits = features(params, x) @ W + b
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+  tx = optax.adam(3e-3)
+  state = tx.init(params)
+
+  @jax.jit
+  def train(params, state, n):
+    def step(carry, _):
+      params, state = carry
+      g = jax.grad(loss)(params, x, y)
+      updates, state = tx.update(g, state, params)
+      return (optax.apply_updates(params, updates), state), None
+    return jax.lax.fori_loop(0, n, lambda i, c: step(c, None)[0],
+                             (params, state))
+
+  @jax.jit
+  def measure(params):
+    z = features(params, x)
+    between, within = st.class_covariances(z, y, num_classes)
+    nc1 = jnp.trace(within @ jnp.linalg.pinv(between)) / num_classes
+    return (jnp.linalg.eigvalsh(between)[::-1],
+            jnp.linalg.eigvalsh(within)[::-1], nc1)
+
+  marks = np.unique(np.linspace(0, steps, frames).round().astype(int))
+  out, done, curve = [], 0, []
+  for mark in marks:
+    params, state = train(params, state, int(mark - done))
+    done = int(mark)
+    between, within, nc1 = measure(params)
+    curve.append(float(nc1))
+    out.append(CollapseFrame(done, np.asarray(between), np.asarray(within),
+                             marks[:len(curve)].copy(), np.array(curve)))
+  return out
+
+
+@dataclasses.dataclass(frozen=True)
+class DarkKnowledgeFrame:
+  temperature: float
+  codes: np.ndarray          # (C, 2) horseshoe codes
+  feature: np.ndarray        # (2,)
+  assignment: np.ndarray     # (C,) soft_assignment at this temperature
+  temperatures: np.ndarray   # so far
+  mass: np.ndarray           # dark_knowledge_mass so far
+  entropy: np.ndarray        # entropy so far
+
+
+def dark_knowledge_frames(frames: int = 40, *, num_classes: int = 9,
+                          label: int = 3, t_max: float = 2.0,
+                          t_min: float = 0.02) -> list[DarkKnowledgeFrame]:
+  """Soft assignment of a feature near one class of a horseshoe codebook
+  as the temperature falls geometrically from ``t_max`` to ``t_min``."""
+  codes = st.spectral_codebook(st.double_center(st.graded(num_classes, 2.0)),
+                               2)
+  # Between its class and the next, nearer its own.
+  feature = 0.8 * codes[label] + 0.2 * codes[label + 1]
+  feature = feature / jnp.linalg.norm(feature)
+  temps, mass, ent, out = [], [], [], []
+  for t in np.geomspace(t_max, t_min, frames):
+    a = st.soft_assignment(feature, codes, temperature=float(t))
+    temps.append(float(t))
+    mass.append(float(st.dark_knowledge_mass(a, jnp.asarray(label))))
+    ent.append(float(st.entropy(a)))
+    out.append(DarkKnowledgeFrame(float(t), np.asarray(codes),
+                                  np.asarray(feature), np.asarray(a),
+                                  np.array(temps), np.array(mass),
+                                  np.array(ent)))
+  return out
