@@ -67,40 +67,39 @@ def test_codebook_iterative_equals_dense_where_the_cut_is_in_a_gap():
   dense = st.spectral_codebook(st.from_hierarchy(edges), d, method="dense",
                                normalize=False)
   K = st.from_hierarchy(edges, implicit=True)
-  for method in ("randomized", "lobpcg"):
-    codes = st.spectral_codebook(K, d, method=method, tol=1e-4,
-                                 normalize=False)
-    np.testing.assert_allclose(codes @ codes.T, dense @ dense.T,
-                               atol=2e-3 * float(np.max(np.sum(dense**2, 1))))
+  codes = st.spectral_codebook(K, d, method="randomized", normalize=False)
+  np.testing.assert_allclose(codes @ codes.T, dense @ dense.T,
+                             atol=2e-3 * float(np.max(np.sum(dense**2, 1))))
   np.testing.assert_allclose(st.gram_error(K, d, method="randomized"),
                              st.gram_error(st.from_hierarchy(edges), d),
                              atol=1e-4)
 
 
 def test_codebook_resolves_a_tie_at_the_cut_from_an_operator():
-  # 50 superclasses of 50 classes: the superclass eigenvalue is 50-fold, and
-  # d = 10 cuts it. 2,500 classes, but only 50 distinct codes.
-  edges = [("root", f"s{g}") for g in range(50)] + [
-      (f"s{g}", f"c{g}.{i}") for g in range(50) for i in range(50)]
+  # 30 superclasses of 40 classes: the superclass eigenvalue is 30-fold, and
+  # d = 10 cuts it (the solver must widen twice to bracket it). 1,200
+  # classes, but only 30 distinct codes.
+  edges = [("root", f"s{g}") for g in range(30)] + [
+      (f"s{g}", f"c{g}.{i}") for g in range(30) for i in range(40)]
   K = st.from_hierarchy(edges, implicit=True)
   X = np.asarray(st.spectral_codebook(K, 10, normalize=False,
                                       method="randomized"))
   norms = np.linalg.norm(X, axis=1)
   np.testing.assert_allclose(norms, norms.mean(), rtol=1e-3)
-  supers = X[::50] / norms[::50, None]
-  np.testing.assert_allclose(X.reshape(50, 50, 10), np.repeat(
-      X[::50, None], 50, axis=1), atol=1e-4)  # a superclass shares a code
-  cos = supers @ supers.T - 2 * np.eye(50)
-  assert cos.max() < 0.6  # spread out (Welch bound 0.29), not collapsed
+  supers = X[::40] / norms[::40, None]
+  np.testing.assert_allclose(X.reshape(30, 40, 10), np.repeat(
+      X[::40, None], 40, axis=1), atol=1e-4)  # a superclass shares a code
+  cos = supers @ supers.T - 2 * np.eye(30)
+  assert cos.max() < 0.6  # spread out (Welch bound 0.27), not collapsed
   np.testing.assert_allclose(st.gram_error(K, 10),
                              st.gram_error(K.to_dense(), 10), atol=1e-4)
 
 
 def test_a_tie_too_long_to_bracket_raises():
-  K = st.from_hierarchy([("root", i) for i in range(2100)], implicit=True)
+  K = st.from_hierarchy([("root", i) for i in range(600)], implicit=True)
   with pytest.raises(ValueError, match="repeated more than .* pass "
                      "method='dense'"):
-    st.spectral_codebook(K, 10)
+    st.spectral_codebook(K, 10, method="randomized")
 
 
 def test_non_convergence_is_reported():
