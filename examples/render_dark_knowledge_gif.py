@@ -1,18 +1,13 @@
-"""Writes examples/figures/dark-knowledge.gif (see the README).
+"""Writes examples/figures/dark-knowledge.gif, shown in the README.
 
-    python examples/render_dark_knowledge_gif.py [--frames N] [--fps N]
+    python examples/render_dark_knowledge_gif.py
+
+(`spectral-targets render dark-knowledge --frames N --fps N --out DIR` for options.)
 """
 
-import argparse
 import pathlib
 
 from spectral_targets import render
 
 if __name__ == "__main__":
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--frames", type=int, default=render.DEFAULT_FRAMES)
-  parser.add_argument("--fps", type=int, default=render.DEFAULT_FPS)
-  parser.add_argument("--out", default=pathlib.Path(__file__).parent / "figures")
-  args = parser.parse_args()
-  path = render.render("dark-knowledge", args.out, frames=args.frames, fps=args.fps)
-  print(f"wrote {path}")
+  print("wrote", render.render("dark-knowledge", pathlib.Path(__file__).parent / "figures"))

@@ -13,7 +13,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.experimental.sparse import linalg as sparse_linalg
 
 from spectral_targets import _operators

@@ -66,6 +66,14 @@ class KernelOperator(abc.ABC):
   def __matmul__(self, x):
     return self.matmul(x)
 
+  def _block(self, x) -> jax.Array:
+    """x as this kernel's dtype, checked to be (C,) or (C, k)."""
+    x = jnp.asarray(x, self.dtype)
+    if x.ndim not in (1, 2) or x.shape[0] != self.num_classes:
+      raise ValueError(f"x must be ({self.num_classes},) or "
+                       f"({self.num_classes}, k), got shape {x.shape}.")
+    return x
+
   def to_dense(self) -> jax.Array:
     """The (C, C) matrix, S @ I: O(C²) memory, for small C and tests."""
     return self.matmul(jnp.eye(self.num_classes, dtype=self.dtype))
@@ -107,10 +115,7 @@ class TreeKernel(KernelOperator):
     return self.weights[0].dtype
 
   def matmul(self, x):
-    x = jnp.asarray(x, self.dtype)
-    if x.ndim not in (1, 2) or x.shape[0] != self.num_classes:
-      raise ValueError(f"x must be ({self.num_classes},) or "
-                       f"({self.num_classes}, k), got shape {x.shape}.")
+    x = self._block(x)
     block = x if x.ndim == 2 else x[:, None]
     result = _tree_matmul(self, block)
     return result if x.ndim == 2 else result[:, 0]
@@ -214,10 +219,7 @@ class LowRankKernel(KernelOperator):
     return self.factor.dtype
 
   def matmul(self, x):
-    x = jnp.asarray(x, self.dtype)
-    if x.ndim not in (1, 2) or x.shape[0] != self.num_classes:
-      raise ValueError(f"x must be ({self.num_classes},) or "
-                       f"({self.num_classes}, k), got shape {x.shape}.")
+    x = self._block(x)
     d = self.diag if x.ndim == 1 else self.diag[:, None]
     return self.factor @ (self.factor.T @ x) + d * x
 

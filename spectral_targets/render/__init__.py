@@ -58,6 +58,12 @@ def render(which: str, out: str | pathlib.Path = "figures", *,
 
   Returns:
     The GIF's path.
+
+  Examples:
+    >>> import tempfile
+    >>> from spectral_targets import render
+    >>> render.render("dark-knowledge", tempfile.mkdtemp(), frames=2).name
+    'dark-knowledge.gif'
   """
   if which not in RENDERERS:
     raise ValueError(f"which must be one of {sorted(RENDERERS)}, got "

@@ -14,6 +14,7 @@ import numpy as np
 import optax
 
 import spectral_targets as st
+from spectral_targets import _validation as v
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,8 +33,15 @@ def codebook_morph_frames(frames: int = 40, *, num_classes: int = 9,
   previous frame's by ``procrustes`` (the codebook is defined up to
   rotation). At t = 0 every regular C-gon is an optimal codebook; the frame
   shows the one whose order matches the t > 0 neighbour.
+
+  Examples:
+    >>> from spectral_targets import render
+    >>> frames = render.codebook_morph_frames(3)
+    >>> [f.dial for f in frames], frames[0].codes.shape
+    ([0.0, 0.5, 1.0], (9, 2))
   """
-  C = num_classes
+  v.check_int(frames, "frames", minimum=2)
+  C = v.check_int(num_classes, "num_classes", minimum=3)
   flat = st.flat(C)
   graded = st.double_center(st.graded(C, width))
   graded = graded / jnp.linalg.norm(graded) * jnp.linalg.norm(flat)
@@ -71,7 +79,16 @@ class RankFrame:
 
 def rank_reconstruction_frames(*, num_classes: int = 12,
                                width: float = 3.0) -> list[RankFrame]:
-  """The rank-d Gram matrix of ``graded(C, width)`` for d = 1 … C."""
+  """The rank-d Gram matrix of ``graded(C, width)`` for d = 1 … C, with
+  ``alignment`` and ``gram_error`` against the kernel up to each d.
+
+  Examples:
+    >>> from spectral_targets import render
+    >>> frames = render.rank_reconstruction_frames(num_classes=4)
+    >>> [f.d for f in frames], round(float(frames[-1].gram_error[-1]), 4)
+    ([1, 2, 3, 4], 0.0)
+  """
+  v.check_int(num_classes, "num_classes", minimum=2)
   S = st.graded(num_classes, width)
   align, error, out = [], [], []
   for d in range(1, num_classes + 1):
@@ -101,8 +118,18 @@ def collapse_frames(frames: int = 40, *, steps: int = 1200,
   An MLP (64 → 64 → ``width``, tanh) with a Dense head is trained with
   cross-entropy and Adam on the first ``num_classes`` digits of
   scikit-learn's bundled 8 × 8 digits; at ``frames`` evenly spaced steps
-  the penultimate features' ``class_covariances`` and NC1 are recorded.
+  the penultimate features' ``class_covariances`` and NC1 are recorded
+  (NC1 = tr(Σ_W Σ_B⁺) / C, Papyan et al. 2020).
+
+  Examples:
+    >>> from spectral_targets import render
+    >>> frames = render.collapse_frames(2, steps=10)
+    >>> [f.step for f in frames], frames[-1].between.shape
+    ([0, 10], (16,))
   """
+  v.check_int(frames, "frames", minimum=2)
+  v.check_int(steps, "steps", minimum=1)
+  v.check_int(num_classes, "num_classes", minimum=2, maximum=10)
   from sklearn.datasets import load_digits
   x, y = load_digits(return_X_y=True)
   keep = y < num_classes
@@ -171,10 +198,27 @@ def dark_knowledge_frames(frames: int = 40, *, num_classes: int = 9,
                           label: int = 3, t_max: float = 2.0,
                           t_min: float = 0.02) -> list[DarkKnowledgeFrame]:
   """Soft assignment of a feature near one class of a horseshoe codebook
-  as the temperature falls geometrically from ``t_max`` to ``t_min``."""
+  as the temperature falls geometrically from ``t_max`` to ``t_min``.
+
+  The feature is unit(0.8 c_label + 0.2 c_{label+1}): between its class and
+  the next, nearer its own.
+
+  Examples:
+    >>> from spectral_targets import render
+    >>> frames = render.dark_knowledge_frames(3)
+    >>> [round(f.temperature, 2) for f in frames]
+    [2.0, 0.2, 0.02]
+    >>> int(frames[-1].assignment.argmax())
+    3
+  """
+  v.check_int(frames, "frames", minimum=2)
+  C = v.check_int(num_classes, "num_classes", minimum=3)
+  v.check_int(label, "label", minimum=0, maximum=C - 2)
+  v.check_positive(t_min, "t_min")
+  if not t_max > t_min:
+    raise ValueError(f"t_max must exceed t_min, got {t_max} <= {t_min}.")
   codes = st.spectral_codebook(st.double_center(st.graded(num_classes, 2.0)),
                                2)
-  # Between its class and the next, nearer its own.
   feature = 0.8 * codes[label] + 0.2 * codes[label + 1]
   feature = feature / jnp.linalg.norm(feature)
   temps, mass, ent, out = [], [], [], []
