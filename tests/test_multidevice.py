@@ -11,12 +11,14 @@ HERE = pathlib.Path(__file__).resolve().parent
 
 
 def test_multidevice_suite():
-  env = dict(os.environ,
-             XLA_FLAGS="--xla_force_host_platform_device_count=4",
+  # A clean pytest: no xdist worker variables inherited from this run.
+  env = {k: v for k, v in os.environ.items()
+         if not k.startswith(("PYTEST_XDIST", "PYTEST_ADDOPTS"))}
+  env.update(XLA_FLAGS="--xla_force_host_platform_device_count=4",
              JAX_PLATFORMS="cpu")
   result = subprocess.run(
       [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-       str(HERE / "multidevice")], env=env, capture_output=True, text=True,
-      cwd=HERE.parent)
+       "-n", "0", str(HERE / "multidevice")], env=env, capture_output=True,
+      text=True, cwd=HERE.parent)
   assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-3000:]
   assert " passed" in result.stdout and " failed" not in result.stdout
