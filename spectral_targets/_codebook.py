@@ -74,7 +74,7 @@ def spectral_codebook(kernel, d: int, *,
   iterative solvers compute a few modes past d to see whether the cut falls
   in a repeated eigenvalue, and more if the tie reaches the last of them;
   a tie too long to bracket (more than max(4 d, d + 256) modes) raises
-  ``ValueError`` naming the d on either side that would cut in a gap. An
+  ``ValueError`` naming the d just below the tie, which cuts in a gap. An
   unconverged solve warns with ``ConvergenceWarning``.
 
   This step needs the kernel's values, so the function runs eagerly (build a
