@@ -30,7 +30,19 @@ class KernelOperator(abc.ABC):
   register the subclass as a pytree, and implement ``diagonal`` and
   ``squared_norm`` if your structure gives them cheaply (``gram_error`` needs
   the norm; ``alignment`` needs the diagonal against a kernel with one).
-  ``kernel @ X`` is ``kernel.matmul(X)``.
+  ``kernel @ X`` is ``kernel.matmul(X)``. A method left out raises
+  ``NotImplementedError``, which the callers turn into a ``ValueError``
+  naming what they need.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, spectral_targets as st
+    >>> @jax.tree_util.register_static
+    ... class Identity(st.KernelOperator):
+    ...   num_classes, dtype = 3, jnp.float32
+    ...   def matmul(self, x):
+    ...     return jnp.asarray(x, self.dtype)
+    >>> st.top_eigenmodes(Identity(), 2).eigenvalues
+    Array([1., 1.], dtype=float32)
   """
 
   @property
@@ -99,6 +111,13 @@ class TreeKernel(KernelOperator):
   :math:`\sum_n f_n^2\,(|L_n|^2 - \sum_{c\,\in\,\mathrm{children}(n)}|L_c|^2)`,
   where :math:`f_n` is the similarity of two classes whose LCA is n and
   :math:`L_n` the classes below n.
+
+  Examples:
+    >>> import jax.numpy as jnp, spectral_targets as st
+    >>> edges = [("root", "a"), ("a", "x"), ("a", "y"), ("root", "z")]
+    >>> K = st.from_hierarchy(edges, implicit=True)
+    >>> K @ jnp.ones(3), K.squared_norm()
+    (Array([1.5, 1.5, 1. ], dtype=float32), 3.5)
   """
   parents: tuple[jax.Array, ...]   # per depth level >= 1: parent's position
   sources: tuple[jax.Array, ...]   # per level: row of X (C means none)
@@ -206,7 +225,14 @@ def tree_kernel(parent: np.ndarray, weights: np.ndarray,
 @dataclasses.dataclass(frozen=True)
 class LowRankKernel(KernelOperator):
   r"""A kernel :math:`S = F F^\top + \mathrm{diag}(\delta)`; see
-  ``low_rank_kernel``."""
+  ``low_rank_kernel``.
+
+  Examples:
+    >>> import spectral_targets as st
+    >>> K = st.low_rank_kernel([[1., 1.], [1., -1.]])
+    >>> K.diagonal(), K.squared_norm()
+    (Array([2., 2.], dtype=float32), 8.0)
+  """
   factor: jax.Array      # (C, r)
   diag: jax.Array        # (C,)
 

@@ -189,7 +189,8 @@ def alignment(a, b, *, centered: bool = False) -> jax.Array:
   \operatorname{tr}(F^\top K F) + \sum_i D_{ii} K_{ii}`) or a dense array;
   the norms come from ``squared_norm``. So a codebook is compared with an
   implicit kernel as ``alignment(K, low_rank_kernel(codes))`` without a
-  C × C matrix. Centring uses :math:`\langle JKJ, JLJ\rangle = \langle JKJ,
+  C × C matrix (eagerly: the operator path returns host-computed values and
+  does not run under ``jit``). Centring uses :math:`\langle JKJ, JLJ\rangle = \langle JKJ,
   L\rangle` and :math:`\lVert JKJ\rVert^2 = \lVert K\rVert^2 -
   \tfrac{2}{C}\lVert K1\rVert^2 + (1^\top K 1)^2/C^2`. Two operators
   neither of which is low rank or dense raise ``ValueError``.
