@@ -37,42 +37,59 @@ class MLP(nn.Module):
 
 def _patches(x, width, stride):
   """(B, L, C) -> (B, ceil(L/stride), width·C): the windows of a 'SAME'
-  1-D convolution, gathered with static indices."""
+  1-D convolution, as ``width`` strided slices (their gradient is a pad and
+  an add; a gather's would be a scatter, slower on CPU)."""
   L = x.shape[-2]
   out = -(-L // stride)
   pad = max((out - 1) * stride + width - L, 0)
   x = jnp.pad(x, ((0, 0), (pad // 2, pad - pad // 2), (0, 0)))
-  idx = np.arange(out)[:, None] * stride + np.arange(width)[None, :]
-  return x[:, idx, :].reshape(x.shape[0], out, width * x.shape[-1])
+  return jnp.concatenate(
+      [jax.lax.slice_in_dim(x, k, k + (out - 1) * stride + 1, stride, axis=1)
+       for k in range(width)], axis=-1)
 
 
 class CNN1D(nn.Module):
   """The small 1-D CNN of the MNIST-1D paper: three 5-wide convolutions
   (strides 1, 2, 2), ReLU, then linear to the feature dimension.
 
-  Each convolution is a Dense layer on gathered windows: the same function
-  as ``nn.Conv``, but under ``vmap`` over models it stays a batched matmul
-  (a vmapped ``nn.Conv`` becomes a grouped convolution, ~50x slower on CPU).
+  ``windows=True`` writes each convolution as a Dense layer on the windows
+  (the same function as ``nn.Conv``, but under ``vmap`` over models it
+  stays a batched matmul, where a vmapped ``nn.Conv`` becomes a grouped
+  convolution, ~50x slower on CPU): the vmapped trainers use it. A single
+  model (the timed training steps) uses ``nn.Conv``, as a user would.
   """
   channels: int
   features: int
+  windows: bool = True
 
   @nn.compact
   def __call__(self, x):
     x = x[..., None]
     for stride in (1, 2, 2):
-      x = nn.relu(nn.Dense(self.channels)(_patches(x, 5, stride)))
+      if self.windows:
+        x = nn.Dense(self.channels)(_patches(x, 5, stride))
+      else:
+        x = nn.Conv(self.channels, (5,), strides=(stride,),
+                    padding="SAME")(x)
+      x = nn.relu(x)
     return nn.Dense(self.features)(x.reshape(x.shape[:-2] + (-1,)))
 
 
 @functools.lru_cache(maxsize=None)
-def make_body(kind: str, features: int, *, teacher: bool = False):
+def make_body(kind: str, features: int, *, teacher: bool = False,
+              single: bool = False):
   """The body of a task (one instance per configuration, so the compiled
-  programs cached on it are reused)."""
+  programs cached on it are reused); ``single``: for one model, not a
+  vmapped stack (only the CNN differs: ``nn.Conv`` layers).
+
+  Teachers are 1.5x as wide as students (about twice the FLOPs): the MLP
+  384 units against 256, the CNN 48 channels against 32.
+  """
   if kind == "mlp":
-    return MLP(width=512 if teacher else 256, depth=2, features=features)
+    return MLP(width=384 if teacher else 256, depth=2, features=features)
   if kind == "cnn":
-    return CNN1D(channels=64 if teacher else 32, features=features)
+    return CNN1D(channels=48 if teacher else 32, features=features,
+                 windows=not single)
   raise ValueError(f"unknown body {kind!r}")
 
 
@@ -111,16 +128,32 @@ class MethodConfig:
 KD_TEMPERATURE = 4.0
 
 
+@functools.lru_cache(maxsize=None)
+def _param_shapes(body, sample_shape, dtype):
+  return jax.eval_shape(body.init, jax.random.key(0),
+                        jax.ShapeDtypeStruct((1,) + sample_shape, dtype))
+
+
+def param_specs(body, num_classes, features, count, x):
+  """Shapes of ``init_params(body, ..., seeds, x)`` for ``count`` seeds."""
+  one = {"body": _param_shapes(body, tuple(x.shape[1:]), x.dtype),
+         "dense_w": jax.ShapeDtypeStruct((features, num_classes),
+                                         jnp.float32),
+         "dense_b": jax.ShapeDtypeStruct((num_classes,), jnp.float32)}
+  return jax.tree_util.tree_map(
+      lambda s: jax.ShapeDtypeStruct((count,) + s.shape, s.dtype), one)
+
+
 def init_params(body, num_classes, features, seeds, x):
-  """Parameters of one model per integer seed: LeCun-normal kernels
-  (N(0, 1/fan_in)), zero biases, for the body and a Dense head.
+  """Parameters of one model per integer seed, stacked on a leading axis,
+  as NumPy arrays: LeCun-normal kernels (N(0, 1/fan_in)), zero biases, for
+  the body and a Dense head.
 
   Drawn with NumPy from the shapes of ``body.init`` (``jax.eval_shape``:
   traced, never compiled; flax's own init compiles every random op of every
   layer, seconds per body on CPU).
   """
-  shapes = jax.eval_shape(body.init, jax.random.key(0), x[:1])
-  shapes = {"body": shapes,
+  shapes = {"body": _param_shapes(body, tuple(x.shape[1:]), x.dtype),
             "dense_w": jax.ShapeDtypeStruct((features, num_classes),
                                             jnp.float32),
             "dense_b": jax.ShapeDtypeStruct((num_classes,), jnp.float32)}
@@ -138,7 +171,7 @@ def init_params(body, num_classes, features, seeds, x):
         values.append((rng.normal(size=leaf.shape) / np.sqrt(fan_in))
                       .astype(np.float32))
     per_model.append(values)
-  stacked = [jnp.asarray(np.stack(vals)) for vals in zip(*per_model)]
+  stacked = [np.stack(vals) for vals in zip(*per_model)]
   return jax.tree_util.tree_unflatten(treedef, stacked)
 
 
@@ -168,32 +201,25 @@ def loss_fn(body, params, cfg, x, y, teacher_logits, teacher_features):
   return jnp.mean(cfg.w_ce * ce + cfg.w_kd * kd + cfg.w_sa * sa)
 
 
+def initial_state(tx, params):
+  """``tx.init(params)`` for the benchmark's optimizer, built on the host:
+  AdamW's state is all zeros (step counts and moments), so this is NumPy
+  zeros of ``jax.eval_shape(tx.init, params)`` and compiles nothing
+  (``tx.init`` itself would compile a program per parameter shape)."""
+  return jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype),
+                                jax.eval_shape(tx.init, params))
+
+
 def optimizer(total_steps: int):
   """AdamW with a cosine schedule; the same for every method."""
   return optax.adamw(optax.cosine_decay_schedule(2e-3, total_steps),
                      weight_decay=1e-4)
 
 
-#: XLA compiler options for every program the benchmark compiles; ``--quick``
-#: sets the backend optimisation level to 0, which halves compile time on
-#: short runs (results unchanged, steps somewhat slower).
-COMPILER_OPTIONS: dict = {}
-
-
-def jit(fn):
-  return jax.jit(fn, compiler_options=COMPILER_OPTIONS or None)
-
-
-def train(body, params, cfgs, keys, x, y, teacher_logits, teacher_features,
-          *, epochs: int, batch_size: int, on_epoch=None):
-  """Trains one model per leading index of (params, cfgs, keys, teacher_*)
-  in one vmapped program; minibatches reshuffled per model and epoch.
-  ``on_epoch(epoch)`` is called from the compiled loop as epochs finish
-  (once per model under vmap)."""
+def set_epoch_callback(on_epoch=None):
+  """``on_epoch(epoch)`` is called from inside compiled trainers as epochs
+  finish (once per model under vmap); None to stop."""
   _EPOCH_CALLBACK[0] = on_epoch
-  fn = _trainer(body, epochs, batch_size, x.shape[0],
-                tuple(sorted(COMPILER_OPTIONS.items())))
-  return fn(params, cfgs, keys, x, y, teacher_logits, teacher_features)
 
 
 _EPOCH_CALLBACK = [None]
@@ -205,13 +231,20 @@ def _epoch_done(index):
 
 
 @functools.lru_cache(maxsize=None)
-def _trainer(body, epochs, batch_size, n, options):
-  """The compiled trainer for one (body, schedule, data size): built once,
-  so teachers, scale selection and the main run reuse compilations."""
+def trainer(body, epochs: int, batch_size: int, n: int):
+  """The jitted trainer of one (body, schedule, data size).
+
+  ``trainer(...)(params, cfgs, seeds, x, y, teacher_logits,
+  teacher_features)`` trains one model per leading index of (params, cfgs,
+  seeds, teacher_*) in one vmapped program, minibatches reshuffled per
+  model (``seeds``: int32, one per model) and epoch; it returns the trained
+  parameters. Teachers, scale selection and students of a task with the
+  same body and model count share one compilation.
+  """
   steps = n // batch_size
   tx = optimizer(epochs * steps)
 
-  def one(params, cfg, key, x, y, t_logits, t_feats):
+  def one(params, cfg, seed, x, y, t_logits, t_feats):
     def step(carry, idx):
       params, opt = carry
       grads = jax.grad(lambda p: loss_fn(body, p, cfg, x[idx], y[idx],
@@ -226,23 +259,18 @@ def _trainer(body, epochs, batch_size, n, options):
       jax.debug.callback(_epoch_done, index)
       return carry, None
 
+    key = jax.random.key(seed)
     (params, _), _ = jax.lax.scan(
         epoch, (params, tx.init(params)),
         (jax.random.split(key, epochs), jnp.arange(epochs)))
     return params
 
-  del options  # part of the cache key; read through jit()
-  return jit(jax.vmap(one, in_axes=(0, 0, 0, None, None, 0, 0)))
-
-
-def predict(body, params, cfgs, x):
-  """(features, logits) of every model on x: (M, N, F) and (M, N, C)."""
-  return _predictor(body, tuple(sorted(COMPILER_OPTIONS.items())))(
-      params, cfgs, x)
+  return jax.jit(jax.vmap(one, in_axes=(0, 0, 0, None, None, 0, 0)))
 
 
 @functools.lru_cache(maxsize=None)
-def _predictor(body, options):
-  del options  # part of the cache key
-  return jit(jax.vmap(lambda p, c, x: forward(body, p, c, x),
+def predictor(body):
+  """The jitted ``(params, cfgs, x) -> (features, logits)`` of every model
+  (leading axis) on x: (M, N, F) and (M, N, C)."""
+  return jax.jit(jax.vmap(lambda p, c, x: forward(body, p, c, x),
                           in_axes=(0, 0, None)))
