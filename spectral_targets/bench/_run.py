@@ -362,8 +362,8 @@ class TaskRun:
     user would (a Dense layer, or ``codebook_logits`` with a d-dim
     codebook, plus its loss), on the same batch, from freshly initialised
     parameters (student and, for the distillation methods, teacher); the
-    methods are timed in interleaved rounds in this process and the
-    medians compared. Compilation of later tasks' programs is waited out
+    methods are timed in interleaved rounds (in a shuffled order each
+    round) in this process and the medians compared. Compilation of later tasks' programs is waited out
     first, so no background work shares the cores with the timings.
     """
     self.programs.wait()
@@ -391,8 +391,12 @@ class TaskRun:
       steps[name] = (self.programs[self._key("step", *program)], state,
                      batch)
     times = {name: [] for name in METHODS}
+    # A fresh method order every round (fixed seed): no method always runs
+    # right after the same neighbour.
+    order = np.random.default_rng(0)
     for _ in range(self.budget.timing_rounds):
-      for name, (fn, state, batch) in steps.items():
+      for name in order.permutation(METHODS):
+        fn, state, batch = steps[name]
         state = fn(*state, batch)
         jax.block_until_ready(state)
         t0 = time.perf_counter()
