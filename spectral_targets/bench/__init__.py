@@ -87,11 +87,7 @@ def run_benchmark(*, tasks=None, seeds: int = 5, quick: bool = False,
                f"{jax.__version__}, optax {optax.__version__}, flax "
                f"{flax.__version__}, python {sys.version.split()[0]}"),
       "tasks": {}}
-  # MNIST-1D's generator takes seconds of Python: its data are built on a
-  # background thread while the other tasks run, so it runs last. Each
-  # task's programs are queued for compilation while the previous task
-  # trains; the report keeps the order asked for.
-  order = sorted(names, key=lambda name: name == "mnist1d")
+  order = sorted(names, key=lambda name: name == "mnist1d")  # see above
 
   def build(name):
     task = TASKS[name]()

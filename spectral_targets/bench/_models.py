@@ -134,14 +134,19 @@ def _param_shapes(body, sample_shape, dtype):
                         jax.ShapeDtypeStruct((1,) + sample_shape, dtype))
 
 
+def _model_shapes(body, num_classes, features, x):
+  """Shapes of one model's parameters: the body and a Dense head."""
+  return {"body": _param_shapes(body, tuple(x.shape[1:]), x.dtype),
+          "dense_w": jax.ShapeDtypeStruct((features, num_classes),
+                                          jnp.float32),
+          "dense_b": jax.ShapeDtypeStruct((num_classes,), jnp.float32)}
+
+
 def param_specs(body, num_classes, features, count, x):
   """Shapes of ``init_params(body, ..., seeds, x)`` for ``count`` seeds."""
-  one = {"body": _param_shapes(body, tuple(x.shape[1:]), x.dtype),
-         "dense_w": jax.ShapeDtypeStruct((features, num_classes),
-                                         jnp.float32),
-         "dense_b": jax.ShapeDtypeStruct((num_classes,), jnp.float32)}
   return jax.tree_util.tree_map(
-      lambda s: jax.ShapeDtypeStruct((count,) + s.shape, s.dtype), one)
+      lambda s: jax.ShapeDtypeStruct((count,) + s.shape, s.dtype),
+      _model_shapes(body, num_classes, features, x))
 
 
 def init_params(body, num_classes, features, seeds, x):
@@ -153,11 +158,8 @@ def init_params(body, num_classes, features, seeds, x):
   traced, never compiled; flax's own init compiles every random op of every
   layer, seconds per body on CPU).
   """
-  shapes = {"body": _param_shapes(body, tuple(x.shape[1:]), x.dtype),
-            "dense_w": jax.ShapeDtypeStruct((features, num_classes),
-                                            jnp.float32),
-            "dense_b": jax.ShapeDtypeStruct((num_classes,), jnp.float32)}
-  leaves, treedef = jax.tree_util.tree_flatten_with_path(shapes)
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(
+      _model_shapes(body, num_classes, features, x))
   per_model = []
   for seed in seeds:
     rng = np.random.default_rng(seed)
