@@ -1,25 +1,35 @@
-"""The main job: codebook heads and distillation benchmarked against one-hot.
+"""The main job: codebook heads, soft targets and distillation benchmarked
+against one-hot and against the controls that isolate each ingredient.
 
 ``spectral-targets bench`` (or ``python -m spectral_targets bench``) runs
 ``run_benchmark``; it needs the ``bench`` extra (mnist1d, scikit-learn,
-tqdm, matplotlib).
+tqdm, matplotlib). Where things live:
+
+- ``_tasks``: the data sets, drawn anew per seed;
+- ``_methods``: the methods and the knobs each tunes;
+- ``_tuning``: how every method is tuned (the same protocol for all);
+- ``_models``: bodies, heads and the one loss, as data in a config;
+- ``_execute``: many models trained at once in vmapped programs;
+- ``_pipeline``: one task from data to per-seed test metrics;
+- ``_stats``: how a win is decided (paired intervals over seeds);
+- ``_references``, ``_timing``: reference classifiers, step timing;
+- ``_report``, ``_figures``: tables, JSON, PNGs.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import datetime
-import functools
 import os
 import pathlib
 import platform
 import sys
+import time
 
 BENCH_REQUIREMENTS = ("mnist1d", "sklearn", "tqdm", "matplotlib")
-#: --quick trains on at most this many samples per task (a smoke test).
-QUICK_TRAIN_LIMIT = 500
 INSTALL_HINT = ('pip install "spectral-targets[bench]"   (from a checkout: '
                 'pip install -e ".[bench]")')
+#: The tasks, in the order they run and are reported.
+TASK_ORDER = ("mnist1d", "digits", "hierarchy", "ordinal")
 
 
 def missing_requirements() -> list[str]:
@@ -39,45 +49,85 @@ def cpu_name() -> str:
   return platform.processor() or platform.machine()
 
 
+def method_names() -> list[str]:
+  from spectral_targets.bench._methods import METHODS
+  return list(METHODS)
+
+
+class _Progress:
+  """Progress on stderr: tqdm bars on a terminal, one plain line per phase
+  otherwise (CI logs get no carriage returns or cursor movement)."""
+
+  def __init__(self, stream=None):
+    self.stream = stream or sys.stderr
+    self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+    self.start = time.perf_counter()
+    if self.tty:
+      from tqdm.auto import tqdm
+      self.bar = tqdm(unit="epoch", desc="bench", file=self.stream,
+                      leave=False)
+
+  def phase(self, message: str):
+    if self.tty:
+      self.bar.set_description_str(message)
+    else:
+      elapsed = time.perf_counter() - self.start
+      print(f"[{elapsed:6.0f} s] {message}", file=self.stream, flush=True)
+
+  def epoch(self):
+    if self.tty:
+      self.bar.update(1)
+
+  def close(self):
+    if self.tty:
+      self.bar.close()
+
+
 def run_benchmark(*, tasks=None, seeds: int = 5, quick: bool = False,
+                  epochs: int | None = None, methods=None,
                   out: str | os.PathLike = "bench-results",
                   command: str = "", echo=print) -> dict:
-  """Runs the benchmark and writes ``results.json``, ``results.md`` and a
-  PNG per task into ``out``; returns the results dict.
+  """Runs the benchmark and writes ``results.json``, ``results.md`` and the
+  figures into ``out``; returns the results dict.
 
-  ``quick`` is a smoke test of the whole pipeline, not evidence: at most
-  ``QUICK_TRAIN_LIMIT`` training samples per task, a few epochs, one codebook
-  scale, short timing, every program compiled at XLA's backend optimisation
-  level 0, and no MNIST-1D reference models.
-
-  Every program a task runs is compiled ahead of time on worker threads
-  (``_compile.Compiler``), queued while the previous task trains; MNIST-1D,
-  whose generator takes seconds of Python, is built on a background thread
-  and runs last. The report keeps the order of ``tasks``.
+  ``quick`` is a smoke test of the whole pipeline, not evidence: tiny
+  training sets, two epochs, two learning rates, no knob grids, no step
+  timing, every program compiled at XLA's backend optimisation level 0; its
+  report says so at the top.
   """
   missing = missing_requirements()
   if missing:
     raise ModuleNotFoundError(
         f"the benchmark needs {', '.join(missing)}; install them with: "
         f"{INSTALL_HINT}")
-  import jax
-  from tqdm.auto import tqdm
-
-  from spectral_targets.bench import _compile, _report, _run, _tasks
-  from spectral_targets.bench._tasks import TASKS
-
-  names = list(TASKS) if not tasks else list(tasks)
-  unknown = [n for n in names if n not in TASKS]
+  names = list(TASK_ORDER) if not tasks else list(tasks)
+  unknown = [n for n in names if n not in TASK_ORDER]
   if unknown:
-    raise ValueError(f"unknown task(s) {unknown}; choose from {list(TASKS)}.")
-  epochs = {"mnist1d": 25, "digits": 40, "hierarchy": 30, "ordinal": 60}
-  if quick:
-    epochs = {"mnist1d": 3, "digits": 5, "hierarchy": 3, "ordinal": 8}
+    raise ValueError(f"unknown task(s) {unknown}; choose from "
+                     f"{list(TASK_ORDER)}.")
+  names = [n for n in TASK_ORDER if n in names]
+  if methods:
+    bad = [m for m in methods if m not in method_names()]
+    if bad:
+      raise ValueError(f"unknown method(s) {bad}; choose from "
+                       f"{method_names()}.")
+  if seeds < 1:
+    raise ValueError(f"seeds must be >= 1, got {seeds}.")
+  if epochs is not None and epochs < 1:
+    raise ValueError(f"epochs must be >= 1, got {epochs}.")
+
   import flax
+  import jax
   import optax
 
   import spectral_targets
-  results = {"meta": dict(
+  from spectral_targets.bench import _report, _run
+  from spectral_targets.bench._methods import METHODS
+
+  started = time.perf_counter()
+  options = _run.Options(seeds=seeds, quick=quick, epochs=epochs,
+                         methods=tuple(methods) if methods else None)
+  meta = dict(
       command=command or "spectral-targets bench", quick=quick, seeds=seeds,
       date=datetime.datetime.now(datetime.timezone.utc).isoformat(
           timespec="seconds"),
@@ -85,63 +135,21 @@ def run_benchmark(*, tasks=None, seeds: int = 5, quick: bool = False,
               f"{jax.devices()[0].platform}",
       versions=f"spectral_targets {spectral_targets.__version__}, jax "
                f"{jax.__version__}, optax {optax.__version__}, flax "
-               f"{flax.__version__}, python {sys.version.split()[0]}"),
-      "tasks": {}}
-  order = sorted(names, key=lambda name: name == "mnist1d")  # see above
-
-  def build(name):
-    task = TASKS[name]()
-    return _tasks.subsample(task, QUICK_TRAIN_LIMIT) if quick else task
-
-  def budget_of(name):
-    return _run.Budget(seeds=seeds, epochs=epochs[name],
-                       scales=(16.0,) if quick else _run.SCALES,
-                       timing_rounds=2 if quick else 10,
-                       timing_steps=5 if quick else 30, fast_compile=quick,
-                       mnist1d_reference=not quick)
-
-  # Progress messages per task, one more for the MNIST-1D reference models.
-  total = sum(_run.PHASES + (name == "mnist1d" and not quick)
-              for name in names)
-  reports = {}
-  with tqdm(total=total, unit="run", desc="bench",
-            file=sys.stderr, position=0) as bar, \
-       tqdm(unit="epoch", desc="epochs", file=sys.stderr, position=1,
-            leave=False) as epoch_bar, \
-       _compile.Compiler() as programs, \
-       concurrent.futures.ThreadPoolExecutor(
-           1, thread_name_prefix="bench-data") as data:
-    built = {name: data.submit(build, name) for name in order}
-    seen, runs = set(), {}
-
-    def progress(msg, epochs):
-      bar.set_postfix_str(msg)
-      bar.update(1)
-      seen.clear()
-      epoch_bar.reset(total=epochs)
-
-    def on_epoch(index):
-      # Called once per vmapped model; count each epoch once.
-      index = int(index)
-      if index not in seen:
-        seen.add(index)
-        epoch_bar.update(1)
-
-    def prepare(name):
-      budget = budget_of(name)
-      runs[name] = _run.TaskRun(
-          built.pop(name).result(), budget,
-          functools.partial(progress, epochs=budget.epochs), on_epoch,
-          programs=programs)
-      runs[name].submit()
-
-    prepare(order[0])
-    for i, name in enumerate(order):
-      if i + 1 < len(order):
-        prepare(order[i + 1])
-      reports[name] = runs.pop(name).run()
-      echo(_report.task_table(name, reports[name]))
-  results["tasks"] = {name: reports[name] for name in names}
+               f"{flax.__version__}, python {sys.version.split()[0]}",
+      methods={name: m.note for name, m in METHODS.items()})
+  if quick:
+    echo(_report.SMOKE_BANNER + "\n")
+  echo("\n".join(_report.legend(meta["methods"])))
+  progress = _Progress()
+  try:
+    reports = _run.run(names, options, progress=progress.phase,
+                       on_epoch=progress.epoch,
+                       on_task=lambda name, report: echo(
+                           _report.task_section(name, report)))
+  finally:
+    progress.close()
+  meta["wall_time"] = f"{time.perf_counter() - started:.0f} s"
+  results = {"meta": meta, "tasks": reports}
   paths = _report.write(pathlib.Path(out), results)
   echo("wrote " + ", ".join(str(p) for p in paths))
   return results

@@ -1,99 +1,187 @@
-"""Tables, JSON and figures of a benchmark run."""
+"""Tables, JSON and figures of a benchmark run.
+
+Every table says which direction is better (↑ / ↓), shows the spread over
+seeds as a sample standard deviation (none with one seed), and states a
+method's effect only as a paired difference with its 95% interval.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import pathlib
 
-from spectral_targets.bench._run import METHOD_NOTES, METHODS
+#: (key, header, format, direction) of the per-method metric columns.
+COLUMNS = (("accuracy", "accuracy", "{:.3f}", "↑"),
+           ("severity", "mistake severity", "{:.3f}", "↓"),
+           ("nll", "NLL", "{:.3f}", "↓"),
+           ("ece", "ECE", "{:.3f}", "↓"),
+           ("ece_calibrated", "ECE, T-scaled", "{:.3f}", "↓"),
+           ("nc1", "NC1 (train)", "{:.3g}", "↓"),
+           ("step_time_ratio", "step time / one-hot", "{:.2f}", "↓"))
 
-_COLUMNS = (("accuracy", "accuracy", "{:.3f}"),
-            ("severity", "mistake severity", "{:.3f}"),
-            ("hdist@k", "hdist@k", "{:.3f}"),
-            ("nll", "NLL", "{:.3f}"),
-            ("ece", "ECE", "{:.3f}"),
-            ("nc1", "NC1 (test)", "{:.3f}"),
-            ("step_time_ratio", "step time / one-hot", "{:.2f}"))
+#: Paired comparisons shown: (metric, header).
+PAIRED = (("accuracy", "Δ accuracy"), ("severity", "Δ severity"),
+          ("nll", "Δ NLL"))
+
+SMOKE_BANNER = ("**SMOKE RUN (`--quick`): tiny data, few epochs, shortened "
+                "grids. These numbers test the pipeline; they are not "
+                "results.**")
+
+LEGEND = """\
+How to read the tables:
+- ↑ higher is better, ↓ lower is better. Values are mean ± sample std
+  (ddof = 1) over the evaluation seeds on the test split; seeds vary the
+  data and the initialisation and are shared by every method.
+- mistake severity: mean class distance between true and predicted class
+  over the mistakes only — read it beside accuracy (fewer, harsher mistakes
+  can score worse than many mild ones); hdist@k: mean distance of the top-k
+  predictions to the true class (Bertinetto et al. 2020), in the task's
+  distance unit.
+- ECE: expected calibration error, 15 bins; "T-scaled": after a temperature
+  fitted on the validation split (Guo et al. 2017).
+- NC1 (train): tr(Σ_W Σ_B⁺)/C of the training features the head sees (unit
+  features for cosine and codebook heads), in C − 1 dimensions for every
+  method (— where a head sees fewer).
+- Δ columns: paired difference of the method minus the reference (one-hot,
+  or the learned cosine classifier for codebook heads) with a 95% Student-t
+  interval over seeds; ▲ / ▼ mark an interval that excludes 0 (a higher /
+  lower value), blank a tie.
+- Hyperparameters were chosen on the validation split of separate tuning
+  seeds; ⚠ marks a choice at the end of its grid."""
 
 
-def task_table(name: str, report: dict) -> str:
-  """A markdown table of one task: mean ± std over seeds per method."""
-  k = report["k"]
-  head = [c[1].replace("@k", f"@{k}") for c in _COLUMNS]
+def _cell(summary, fmt):
+  if summary is None or summary.get("mean") is None:
+    return "—"
+  text = fmt.format(summary["mean"])
+  if summary.get("std") is not None:
+    text += " ± " + fmt.format(summary["std"])
+  return text
+
+
+def _diff(d, fmt="{:+.3f}"):
+  if d is None or d.get("mean") is None:
+    return "—"
+  if d.get("low") is None:
+    return fmt.format(d["mean"])
+  mark = {"higher": " ▲", "lower": " ▼"}.get(d["verdict"], "")
+  return (f"{fmt.format(d['mean'])} [{fmt.format(d['low'])}, "
+          f"{fmt.format(d['high'])}]{mark}")
+
+
+def methods_table(report: dict) -> list[str]:
+  ks = report.get("ks", [])
+  columns = list(COLUMNS[:2]) + [(f"hdist@{k}", f"hdist@{k}", "{:.3f}", "↓")
+                                 for k in ks] + list(COLUMNS[2:])
+  columns = [c for c in columns
+             if any(c[0] in r["summary"] for r in report["methods"].values())]
+  lines = ["| method | " + " | ".join(f"{h} {d}" for _, h, _, d in columns)
+           + " |", "|---" * (len(columns) + 1) + "|"]
+  for name, r in report["methods"].items():
+    cells = [_cell(r["summary"].get(key), fmt) for key, _, fmt, _ in columns]
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  return lines
+
+
+def paired_table(report: dict) -> list[str]:
+  heads = [f"{h} vs {ref}" for ref in ("one-hot", "cosine")
+           for _, h in PAIRED]
+  lines = ["| method | " + " | ".join(heads) + " |",
+           "|---" * (len(heads) + 1) + "|"]
+  for name, r in report["methods"].items():
+    cells = [_diff(r.get(f"vs {ref}", {}).get(key))
+             for ref in ("one-hot", "cosine") for key, _ in PAIRED]
+    if any(c != "—" for c in cells):
+      lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  return lines
+
+
+def tuning_table(report: dict) -> list[str]:
+  lines = ["| method | chosen | mean validation accuracy | settings tried |",
+           "|---|---|---|---|"]
+  for name, r in report["methods"].items():
+    chosen = ", ".join(
+        f"{k} {v:g}{' ⚠' if k in r['at_edge'] else ''}"
+        for k, v in sorted(r["chosen"].items()))
+    best = max(t["mean_val_accuracy"] for t in r["tuning"])
+    lines.append(f"| {name} | {chosen} | {best:.3f} | {len(r['tuning'])} |")
+  return lines
+
+
+def task_section(name: str, report: dict) -> str:
   lines = [f"### {name}: {report['description']}", "",
-           f"C = {report['num_classes']}; train / val / test = "
-           f"{report['train']} / {report['val']} / {report['test']}; "
-           f"{report['epochs']} epochs; {report['seeds']} seeds; kernel: "
-           f"{report['kernel']}; codebook scale {report['scale']:g} (chosen "
-           f"on validation from {', '.join(report['scale_validation_accuracy'])}"
-           f"); small d = {report['small_d']}; teacher accuracy "
-           f"{report['teacher_accuracy']['mean']:.3f} ± "
-           f"{report['teacher_accuracy']['std']:.3f}.", "",
-           "| method | " + " | ".join(head) + " |",
-           "|---" * (len(head) + 1) + "|"]
-  for method in METHODS:
-    r = report["methods"][method]
-    cells = [(fmt.format(r["mean"][key]) + " ± " + fmt.format(r["std"][key]))
-             if key != "step_time_ratio" else fmt.format(r["mean"][key])
-             for key, _, fmt in _COLUMNS]
-    lines.append(f"| {method} | " + " | ".join(cells) + " |")
-  if "reference" in report:
-    lines += ["", "MNIST-1D one-hot baselines against the paper "
-              "(Greydanus 2020):", "", "| model | accuracy | paper |",
-              "|---|---|---|"]
-    for model, r in report["reference"].items():
-      acc = r["accuracy"]
-      lines.append(f"| {model} | {acc['mean']:.3f} ± {acc['std']:.3f} | "
-                   f"~{r['paper']:.2f} |")
-  return "\n".join(lines) + "\n"
+           f"{report['construction']}. C = {report['num_classes']}; "
+           f"train / val / test = {report['sizes']} per seed; "
+           f"{report['epochs']} epochs; {report['seeds']} evaluation seeds, "
+           f"tuning seeds {report['tuning_seeds']}; body: {report['body']}; "
+           f"distances: {report['distance_unit']}.", ""]
+  lines += methods_table(report) + [""]
+  paired = paired_table(report)
+  if len(paired) > 2:
+    lines += ["Paired differences (95% interval over seeds):", ""]
+    lines += paired + [""]
+  lines += ["Chosen hyperparameters:", ""] + tuning_table(report) + [""]
+  for title, block in report.get("references", {}).items():
+    lines += [f"{title}:", "", *block["table"], ""]
+  if "budget_curve" in report:
+    lines += ["Budget curve (each budget tuned on its own):", "",
+              *budget_table(report["budget_curve"]), ""]
+  return "\n".join(lines)
+
+
+def budget_table(curve: dict) -> list[str]:
+  budgets = sorted(curve, key=int)
+  methods = list(curve[budgets[0]])
+  lines = ["| method | " + " | ".join(
+      f"accuracy ↑ @{b} | NLL ↓ @{b}" for b in budgets) + " |",
+           "|---" * (2 * len(budgets) + 1) + "|"]
+  for m in methods:
+    cells = []
+    for b in budgets:
+      s = curve[b][m]["summary"]
+      cells += [_cell(s["accuracy"], "{:.3f}"), _cell(s["nll"], "{:.3f}")]
+    lines.append(f"| {m} | " + " | ".join(cells) + " |")
+  return lines
+
+
+def header(meta: dict) -> list[str]:
+  lines = ["# spectral-targets bench", ""]
+  if meta.get("quick"):
+    lines += [SMOKE_BANNER, ""]
+  lines += [f"Command: `{meta['command']}`  ", f"Date: {meta['date']}  ",
+            f"Machine: {meta['machine']}  ", f"Versions: {meta['versions']}  ",
+            f"Wall time: {meta.get('wall_time', '—')}", ""]
+  return lines
+
+
+def legend(methods: dict) -> list[str]:
+  lines = ["Methods:", ""]
+  lines += [f"- **{name}**: {note}" for name, note in methods.items()]
+  return lines + ["", LEGEND, ""]
 
 
 def write(out: pathlib.Path, results: dict) -> list[pathlib.Path]:
-  """results.json, results.md and one PNG per task; returns the paths."""
+  """results.json, results.md and the figures; returns the paths."""
   out.mkdir(parents=True, exist_ok=True)
   paths = [out / "results.json", out / "results.md"]
-  paths[0].write_text(json.dumps(results, indent=1))
-  meta = results["meta"]
-  md = ["# spectral-targets bench", "",
-        f"Command: `{meta['command']}`  ", f"Date: {meta['date']}  ",
-        f"Machine: {meta['machine']}  ", f"Versions: {meta['versions']}", "",
-        "Methods:", ""]
-  md += [f"- **{name}**: {note}" for name, note in METHOD_NOTES.items()]
-  md += ["", "Mistake severity: mean class distance between true and "
-         "predicted class over the mistakes; hdist@k: mean distance to the "
-         "top-k predictions (Bertinetto et al. 2020). Distances are "
-         "1 − kernel (hierarchy: LCA height / tree height), class steps "
-         "(ordinal), 1 − the estimated kernel (mnist1d, digits). NC1 of the "
-         "test features; ECE with 15 bins.", ""]
+  paths[0].write_text(json.dumps(_jsonable(results), indent=1,
+                                 allow_nan=False))
+  md = header(results["meta"]) + legend(results["meta"]["methods"])
   for name, report in results["tasks"].items():
-    md.append(task_table(name, report))
+    md.append(task_section(name, report))
   paths[1].write_text("\n".join(md))
-  paths += plot(out, results)
+  from spectral_targets.bench import _figures
+  paths += _figures.plot(out, results)
   return paths
 
 
-def plot(out: pathlib.Path, results: dict) -> list[pathlib.Path]:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  palette = plt.get_cmap("tab10").colors  # colour-blind-safe enough, distinct
-  paths = []
-  for name, report in results["tasks"].items():
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
-    for i, method in enumerate(METHODS):
-      r = report["methods"][method]
-      ax.errorbar(r["mean"]["severity"], r["mean"]["accuracy"],
-                  xerr=r["std"]["severity"], yerr=r["std"]["accuracy"],
-                  fmt="o", color=palette[i % 10], capsize=3, label=method)
-    ax.set_xlabel("mistake severity (lower is better)")
-    ax.set_ylabel("top-1 accuracy")
-    ax.set_title(f"{name}: accuracy vs mistake severity "
-                 f"(mean ± std, {report['seeds']} seeds)", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    path = out / f"{name}.png"
-    fig.savefig(path)
-    plt.close(fig)
-    paths.append(path)
-  return paths
+def _jsonable(x):
+  """NaN and inf become None (JSON has no NaN); tuples become lists."""
+  if isinstance(x, dict):
+    return {str(k): _jsonable(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_jsonable(v) for v in x]
+  if isinstance(x, float) and not math.isfinite(x):
+    return None
+  return x

@@ -1,18 +1,36 @@
-"""The benchmark's four offline tasks.
+"""The benchmark's tasks: offline data sets, drawn anew for every seed.
 
-Every task has a fixed train / validation / test split (validation chooses
-the codebook scale and estimates kernels; the test split is only scored),
-standardised inputs, and a class-distance matrix for mistake severity.
+A ``Task`` is a recipe: ``task.draw(seed)`` returns that seed's ``Split``
+(train / validation / test, standardised on the training part). The seed
+varies the data, not only the initialisation: MNIST-1D is regenerated with
+the generator's own seed, digits and diabetes are re-split (stratified), the
+hierarchy task's inputs are redrawn. Seeds are shared across methods, so
+every method sees the same data for a given seed and differences between
+methods are paired.
+
+Nothing here is fitted on a test split: validation chooses hyperparameters
+and estimates kernels; the test split is only scored.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 
 import spectral_targets as st
-from spectral_targets._hierarchy import build_tree
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+  """One seed's data: float32 inputs, int32 labels."""
+  x_train: np.ndarray
+  y_train: np.ndarray
+  x_val: np.ndarray
+  y_val: np.ndarray
+  x_test: np.ndarray
+  y_test: np.ndarray
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,30 +40,42 @@ class Task:
   Attributes:
     name: task id.
     description: one line for the report.
-    x_train, y_train, x_val, y_val, x_test, y_test: the splits.
+    construction: how the data are made, for the report (and what, if
+      anything, they share with the kernels the methods are given).
     num_classes: C.
-    body: "mlp" or "cnn".
-    kernel: the true (C, C) label kernel, or None when the benchmark must
-      estimate one from a one-hot teacher (mnist1d, digits).
-    distances: (C, C) class distances for mistake severity, or None (then
-      1 - the estimated kernel is used and the report says so).
-    small_d: the small codebook dimension.
-    k: the k of hierarchical distance@k.
+    body: the model body, a key of ``_models.BODIES``.
+    epochs: the training budget of every method.
+    draw: ``draw(seed) -> Split``.
+    kernel: the (C, C) label kernel the methods are given, or None when it
+      is estimated per seed from a one-hot model's class means on the
+      validation split (mnist1d, digits).
+    distances: (C, C) class distances for mistake severity and hdist@k, or
+      None (then 1 − the estimated kernel, and the report says so).
+    distance_unit: what a distance counts, for the report.
+    small_d: the small codebook dimension (at least what separates every
+      class: a smaller d merges classes, and the codebook refuses it).
+    tree: the ``Tree`` of a hierarchy task (for hierarchical losses), else
+      None.
+    extra: task-specific facts for the report.
   """
   name: str
   description: str
-  x_train: np.ndarray
-  y_train: np.ndarray
-  x_val: np.ndarray
-  y_val: np.ndarray
-  x_test: np.ndarray
-  y_test: np.ndarray
+  construction: str
   num_classes: int
   body: str
-  kernel: np.ndarray | None
-  distances: np.ndarray | None
-  small_d: int
-  k: int
+  epochs: int
+  draw: Callable[[int], Split]
+  kernel: np.ndarray | None = None
+  distances: np.ndarray | None = None
+  distance_unit: str = ""
+  small_d: int = 2
+  tree: object = None
+  extra: dict = dataclasses.field(default_factory=dict)
+
+  @property
+  def ks(self) -> tuple[int, ...]:
+    """The k of hdist@k: 1, 5 and 20 where C allows."""
+    return tuple(k for k in (1, 5, 20) if k < self.num_classes)
 
 
 def _standardise(x_train, *others):
@@ -53,8 +83,9 @@ def _standardise(x_train, *others):
   return [((x - mu) / sd).astype(np.float32) for x in (x_train, *others)]
 
 
-def _stratified_split(y, fractions, seed):
-  """Index arrays splitting every class by ``fractions`` (fixed seed)."""
+def stratified_split(y, fractions, seed):
+  """Index arrays splitting every class by ``fractions`` (the last part
+  takes the rest), shuffled within each class by ``seed``."""
   rng = np.random.default_rng(seed)
   parts = [[] for _ in fractions]
   for c in np.unique(y):
@@ -65,110 +96,203 @@ def _stratified_split(y, fractions, seed):
   return [np.sort(np.concatenate(p)) for p in parts]
 
 
-def mnist1d_task() -> Task:
-  """MNIST-1D (Greydanus, 2020), generated locally with its default
-  arguments: 4,000 train / 1,000 test, 10 classes, length-40 signals. The
-  last 500 training samples are held out for validation."""
+def _split(x, y, parts) -> Split:
+  tr, val, te = parts
+  x_tr, x_val, x_te = _standardise(x[tr], x[val], x[te])
+  y = np.asarray(y, np.int32)
+  return Split(x_tr, y[tr], x_val, y[val], x_te, y[te])
+
+
+# -- MNIST-1D -------------------------------------------------------------------
+
+
+def mnist1d_split(seed: int) -> Split:
+  """MNIST-1D (Greydanus 2020) with the generator's default arguments and
+  its own seed set to ``seed``: 4,000 / 1,000 samples; the last 500 of the
+  4,000 are held out for validation."""
   from mnist1d.data import get_dataset_args, make_dataset
-  data = make_dataset(get_dataset_args())
-  x, y = data["x"].astype(np.float32), data["y"].astype(np.int32)
-  x_test, y_test = data["x_test"].astype(np.float32), data["y_test"].astype(
-      np.int32)
-  x_tr, y_tr, x_val, y_val = x[:3500], y[:3500], x[3500:], y[3500:]
-  x_tr, x_val, x_test = _standardise(x_tr, x_val, x_test)
-  return Task("mnist1d", "MNIST-1D, default generator (4,000 / 1,000), 1-D "
-              "CNN body", x_tr, y_tr, x_val, y_val, x_test, y_test, 10, "cnn",
-              None, None, small_d=3, k=3)
+  args = get_dataset_args()
+  args.seed = int(seed)
+  data = make_dataset(args)
+  x, y = data["x"], data["y"]
+  x_tr, x_val, x_te = _standardise(x[:3500], x[3500:], data["x_test"])
+  return Split(x_tr, y[:3500].astype(np.int32), x_val,
+               y[3500:].astype(np.int32), x_te,
+               data["y_test"].astype(np.int32))
 
 
-def digits_task() -> Task:
-  """scikit-learn's bundled 8x8 digits (1,797 images), a fixed stratified
-  60 / 15 / 25 split."""
+def mnist1d_task(epochs: int = 25) -> Task:
+  return Task(
+      "mnist1d", "MNIST-1D (4,000 / 1,000 per seed), 1-D CNN body",
+      "MNIST-1D regenerated per seed (the generator's seed), 3,500 train / "
+      "500 validation / 1,000 test; no true label kernel: one is estimated "
+      "per seed from a one-hot model's class means on the validation split",
+      10, "cnn", epochs, mnist1d_split, distance_unit="1 − estimated kernel",
+      small_d=3)
+
+
+# -- scikit-learn's bundled data ------------------------------------------------
+
+
+def digits_task(epochs: int = 40) -> Task:
   from sklearn.datasets import load_digits
   x, y = load_digits(return_X_y=True)
-  tr, val, te = _stratified_split(y, [0.6, 0.15, 0.25], seed=0)
-  x_tr, x_val, x_te = _standardise(x[tr], x[val], x[te])
-  y = y.astype(np.int32)
-  return Task("digits", "scikit-learn digits (8x8), stratified 60/15/25, "
-              "MLP body", x_tr, y[tr], x_val, y[val], x_te, y[te], 10, "mlp",
-              None, None, small_d=3, k=3)
-
-
-#: Noise levels of the hierarchical Gaussian generator.
-HIERARCHY_NODE_SCALE = 1.0
-HIERARCHY_SAMPLE_NOISE = 2.2
-
-
-def hierarchy_task(*, dim: int = 64, per_class=(40, 10, 20), seed: int = 0
-                   ) -> Task:
-  """CIFAR-100-shaped classification on the shipped WordNet tree.
-
-  A hierarchical Gaussian model along the tree: the root's mean is 0; every
-  other node's mean is its parent's plus an offset N(0, s² I / dim) with
-  s = ``HIERARCHY_NODE_SCALE`` (1.0); a sample of class c is c's leaf mean
-  plus N(0, σ² I / dim) with σ = ``HIERARCHY_SAMPLE_NOISE`` (2.2). Classes
-  that share deeper ancestors share more of their mean, so the tree's
-  LCA-height kernel is the true label kernel. 40 / 10 / 20 samples per
-  class (train / validation / test) in 64 dimensions.
-  """
-  edges, classes = st.cifar100_hierarchy("wordnet")
-  tree = build_tree(edges, classes)
-  rng = np.random.default_rng(seed)
-  n = len(tree.nodes)
-  offsets = rng.normal(size=(n, dim)) * HIERARCHY_NODE_SCALE / np.sqrt(dim)
-  offsets[tree.root] = 0
-  rows, cols = tree.ancestors()
-  means = np.zeros((len(classes), dim))
-  np.add.at(means, rows, offsets[cols])
-
-  def sample(count):
-    y = np.repeat(np.arange(len(classes)), count)
-    x = means[y] + rng.normal(size=(len(y), dim)) * (
-        HIERARCHY_SAMPLE_NOISE / np.sqrt(dim))
-    return x, y.astype(np.int32)
-
-  (x_tr, y_tr), (x_val, y_val), (x_te, y_te) = map(sample, per_class)
-  x_tr, x_val, x_te = _standardise(x_tr, x_val, x_te)
-  S = np.asarray(st.from_hierarchy(edges, classes=classes), np.float64)
-  return Task("hierarchy", "CIFAR-100 WordNet tree (100 classes), "
-              "hierarchical Gaussian inputs, MLP body", x_tr, y_tr, x_val,
-              y_val, x_te, y_te, 100, "mlp", S, 1 - S, small_d=16, k=5)
+  return Task(
+      "digits", "scikit-learn digits (8x8), MLP body",
+      "scikit-learn's 1,797 bundled 8x8 digits, re-split per seed "
+      "(stratified 60 / 15 / 25); kernel estimated as for mnist1d",
+      10, "mlp", epochs,
+      lambda seed: _split(x, y, stratified_split(y, [0.6, 0.15, 0.25],
+                                                 seed)),
+      distance_unit="1 − estimated kernel", small_d=3)
 
 
 #: Width (in class steps) of the graded kernel of the ordinal task.
 ORDINAL_WIDTH = 2.0
 
 
-def ordinal_task(*, num_classes: int = 7) -> Task:
-  """scikit-learn's bundled diabetes data (442 patients, 10 features), the
-  disease-progression target cut into 7 quantile classes: an ordinal
-  problem whose true structure is the graded kernel (width 2 class steps).
-  Severity counts class steps |i - j|. Stratified 60 / 15 / 25 split."""
+def ordinal_task(epochs: int = 60, *, num_classes: int = 7) -> Task:
   from sklearn.datasets import load_diabetes
   x, target = load_diabetes(return_X_y=True)
-  edges = np.quantile(target, np.linspace(0, 1, num_classes + 1)[1:-1])
-  y = np.searchsorted(edges, target, side="right").astype(np.int32)
-  tr, val, te = _stratified_split(y, [0.6, 0.15, 0.25], seed=0)
-  x_tr, x_val, x_te = _standardise(x[tr], x[val], x[te])
+  cuts = np.quantile(target, np.linspace(0, 1, num_classes + 1)[1:-1])
+  y = np.searchsorted(cuts, target, side="right")
   i = np.arange(num_classes)
-  return Task("ordinal", "diabetes progression in 7 quantile classes, MLP "
-              "body", x_tr, y[tr], x_val, y[val], x_te, y[te], num_classes,
-              "mlp", np.asarray(st.graded(num_classes, ORDINAL_WIDTH),
-                                np.float64),
-              np.abs(i[:, None] - i[None, :]).astype(np.float64), small_d=2,
-              k=2)
+  return Task(
+      "ordinal", "diabetes progression in 7 quantile classes, MLP body",
+      "scikit-learn's 442 diabetes patients, the progression target cut "
+      "into 7 quantile classes, re-split per seed (stratified 60 / 15 / 25); "
+      f"kernel: graded, width {ORDINAL_WIDTH:g} class steps (a guess at the "
+      "ordinal structure, not fitted)",
+      num_classes, "mlp", epochs,
+      lambda seed: _split(x, y, stratified_split(y, [0.6, 0.15, 0.25],
+                                                 seed)),
+      kernel=np.asarray(st.graded(num_classes, ORDINAL_WIDTH), np.float64),
+      distances=np.abs(i[:, None] - i[None, :]).astype(np.float64),
+      distance_unit="class steps |i − j|", small_d=2)
 
 
-def subsample(task: Task, limit: int) -> Task:
-  """The task with at most ``limit`` training samples (a fixed random
+# -- the hierarchical Gaussian task ---------------------------------------------
+
+#: Noise levels of the hierarchical Gaussian generator.
+HIERARCHY_NODE_SCALE = 1.0
+HIERARCHY_SAMPLE_NOISE = 2.2
+HIERARCHY_DIM = 64
+HIERARCHY_PER_CLASS = (40, 10, 20)
+
+
+def lca_heights(tree) -> np.ndarray:
+  """(C, C) height of the lowest common ancestor of every pair of classes,
+  in tree levels (leaves 0)."""
+  rows, cols = tree.ancestors()
+  C = len(tree.classes)
+  member = np.zeros((C, len(tree.nodes)), bool)
+  member[rows, cols] = True
+  h = np.asarray(tree.height, np.float64)
+  # The LCA is the lowest common ancestor: the smallest height shared.
+  shared = member[:, None, :] & member[None, :, :]
+  return np.where(shared, h, np.inf).min(-1)
+
+
+def shifted_tree(tree, fraction: float, seed: int):
+  """``tree`` with ``fraction`` of its leaves moved, each to a random other
+  leaf parent (a node that has leaves as children): (parent array of the
+  new tree over the same nodes). Which leaves move and where is fixed by
+  ``seed``."""
+  parent = np.asarray(tree.parent).copy()
+  leaves = np.asarray(tree.class_nodes)
+  homes = np.unique(parent[leaves])
+  rng = np.random.default_rng(seed)
+  moved = rng.choice(leaves, int(round(fraction * len(leaves))),
+                     replace=False)
+  for leaf in moved:
+    parent[leaf] = rng.choice(homes[homes != parent[leaf]])
+  return parent
+
+
+def _node_means(parent, class_nodes, offsets):
+  """Class means: the sum of the offsets of every ancestor-or-self."""
+  means = np.zeros((len(class_nodes), offsets.shape[1]))
+  current = np.asarray(class_nodes).copy()
+  live = np.ones(len(current), bool)
+  while live.any():
+    means[live] += offsets[current[live]]
+    current[live] = parent[current[live]]
+    live &= current >= 0
+  return means
+
+
+def hierarchy_split(tree, seed: int, *, shift: float = 0.0) -> Split:
+  """One seed of the hierarchical Gaussian model on ``tree`` (after moving
+  a fraction ``shift`` of its leaves; see ``hierarchy_task``)."""
+  rng = np.random.default_rng(seed)
+  parent = (np.asarray(tree.parent) if shift == 0 else
+            shifted_tree(tree, shift, seed=10_000 + seed))
+  n = len(tree.nodes)
+  offsets = rng.normal(size=(n, HIERARCHY_DIM)) * (
+      HIERARCHY_NODE_SCALE / np.sqrt(HIERARCHY_DIM))
+  offsets[parent < 0] = 0
+  means = _node_means(parent, tree.class_nodes, offsets)
+  C = len(tree.classes)
+
+  def sample(count):
+    y = np.repeat(np.arange(C), count)
+    x = means[y] + rng.normal(size=(len(y), HIERARCHY_DIM)) * (
+        HIERARCHY_SAMPLE_NOISE / np.sqrt(HIERARCHY_DIM))
+    return x, y.astype(np.int32)
+
+  (x_tr, y_tr), (x_val, y_val), (x_te, y_te) = map(sample,
+                                                    HIERARCHY_PER_CLASS)
+  x_tr, x_val, x_te = _standardise(x_tr, x_val, x_te)
+  return Split(x_tr, y_tr, x_val, y_val, x_te, y_te)
+
+
+def hierarchy_task(epochs: int = 30, *, shift: float = 0.0,
+                   name: str = "hierarchy") -> Task:
+  """CIFAR-100-shaped classification on the shipped WordNet tree.
+
+  A hierarchical Gaussian model: the root's mean is 0; every other node's
+  mean is its parent's plus N(0, s² I / dim), s = 1; a sample of class c is
+  c's leaf mean plus N(0, σ² I / dim), σ = 2.2; 64 dimensions, 40 / 10 / 20
+  samples per class. The class means are sums of node offsets along the
+  tree, so the tree's LCA kernel *is* the structure of the data (at
+  ``shift`` = 0): the task tests whether a method can use a taxonomy that
+  is right. With ``shift`` = ρ > 0, a fraction ρ of the leaves are moved to
+  random other leaf parents before the inputs are drawn, while the methods
+  keep the WordNet tree: a taxonomy that is partly wrong.
+  """
+  edges, classes = st.cifar100_hierarchy("wordnet")
+  tree = st.build_tree(edges, classes=classes)
+  heights = lca_heights(tree)
+  S = np.asarray(st.from_hierarchy(edges, classes=classes), np.float64)
+  moved = (f"; a fraction ρ = {shift:g} of the leaves moved to random other "
+           "leaf parents before drawing (the methods keep the WordNet tree)"
+           if shift else "")
+  return Task(
+      name, f"CIFAR-100 WordNet tree (100 classes), hierarchical Gaussian "
+      f"inputs{f', ρ = {shift:g}' if shift else ''}, MLP body",
+      "class means are sums of Gaussian node offsets along the CIFAR-100 "
+      "WordNet tree, samples add isotropic noise (64 dims, 40 / 10 / 20 "
+      "per class, redrawn per seed); the methods are given that tree's LCA "
+      "kernel, which is the data's own structure" + moved,
+      100, "mlp-wide", epochs,
+      lambda seed: hierarchy_split(tree, seed, shift=shift),
+      kernel=S, distances=heights,
+      distance_unit="height of the lowest common ancestor in the WordNet "
+                    "tree (levels)",
+      small_d=16, tree=tree, extra={"shift": shift})
+
+
+def subsample(split: Split, limit: int) -> Split:
+  """``split`` with at most ``limit`` training samples (a fixed random
   subset), for ``--quick`` runs."""
-  if len(task.y_train) <= limit:
-    return task
-  keep = np.random.default_rng(0).permutation(len(task.y_train))[:limit]
-  keep.sort()
-  return dataclasses.replace(task, x_train=task.x_train[keep],
-                             y_train=task.y_train[keep])
+  if len(split.y_train) <= limit:
+    return split
+  keep = np.sort(np.random.default_rng(0).permutation(len(split.y_train))
+                 [:limit])
+  return dataclasses.replace(split, x_train=split.x_train[keep],
+                             y_train=split.y_train[keep])
 
 
-TASKS = {"mnist1d": mnist1d_task, "digits": digits_task,
-         "hierarchy": hierarchy_task, "ordinal": ordinal_task}
+TASKS: dict[str, Callable[..., Task]] = {
+    "mnist1d": mnist1d_task, "digits": digits_task,
+    "hierarchy": hierarchy_task, "ordinal": ordinal_task}

@@ -1,0 +1,288 @@
+"""Running many models at once: vmapped programs, one epoch per call.
+
+A ``Run`` is one model: a method at one hyperparameter setting on one seed.
+``Executor.train(runs)`` trains a list of runs of one task together, as a
+stack along a leading axis of one compiled, vmapped one-epoch program
+(``_models.epoch_program``) called once per epoch; between epochs the host
+refreshes what needs the library's eager code (the online label kernel's
+targets, and the codebook of the online-codebook method). ``score`` computes
+every metric of every run in one compiled program per chunk of runs.
+
+Every program's shapes are known before training starts, so the task
+submits them to a ``Compiler`` (``_compile``) first; they compile on worker
+threads while earlier work trains.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import spectral_targets as st
+from spectral_targets.bench import _models as m
+from spectral_targets.bench._compile import Compiler
+
+#: Runs scored per call of the scoring program.
+SCORE_CHUNK = 16
+#: Number of bins of the expected calibration error.
+ECE_BINS = 15
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """One model: ``method`` (a ``_methods.Method``) at ``hp`` on ``seed``."""
+  method: object
+  hp: dict
+  seed: int
+  cfg: m.MethodConfig
+
+
+@dataclasses.dataclass
+class SeedData:
+  """Per-seed splits stacked on a leading axis (every seed has the same
+  split sizes), with each seed's class distances and teacher outputs."""
+  seeds: list
+  x_train: np.ndarray
+  y_train: np.ndarray
+  x_val: np.ndarray
+  y_val: np.ndarray
+  x_test: np.ndarray
+  y_test: np.ndarray
+  distances: np.ndarray  # (S, C, C)
+  teacher_logits: np.ndarray | None = None  # (S, n, C)
+  teacher_features: np.ndarray | None = None  # (S, n, F)
+
+  @classmethod
+  def stack(cls, seeds, splits, distances):
+    get = lambda name: np.stack([getattr(s, name) for s in splits])
+    return cls(list(seeds), get("x_train"), get("y_train"), get("x_val"),
+               get("y_val"), get("x_test"), get("y_test"),
+               np.asarray(distances, np.float32))
+
+  def index(self, seed: int) -> int:
+    return self.seeds.index(seed)
+
+
+class Executor:
+  """Trains and scores the runs of one task (one body, one feature width).
+
+  ``fast_compile`` compiles at XLA's backend optimisation level 0 (for
+  ``--quick``: less compile time for slower code).
+  """
+
+  def __init__(self, task, data: SeedData, *, body: str, features: int,
+               batch_size: int, programs: Compiler,
+               fast_compile: bool = False,
+               on_epoch: Callable[[], None] = lambda: None, tree=None):
+    self.task, self.data = task, data
+    self.C = task.num_classes
+    self.F = features
+    self.body_name = body
+    self.body = m.make_body(body, features)
+    self.n = data.y_train.shape[1]
+    self.batch = min(batch_size, self.n)
+    self.programs = programs
+    self.options = {"xla_backend_optimization_level": 0} if fast_compile \
+        else None
+    self.on_epoch = on_epoch
+    self.tree = tree
+    self.distilled = data.teacher_logits is not None
+    self.sample_shape = data.x_train.shape[2:]
+
+  # -- programs ----------------------------------------------------------------
+
+  def _key(self, *parts):
+    return (self.task.name, self.body_name, self.F, *parts)
+
+  def _program(self):
+    return m.epoch_program(self.body, self.batch, self.n,
+                           self.tree is not None, self.distilled)
+
+  def _state_spec(self, M):
+    state = m.initial_state(self.body, self.C, self.F, list(range(M)),
+                            self.sample_shape)
+    return jax.tree_util.tree_map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state)
+
+  def _cfg_spec(self, M):
+    cfg = m.method_config(self.C, self.F, lr=1.0, total_steps=1)
+    return jax.tree_util.tree_map(
+        lambda a: jax.ShapeDtypeStruct((M,) + a.shape, a.dtype), cfg)
+
+  def _teacher_args(self):
+    d = self.data
+    if self.distilled:
+      return d.teacher_logits, d.teacher_features
+    S = len(d.seeds)
+    return (np.zeros((S, 1, 1), np.float32), np.zeros((S, 1, 1), np.float32))
+
+  def submit_train(self, M: int):
+    """Queues the compilation of the one-epoch program for M models."""
+    key = self._key("epoch", M)
+    if key in self.programs:
+      return
+    d = self.data
+    i32 = jax.ShapeDtypeStruct((M,), np.int32)
+    self.programs.submit(
+        key, self._program(), self._state_spec(M), self._cfg_spec(M), i32,
+        i32, jax.ShapeDtypeStruct((), np.int32), d.x_train, d.y_train,
+        *self._teacher_args(), self.tree, options=self.options)
+
+  def submit_score(self):
+    key = self._key("score", SCORE_CHUNK)
+    if key in self.programs:
+      return
+    d = self.data
+    params = self._state_spec(SCORE_CHUNK)[0]
+    self.programs.submit(
+        key, _scorer(self.body, self.C, self.task.ks), params,
+        self._cfg_spec(SCORE_CHUNK),
+        jax.ShapeDtypeStruct((SCORE_CHUNK,), np.int32), d.x_train,
+        d.y_train, d.x_val, d.y_val, d.x_test, d.y_test, d.distances,
+        options=self.options)
+
+  # -- training ----------------------------------------------------------------
+
+  def train(self, runs: list[Run], epochs: int):
+    """Trains ``runs`` together for ``epochs``; returns the stacked final
+    parameters (leading axis in the order of ``runs``)."""
+    M = len(runs)
+    self.submit_train(M)
+    program = self.programs[self._key("epoch", M)]
+    seeds = np.asarray([r.seed for r in runs], np.int32)
+    index = np.asarray([self.data.index(r.seed) for r in runs], np.int32)
+    params, opt_state, online = m.initial_state(
+        self.body, self.C, self.F, [int(s) for s in seeds],
+        self.sample_shape)
+    cfgs = m.stack([r.cfg for r in runs])
+    online_codes = [i for i, r in enumerate(runs)
+                    if r.method.codes == "online"]
+    device_cfgs = jax.device_put(cfgs)
+    teacher = self._teacher_args()
+    for epoch in range(epochs):
+      params, opt_state, online = program(
+          (params, opt_state, online), device_cfgs, index, seeds,
+          np.int32(epoch), self.data.x_train, self.data.y_train, *teacher,
+          self.tree)
+      online, refreshed = self._between_epochs(online, cfgs, online_codes)
+      if refreshed:
+        device_cfgs = jax.device_put(cfgs)
+      self.on_epoch()
+    return params, cfgs
+
+  def _between_epochs(self, online, cfgs, online_codes):
+    """The next epoch's online soft targets, and the refreshed codebooks of
+    the online-codebook runs (written into ``cfgs``)."""
+    sums = np.asarray(online["sums"], np.float64)
+    counts = np.asarray(online["counts"], np.float64)
+    targets = np.asarray(online["targets"], np.float64).copy()
+    seen = counts > 0
+    targets[seen] = sums[seen] / counts[seen][:, None]
+    for i in online_codes:
+      kernel = st.double_center(_symmetrised(targets[i]))
+      F = int(cfgs.mask[i].sum())
+      old = cfgs.codebook[i][:, :F]
+      new = st.spectral_codebook(kernel, F)
+      rotation = st.procrustes(np.asarray(new), old)
+      cfgs.codebook[i][:, :F] = np.asarray(new) @ np.asarray(rotation)
+    return (dict(online, targets=targets.astype(np.float32),
+                 sums=np.zeros_like(sums, np.float32),
+                 counts=np.zeros_like(counts, np.float32)),
+            bool(online_codes))
+
+  def features(self, params, cfgs, runs: list[Run], *, split: str
+               ) -> np.ndarray:
+    """(M, n, F) body features of every run on its seed's ``split``."""
+    x = getattr(self.data, f"x_{split}")
+    index = np.asarray([self.data.index(r.seed) for r in runs], np.int32)
+    return np.asarray(_featurizer(self.body)(params, cfgs, index, x))
+
+  # -- scoring -----------------------------------------------------------------
+
+  def score(self, params, cfgs, runs: list[Run], *, keep_logits=False
+            ) -> list[dict]:
+    """Every metric of every run (one dict per run, in order)."""
+    self.submit_score()
+    program = self.programs[self._key("score", SCORE_CHUNK)]
+    M = len(runs)
+    index = np.asarray([self.data.index(r.seed) for r in runs], np.int32)
+    out = []
+    for start in range(0, M, SCORE_CHUNK):
+      take = np.minimum(np.arange(start, start + SCORE_CHUNK), M - 1)
+      chunk = jax.tree_util.tree_map(lambda a: a[take], (params, cfgs))
+      d = self.data
+      metrics = program(*chunk, index[take], d.x_train, d.y_train, d.x_val,
+                        d.y_val, d.x_test, d.y_test, d.distances)
+      metrics = {k: np.asarray(v) for k, v in metrics.items()}
+      for j in range(min(SCORE_CHUNK, M - start)):
+        row = {k: v[j] for k, v in metrics.items()}
+        logits = {k: row.pop(k) for k in ("val_logits", "test_logits")}
+        row = {k: _scalar(v) for k, v in row.items()}
+        if keep_logits:
+          row.update(logits)
+        out.append(row)
+    return out
+
+
+def _scalar(v):
+  v = np.asarray(v)
+  return float(v) if v.ndim == 0 else [float(x) for x in v]
+
+
+def _symmetrised(P):
+  """(P + Pᵀ) / 2 of a row-stochastic matrix: the online label kernel."""
+  return 0.5 * (P + P.T)
+
+
+@functools.lru_cache(maxsize=None)
+def _featurizer(body):
+  return jax.jit(jax.vmap(lambda p, c, i, x: m.forward(body, p, c, x[i])[0],
+                          in_axes=(0, 0, 0, None)))
+
+
+@functools.lru_cache(maxsize=None)
+def _scorer(body, num_classes, ks):
+  """The jitted scoring of a chunk of runs: validation accuracy and NLL
+  (tuning), test accuracy, mistake severity, hdist@k, NLL and ECE, NC1 of
+  the training features the head sees, and the validation and test logits
+  (for temperature scaling on the host)."""
+
+  def one(params, cfg, index, xtr, ytr, xv, yv, xte, yte, distances):
+    D = distances[index]
+
+    def logits_of(x):
+      return m.forward(body, params, cfg, x)
+
+    _, val_logits, _ = logits_of(xv[index])
+    _, test_logits, _ = logits_of(xte[index])
+    _, _, seen = logits_of(xtr[index])
+    y_val, y_test, y_train = yv[index], yte[index], ytr[index]
+    pred = test_logits.argmax(-1)
+    between, _ = st.class_covariances(seen, y_train, num_classes)
+    between = jnp.linalg.eigvalsh(between)[::-1][:num_classes - 1]
+    out = {
+        "val_accuracy": (val_logits.argmax(-1) == y_val).mean(),
+        "val_nll": optax.softmax_cross_entropy_with_integer_labels(
+            val_logits, y_val).mean(),
+        "accuracy": (pred == y_test).mean(),
+        "severity": st.mistake_severity(pred, y_test, D),
+        "nll": optax.softmax_cross_entropy_with_integer_labels(
+            test_logits, y_test).mean(),
+        "ece": st.expected_calibration_error(
+            jax.nn.softmax(test_logits), y_test, num_bins=ECE_BINS),
+        "nc1": st.collapse_metrics(seen, y_train, num_classes).nc1,
+        "between_condition": between[0] / between[-1],
+        "val_logits": val_logits, "test_logits": test_logits,
+    }
+    for k in ks:
+      out[f"hdist@{k}"] = st.hierarchical_distance_at_k(
+          test_logits, y_test, D, k=k)
+    return out
+
+  return jax.jit(jax.vmap(one, in_axes=(0, 0, 0) + (None,) * 7))

@@ -1,0 +1,136 @@
+"""The benchmark's figures (matplotlib, written as PNG).
+
+- ``<task>.png``: top-1 error against mistake severity, one point per
+  method with the seed spread as error bars (Bertinetto et al. 2020's
+  plot: severity is never read without the error beside it);
+- ``mnist1d-budget.png``: accuracy and NLL after each training budget;
+- ``hierarchy-shift.png``: error and severity against the fraction of the
+  taxonomy that is wrong.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+# Okabe–Ito, then greys: distinguishable with the common colour-vision
+# deficiencies.
+PALETTE = ("#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2",
+           "#D55E00", "#CC79A7", "#777777", "#BBBBBB", "#444444", "#999933")
+MARKERS = "osD^v<>pPX*h"
+
+
+def _pyplot():
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  return plt
+
+
+def _mean_std(summary):
+  std = summary.get("std")
+  return summary["mean"], 0.0 if std is None else std
+
+
+def error_severity(path: pathlib.Path, name: str, report: dict):
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(6.6, 4.6), dpi=110)
+  for i, (method, r) in enumerate(report["methods"].items()):
+    acc, sev = r["summary"]["accuracy"], r["summary"]["severity"]
+    if acc["mean"] is None or sev["mean"] is None:
+      continue
+    a, a_sd = _mean_std(acc)
+    s, s_sd = _mean_std(sev)
+    ax.errorbar(1 - a, s, xerr=a_sd, yerr=s_sd, fmt=MARKERS[i % 12],
+                color=PALETTE[i % 12], capsize=3, label=method)
+  for title, ref in report.get("references", {}).items():
+    for j, (label, row) in enumerate(ref.get("points", {}).items()):
+      ax.plot(1 - row["accuracy"], row["severity"], "x", color="0.3")
+      ax.annotate(label, (1 - row["accuracy"], row["severity"]), fontsize=7,
+                  xytext=(3, 3), textcoords="offset points")
+  ax.set_xlabel("top-1 error (lower is better)")
+  ax.set_ylabel(f"mistake severity (lower is better)\n"
+                f"[{report['distance_unit']}]", fontsize=8)
+  ax.set_title(f"{name}: error vs mistake severity (mean ± std, "
+               f"{report['seeds']} seeds)", fontsize=10)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7, loc="best")
+  fig.tight_layout()
+  fig.savefig(path, metadata={"Software": None})
+  plt.close(fig)
+  return path
+
+
+def budget_curve(path: pathlib.Path, curve: dict):
+  plt = _pyplot()
+  budgets = sorted(curve, key=int)
+  methods = list(curve[budgets[0]])
+  fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), dpi=110)
+  for i, m in enumerate(methods):
+    for ax, key in zip(axes, ("accuracy", "nll")):
+      pts = [(int(b), *_mean_std(curve[b][m]["summary"][key]))
+             for b in budgets if curve[b][m]["summary"][key]["mean"]
+             is not None]
+      xs, ys, es = zip(*pts)
+      ax.errorbar(xs, ys, yerr=es, marker=MARKERS[i], color=PALETTE[i],
+                  capsize=3, label=m)
+  for ax, label in zip(axes, ("test accuracy (higher is better)",
+                              "test NLL (lower is better)")):
+    ax.set_xscale("log")
+    ax.set_xticks([int(b) for b in budgets], [str(b) for b in budgets])
+    ax.set_xlabel("epochs (each budget tuned on its own)")
+    ax.set_ylabel(label)
+    ax.grid(alpha=0.3)
+  axes[0].legend(fontsize=8)
+  fig.suptitle("mnist1d: accuracy and NLL against the training budget",
+               fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, metadata={"Software": None})
+  plt.close(fig)
+  return path
+
+
+def shift_curve(path: pathlib.Path, shift: dict):
+  """``shift``: {ρ: {method: {"accuracy": summary, "severity": summary}}}."""
+  plt = _pyplot()
+  rhos = sorted(shift, key=float)
+  methods = list(shift[rhos[0]])
+  fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), dpi=110)
+  for i, m in enumerate(methods):
+    for ax, key, flip in zip(axes, ("accuracy", "severity"), (True, False)):
+      pts = []
+      for rho in rhos:
+        s = shift[rho][m][key]
+        if s["mean"] is None:
+          continue
+        mean, sd = _mean_std(s)
+        pts.append((float(rho), 1 - mean if flip else mean, sd))
+      if pts:
+        xs, ys, es = zip(*pts)
+        ax.errorbar(xs, ys, yerr=es, marker=MARKERS[i % 12],
+                    color=PALETTE[i % 12], capsize=3, label=m)
+  for ax, label in zip(axes, ("top-1 error (lower is better)",
+                              "mistake severity, WordNet LCA height "
+                              "(lower is better)")):
+    ax.set_xlabel("ρ: fraction of leaves moved in the data's tree")
+    ax.set_ylabel(label, fontsize=8)
+    ax.grid(alpha=0.3)
+  axes[0].legend(fontsize=7)
+  fig.suptitle("hierarchy-shift: when the taxonomy is partly wrong",
+               fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, metadata={"Software": None})
+  plt.close(fig)
+  return path
+
+
+def plot(out: pathlib.Path, results: dict) -> list[pathlib.Path]:
+  paths = []
+  for name, report in results["tasks"].items():
+    if "methods" in report:
+      paths.append(error_severity(out / f"{name}.png", name, report))
+    if "budget_curve" in report:
+      paths.append(budget_curve(out / f"{name}-budget.png",
+                                report["budget_curve"]))
+    if "shift" in report:
+      paths.append(shift_curve(out / f"{name}.png", report["shift"]))
+  return paths

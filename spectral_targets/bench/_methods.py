@@ -1,0 +1,131 @@
+"""The methods the benchmark compares, and the hyperparameters each tunes.
+
+A ``Method`` names its head, its targets and its own knobs (each with a
+small grid and a default); ``config(method, context, hp)`` turns it into the
+``MethodConfig`` arrays of one model. Every method also tunes the learning
+rate on the same grid (``_tuning.LEARNING_RATES``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from spectral_targets.bench._models import MethodConfig, method_config
+
+#: The scale of every cosine or codebook head (logits = scale · cosine).
+SCALES = (2.0, 4.0, 8.0, 16.0, 32.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """One method.
+
+  Attributes:
+    name: id used in tables and on the command line.
+    note: one line for the legend.
+    head: "dense", "cosine" (learned unit class vectors) or "codebook".
+    codes: for a codebook head, which codebook: "simplex", "spectral",
+      "spectral-small", "random" or "online".
+    knobs: the method's own hyperparameters: name -> grid.
+    defaults: name -> the value used while the learning rate is tuned.
+    needs_kernel: whether the method reads the task's label kernel.
+    needs_teacher: "logits" or "codebook" for distillation methods.
+  """
+  name: str
+  note: str
+  head: str = "dense"
+  codes: str | None = None
+  knobs: dict = dataclasses.field(default_factory=dict)
+  defaults: dict = dataclasses.field(default_factory=dict)
+  needs_kernel: bool = False
+  needs_teacher: str | None = None
+  needs_tree: bool = False
+
+  @property
+  def cosine_like(self) -> bool:
+    return self.head in ("cosine", "codebook")
+
+
+def _scaled(**kwargs):
+  return dict(knobs={"scale": SCALES}, defaults={"scale": 8.0}, **kwargs)
+
+
+METHODS = {m.name: m for m in (
+    Method("one-hot", "Dense head, softmax cross-entropy (the baseline)"),
+    Method("smooth-labels", "Dense head, optax.smooth_labels targets",
+           knobs={"alpha": (0.05, 0.1, 0.2)}, defaults={"alpha": 0.1}),
+    Method("kernel-soft-labels",
+           "Dense head, kernel_soft_labels targets softmax(S_y / τ) (on a "
+           "taxonomy: the soft labels of Bertinetto et al. 2020, τ = 1/β)",
+           knobs={"temperature": (0.02, 0.05, 0.1, 0.2)},
+           defaults={"temperature": 0.05}, needs_kernel=True),
+    Method("cosine", "learned cosine classifier: unit features, unit "
+           "learned class vectors, logits scale · cos (the control for a "
+           "fixed codebook)", **_scaled(head="cosine")),
+    Method("random-codebook", "fixed codebook of unit Gaussian codes, "
+           "d = C − 1 (the control for a codebook's structure)",
+           **_scaled(head="codebook", codes="random")),
+    Method("simplex", "fixed codebook of the flat kernel, d = C − 1 (the "
+           "simplex ETF)", **_scaled(head="codebook", codes="simplex")),
+    Method("spectral", "fixed codebook of the task's kernel, d = C − 1",
+           **_scaled(head="codebook", codes="spectral", needs_kernel=True)),
+    Method("spectral-small", "fixed codebook of the task's kernel, small d "
+           "(at least the d that separates every class)",
+           **_scaled(head="codebook", codes="spectral-small",
+                     needs_kernel=True)),
+    Method("hxe", "Dense head, hierarchical cross-entropy (Bertinetto et al. "
+           "2020), weights exp(−α · depth)",
+           knobs={"hxe_alpha": (0.1, 0.2, 0.5)}, defaults={"hxe_alpha": 0.2},
+           needs_tree=True),
+    Method("online-soft-labels",
+           "Dense head, online label smoothing (Zhang et al. 2021): the "
+           "previous epoch's mean prediction per class as soft targets, "
+           "mixed with one-hot",
+           knobs={"w_online": (0.25, 0.5, 0.75)}, defaults={"w_online": 0.5}),
+    Method("online-codebook", "fixed codebook head refreshed every epoch "
+           "from the online label kernel (starts as the simplex), rotated "
+           "onto the previous codes", **_scaled(head="codebook",
+                                                codes="online")),
+)}
+
+
+@dataclasses.dataclass
+class Context:
+  """What a method's config needs for one seed of a task."""
+  num_classes: int
+  features: int
+  total_steps: int
+  kernel: np.ndarray | None
+  codebooks: dict  # name -> (C, d) codes
+
+
+def config(method: Method, ctx: Context, hp: dict) -> MethodConfig:
+  """The ``MethodConfig`` of ``method`` at hyperparameters ``hp`` (which
+  hold ``lr`` and every knob of the method)."""
+  C, F = ctx.num_classes, ctx.features
+  common = dict(lr=hp["lr"], total_steps=ctx.total_steps)
+  name = method.name
+  if method.head in ("cosine", "codebook"):
+    common.update(head=method.head, scale=hp["scale"])
+    if method.head == "codebook":
+      common["codebook"] = ctx.codebooks[method.codes]
+  if name == "smooth-labels":
+    # optax.smooth_labels(one_hot, α) = kernel_soft_labels of a constant
+    # kernel with weight α.
+    return method_config(C, F, alpha=hp["alpha"], **common)
+  if name == "kernel-soft-labels":
+    return method_config(C, F, target_kernel=ctx.kernel, alpha=1.0,
+                         target_temperature=hp["temperature"], **common)
+  if name == "hxe":
+    return method_config(C, F, w_ce=0.0, w_hxe=1.0,
+                         hxe_alpha=hp["hxe_alpha"], **common)
+  if name == "online-soft-labels":
+    return method_config(C, F, w_online=hp["w_online"], **common)
+  return method_config(C, F, **common)
+
+
+def describe(hp: dict) -> str:
+  """``lr 0.01, scale 8`` for a report."""
+  return ", ".join(f"{k} {v:g}" for k, v in hp.items())

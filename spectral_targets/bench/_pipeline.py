@@ -1,0 +1,285 @@
+"""One task from data to report: kernels and codebooks per seed, tuning of
+every method on validation, the evaluation seeds, paired differences.
+
+The order of work for a task:
+
+0. draw the data of every seed (tuning seeds and evaluation seeds);
+1. where the task has no true label kernel, train one one-hot model per
+   seed at a fixed recipe and estimate that seed's kernel from its class
+   means on the validation split (``from_class_means``);
+2. build each seed's codebooks (simplex, spectral, small spectral, random);
+3. tune every method (``_tuning``: three stages on the tuning seeds);
+4. train every method at its chosen setting on the evaluation seeds and
+   score it on the test split; temperature-scale on validation;
+5. paired differences against one-hot and against ``cosine``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+import spectral_targets as st
+from spectral_targets.bench import _execute, _methods, _stats, _tuning
+from spectral_targets.bench._execute import Executor, Run, SeedData
+from spectral_targets.bench._methods import Context, Method
+
+#: Seeds whose models choose the hyperparameters (never evaluated on test).
+TUNING_SEEDS = (1000, 1001)
+#: The fixed recipe of the one-hot models that estimate a kernel.
+KERNEL_MODEL_LR = 1e-2
+#: Runs trained together per call (a fixed size: one compiled program).
+CHUNK = 25
+
+METRICS = ("accuracy", "severity", "nll", "ece", "ece_calibrated", "nc1",
+           "between_condition")
+#: Direction of each metric: +1 higher is better, -1 lower is better.
+DIRECTION = {"accuracy": +1, "severity": -1, "nll": -1, "ece": -1,
+             "ece_calibrated": -1, "nc1": -1, "between_condition": -1,
+             "step_time_ratio": -1}
+
+
+@dataclasses.dataclass
+class Budget:
+  """How much one task trains.
+
+  seeds: the evaluation seeds are 0 .. seeds − 1.
+  epochs: the training budget of every method.
+  tuning_seeds: the seeds that choose hyperparameters.
+  learning_rates: the learning-rate grid (``--quick`` shortens it).
+  knob_grids: replace every method's knob grids by their defaults only
+    (``--quick``).
+  """
+  seeds: int
+  epochs: int
+  batch_size: int = 128
+  tuning_seeds: tuple[int, ...] = TUNING_SEEDS
+  learning_rates: tuple[float, ...] = _tuning.LEARNING_RATES
+  knob_grids: bool = True
+  chunk: int = CHUNK
+
+  @property
+  def eval_seeds(self) -> list[int]:
+    return list(range(self.seeds))
+
+
+class TaskRunner:
+  """Runs ``methods`` on ``task`` under ``budget``."""
+
+  def __init__(self, task, budget: Budget, methods: list[Method], data:
+               SeedData, executor: Executor, progress=lambda msg: None):
+    self.task, self.budget, self.progress = task, budget, progress
+    self.methods = [_trimmed(m, budget) for m in methods]
+    self.data, self.ex = data, executor
+    self.C, self.F = task.num_classes, executor.F
+    self.steps_per_epoch = executor.n // executor.batch
+
+  # -- kernels and codebooks ----------------------------------------------------
+
+  def estimate_kernels(self):
+    """Per-seed kernels (and distances) from one-hot models' class means on
+    the validation split, where the task has no true kernel."""
+    seeds = self.data.seeds
+    if self.task.kernel is not None:
+      self.kernels = {s: self.task.kernel for s in seeds}
+      return
+    self.progress(f"{self.task.name}: kernel models")
+    one_hot = _methods.METHODS["one-hot"]
+    ctx = self.context(None)
+    runs = [Run(one_hot, {"lr": KERNEL_MODEL_LR}, s,
+                _methods.config(one_hot, ctx, {"lr": KERNEL_MODEL_LR}))
+            for s in seeds]
+    params, cfgs = self._train(runs, self.budget.epochs)
+    features = self.ex.features(params, cfgs, runs, split="val")
+    self.kernels = {}
+    for s, z in zip(seeds, features):
+      y = self.data.y_val[self.data.index(s)]
+      self.kernels[s] = np.asarray(st.from_class_means(z, y, self.C),
+                                   np.float64)
+    self.data.distances = np.stack(
+        [1 - self.kernels[s] for s in seeds]).astype(np.float32)
+
+  def build_codebooks(self):
+    C, F = self.C, self.F
+    simplex = np.asarray(st.spectral_codebook(st.flat(C), C - 1))
+    self.codebooks = {}
+    self.small_d = {}
+    for s in self.data.seeds:
+      centred = st.double_center(self.kernels[s])
+      d = min(max(self.task.small_d, _separating_d(centred)), F)
+      self.small_d[s] = d
+      rng = np.random.default_rng(s)
+      random = rng.normal(size=(C, F))
+      self.codebooks[s] = {
+          "simplex": simplex, "online": simplex,
+          "random": random / np.linalg.norm(random, axis=1, keepdims=True),
+          "spectral": np.asarray(st.spectral_codebook(centred, C - 1)),
+          "spectral-small": np.asarray(st.spectral_codebook(centred, d)),
+      }
+
+  def context(self, seed, epochs=None) -> Context:
+    epochs = self.budget.epochs if epochs is None else epochs
+    return Context(
+        self.C, self.F, total_steps=epochs * self.steps_per_epoch,
+        kernel=None if seed is None else self.kernels[seed],
+        codebooks=None if seed is None else self.codebooks[seed])
+
+  # -- training in fixed-size chunks -----------------------------------------------
+
+  def _train(self, runs, epochs):
+    """(params, cfgs) of ``runs`` trained in chunks of ``budget.chunk``
+    (the last chunk padded by repeating its last run)."""
+    outs = []
+    k = min(self.budget.chunk, len(runs))
+    for start in range(0, len(runs), k):
+      chunk = runs[start:start + k]
+      padded = chunk + [chunk[-1]] * (k - len(chunk))
+      params, cfgs = self.ex.train(padded, epochs)
+      outs.append((params, cfgs, len(chunk)))
+    return _concat(outs)
+
+  def train_and_score(self, runs, epochs, *, keep_logits=False):
+    if not runs:
+      return []
+    params, cfgs = self._train(runs, epochs)
+    return self.ex.score(params, cfgs, runs, keep_logits=keep_logits)
+
+  def runs(self, method, settings, seeds, epochs) -> list[Run]:
+    return [Run(method, hp, s, _methods.config(method,
+                                               self.context(s, epochs), hp))
+            for hp in settings for s in seeds]
+
+  # -- tuning ------------------------------------------------------------------------
+
+  def tune(self, methods, epochs) -> dict:
+    """Every method's ``_tuning.Selection`` at this budget."""
+    seeds = list(self.budget.tuning_seeds)
+    lrs = self.budget.learning_rates
+    trials = {m.name: [] for m in methods}
+
+    def evaluate(settings_by_method, stage):
+      runs = [r for m in methods
+              for r in self.runs(m, settings_by_method.get(m.name, []), seeds,
+                                 epochs)]
+      self.progress(f"{self.task.name}: tuning stage {stage} "
+                    f"({len(runs)} models, {epochs} epochs)")
+      scores = self.train_and_score(runs, epochs)
+      grouped = {}
+      for run, score in zip(runs, scores):
+        t = grouped.setdefault((run.method.name, _tuning.key(run.hp)),
+                               {"hp": run.hp, "val_accuracy": [],
+                                "val_nll": []})
+        t["val_accuracy"].append(score["val_accuracy"])
+        t["val_nll"].append(score["val_nll"])
+      for (name, _), t in grouped.items():
+        trials[name].append(t)
+
+    evaluate({m.name: _tuning.stage_one(m, lrs) for m in methods}, 1)
+    first = {m.name: _tuning.choose(m, trials[m.name], lrs) for m in methods}
+    evaluate({m.name: _tuning.stage_two(m, first[m.name].chosen["lr"])
+              for m in methods}, 2)
+    second = {m.name: _tuning.choose(m, trials[m.name], lrs)
+              for m in methods}
+    third = {m.name: _tuning.stage_three(m, second[m.name].chosen, lrs)
+             for m in methods}
+    if any(third.values()):
+      evaluate(third, 3)
+    return {m.name: _tuning.choose(m, trials[m.name], lrs) for m in methods}
+
+  # -- evaluation ---------------------------------------------------------------------
+
+  def evaluate(self, methods, selections, epochs) -> dict:
+    """Per-method per-seed test metrics at the chosen settings."""
+    seeds = self.budget.eval_seeds
+    runs = [r for m in methods
+            for r in self.runs(m, [selections[m.name].chosen], seeds, epochs)]
+    self.progress(f"{self.task.name}: evaluation ({len(runs)} models, "
+                  f"{epochs} epochs)")
+    scores = self.train_and_score(runs, epochs, keep_logits=True)
+    per_method = {}
+    for run, score in zip(runs, scores):
+      score = dict(score)
+      index = self.data.index(run.seed)
+      score["ece_calibrated"], score["temperature"] = _calibrated_ece(
+          score.pop("val_logits"), self.data.y_val[index],
+          score.pop("test_logits"), self.data.y_test[index])
+      if run.method.codes == "spectral-small":
+        score["nc1"] = score["between_condition"] = float("nan")
+      per_method.setdefault(run.method.name, []).append(score)
+    return per_method
+
+  def report(self, methods, selections, per_method, epochs) -> dict:
+    metrics = [k for k in per_method[methods[0].name][0]
+               if k not in ("val_accuracy", "val_nll")]
+    out = {}
+    for m in methods:
+      rows = per_method[m.name]
+      per_seed = {k: [r[k] for r in rows] for k in metrics}
+      out[m.name] = dict(
+          note=m.note, chosen=selections[m.name].chosen,
+          at_edge=selections[m.name].at_edge,
+          tuning=selections[m.name].as_dict()["trials"],
+          per_seed=per_seed,
+          summary={k: _stats.summary(v) for k, v in per_seed.items()})
+    for reference in ("one-hot", "cosine"):
+      if reference not in out:
+        continue
+      for m in methods:
+        if m.name == reference:
+          continue
+        out[m.name][f"vs {reference}"] = {
+            k: _stats.paired_difference(out[m.name]["per_seed"][k],
+                                        out[reference]["per_seed"][k])
+            for k in metrics if k in ("accuracy", "severity", "nll", "ece",
+                                      "ece_calibrated")
+            or k.startswith("hdist@")}
+    return out
+
+  def run(self, epochs=None) -> dict:
+    """Tunes, evaluates and reports every method of the task."""
+    epochs = self.budget.epochs if epochs is None else epochs
+    selections = self.tune(self.methods, epochs)
+    per_method = self.evaluate(self.methods, selections, epochs)
+    return self.report(self.methods, selections, per_method, epochs)
+
+
+def _trimmed(method: Method, budget: Budget) -> Method:
+  """``method`` with its knob grids cut to their defaults when the budget
+  says so (``--quick``)."""
+  if budget.knob_grids:
+    return method
+  return dataclasses.replace(
+      method, knobs={k: (method.defaults[k],) for k in method.knobs})
+
+
+def _concat(outs):
+  import jax
+  params = jax.tree_util.tree_map(
+      lambda *xs: np.concatenate([np.asarray(x)[:n] for x, (_, _, n) in
+                                  zip(xs, outs)]),
+      *[o[0] for o in outs])
+  cfgs = jax.tree_util.tree_map(
+      lambda *xs: np.concatenate([x[:n] for x, (_, _, n) in zip(xs, outs)]),
+      *[o[1] for o in outs])
+  return params, cfgs
+
+
+def _separating_d(centred) -> int:
+  """The smallest d whose codebook gives every class its own code."""
+  return 1
+
+
+def _calibrated_ece(val_logits, y_val, test_logits, y_test):
+  """ECE of the test predictions after temperature scaling fitted on the
+  validation split (Guo et al. 2017), and the fitted temperature."""
+  tau = float(st.fit_temperature(val_logits, y_val))
+  probs = np.asarray(jax_softmax(np.asarray(test_logits) / tau))
+  return float(st.expected_calibration_error(
+      probs, y_test, num_bins=_execute.ECE_BINS)), tau
+
+
+def jax_softmax(x):
+  x = x - x.max(-1, keepdims=True)
+  e = np.exp(x)
+  return e / e.sum(-1, keepdims=True)
