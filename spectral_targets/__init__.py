@@ -37,6 +37,7 @@ from spectral_targets._kernels import from_confusion as from_confusion
 from spectral_targets._kernels import from_distances as from_distances
 from spectral_targets._kernels import graded as graded
 from spectral_targets._logits import codebook_logits as codebook_logits
+from spectral_targets._online_kernel import OnlineKernel as OnlineKernel
 from spectral_targets._operators import KernelOperator as KernelOperator
 from spectral_targets._operators import LowRankKernel as LowRankKernel
 from spectral_targets._operators import TreeKernel as TreeKernel
