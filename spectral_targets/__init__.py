@@ -22,6 +22,9 @@ from spectral_targets._eigensolvers import top_eigenmodes as top_eigenmodes
 from spectral_targets._evaluation import expected_calibration_error as expected_calibration_error
 from spectral_targets._evaluation import hierarchical_distance_at_k as hierarchical_distance_at_k
 from spectral_targets._evaluation import mistake_severity as mistake_severity
+from spectral_targets._hierarchical_loss import hierarchical_cross_entropy as hierarchical_cross_entropy
+from spectral_targets._hierarchy import Tree as Tree
+from spectral_targets._hierarchy import build_tree as build_tree
 from spectral_targets._hierarchy import cifar100_hierarchy as cifar100_hierarchy
 from spectral_targets._hierarchy import from_hierarchy as from_hierarchy
 from spectral_targets._hierarchy import load_hierarchy as load_hierarchy
@@ -34,6 +37,7 @@ from spectral_targets._kernels import from_confusion as from_confusion
 from spectral_targets._kernels import from_distances as from_distances
 from spectral_targets._kernels import graded as graded
 from spectral_targets._logits import codebook_logits as codebook_logits
+from spectral_targets._online_kernel import OnlineKernel as OnlineKernel
 from spectral_targets._operators import KernelOperator as KernelOperator
 from spectral_targets._operators import LowRankKernel as LowRankKernel
 from spectral_targets._operators import TreeKernel as TreeKernel
