@@ -42,6 +42,7 @@ from spectral_targets._operators import KernelOperator as KernelOperator
 from spectral_targets._operators import LowRankKernel as LowRankKernel
 from spectral_targets._operators import TreeKernel as TreeKernel
 from spectral_targets._operators import low_rank_kernel as low_rank_kernel
+from spectral_targets._refresh import refresh_codebook as refresh_codebook
 from spectral_targets._regression import cosine_regression_loss as cosine_regression_loss
 from spectral_targets._regression import similarity_regression_loss as similarity_regression_loss
 from spectral_targets._spectral import alignment as alignment
