@@ -4,6 +4,7 @@ A label kernel S (C x C) is diagonalised; its top-d eigenmodes give a
 codebook, one unit vector per class, whose Gram matrix best approximates S.
 """
 
+from spectral_targets._calibration import fit_temperature as fit_temperature
 from spectral_targets._class_statistics import ClassStatistics as ClassStatistics
 from spectral_targets._class_statistics import class_covariances as class_covariances
 from spectral_targets._codebook import spectral_codebook as spectral_codebook
