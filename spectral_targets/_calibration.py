@@ -6,9 +6,8 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from spectral_targets import _numerics as num
+from spectral_targets import _evaluation
 from spectral_targets import _validation as v
 
 # The search in u = log(1/τ) (logits scaled to unit spread) stays within
@@ -78,14 +77,10 @@ def fit_temperature(logits: jax.typing.ArrayLike,
     Guo, Pleiss, Sun & Weinberger, "On Calibration of Modern Neural
     Networks", ICML 2017.
   """
-  z = num.as_compute(logits, "logits")
-  if z.ndim != 2 or z.shape[0] == 0 or z.shape[1] < 2:
-    raise ValueError(f"logits must have shape (N, C) with N >= 1 and C >= 2, "
-                     f"got {z.shape}.")
-  y = v.check_labels(labels, z.shape[1])
-  if y.shape != (z.shape[0],):
-    raise ValueError(f"labels must have shape ({z.shape[0]},) to match "
-                     f"logits {z.shape}, got {y.shape}.")
+  z, y = _evaluation._check(logits, labels, "logits")
+  if z.shape[1] < 2:
+    raise ValueError(f"logits must have at least 2 classes, got shape "
+                     f"{z.shape}.")
   max_iter = v.check_int(max_iter, "max_iter", minimum=1)
   v.check_positive(tol, "tol")
   concrete = v.is_concrete(z)
