@@ -4,6 +4,7 @@ A label kernel S (C x C) is diagonalised; its top-d eigenmodes give a
 codebook, one unit vector per class, whose Gram matrix best approximates S.
 """
 
+from spectral_targets._calibration import fit_temperature as fit_temperature
 from spectral_targets._class_statistics import ClassStatistics as ClassStatistics
 from spectral_targets._class_statistics import class_covariances as class_covariances
 from spectral_targets._codebook import spectral_codebook as spectral_codebook
@@ -42,6 +43,7 @@ from spectral_targets._operators import KernelOperator as KernelOperator
 from spectral_targets._operators import LowRankKernel as LowRankKernel
 from spectral_targets._operators import TreeKernel as TreeKernel
 from spectral_targets._operators import low_rank_kernel as low_rank_kernel
+from spectral_targets._refresh import refresh_codebook as refresh_codebook
 from spectral_targets._regression import cosine_regression_loss as cosine_regression_loss
 from spectral_targets._regression import similarity_regression_loss as similarity_regression_loss
 from spectral_targets._spectral import alignment as alignment

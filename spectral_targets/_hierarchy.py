@@ -71,6 +71,8 @@ class Tree:
   depth: np.ndarray
   classes: tuple[Hashable, ...]
   class_nodes: np.ndarray
+  _key: tuple = dataclasses.field(init=False, repr=False)
+  _hash: int = dataclasses.field(init=False, repr=False)
 
   def __post_init__(self):
     for name in ("parent", "height", "depth", "class_nodes"):
@@ -222,10 +224,10 @@ def build_tree(edges: Iterable[tuple[Hashable, Hashable]]
     pi = index.setdefault(p, len(index))
     ci = index.setdefault(c, len(index))
     if ci in parent_of and parent_of[ci] != pi:
-      nodes = list(index)
+      names = list(index)
       raise ValueError(
           f"edges do not form a tree: {c!r} has two parents, "
-          f"{nodes[parent_of[ci]]!r} and {p!r}.")
+          f"{names[parent_of[ci]]!r} and {p!r}.")
     parent_of[ci] = pi
   if not index:
     raise ValueError("edges is empty: a hierarchy needs at least one edge.")
@@ -247,7 +249,7 @@ def build_tree(edges: Iterable[tuple[Hashable, Hashable]]
                      f"found {roots.size} roots: {shown}"
                      f"{' ...' if roots.size > 5 else ''}.")
   # Breadth-first order from the root; nodes never reached sit on a cycle.
-  children = [[] for _ in range(n)]
+  children: list[list[int]] = [[] for _ in range(n)]
   for ci, pi in parent_of.items():
     children[pi].append(ci)
   order = [int(roots[0])]

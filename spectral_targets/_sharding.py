@@ -18,7 +18,7 @@ def replicated_outputs(fn: Callable, num_outputs: int) -> Callable:
   """
   mesh = jax.sharding.get_abstract_mesh()
   explicit = tuple(name for name, kind in zip(mesh.axis_names,
-                                              mesh.axis_types)
+                                              mesh.axis_types, strict=True)
                    if kind == jax.sharding.AxisType.Explicit)
   if not explicit:
     return fn

@@ -1,6 +1,7 @@
 """Hierarchical cross-entropy and the soft labels of Bertinetto et al. 2020,
 against direct NumPy float64 implementations of the paper's definitions."""
 
+import itertools
 import math
 
 import jax
@@ -48,10 +49,10 @@ def hxe_reference(z, y, edges, classes, alpha, normalize=False):
   z = np.asarray(z, np.float64)
   out = np.zeros(len(y))
   for i, (zi, yi) in enumerate(zip(z, y)):
-    log_p = lambda n: logsumexp(zi[tree.below[n]]) - logsumexp(zi)
+    log_p = {n: logsumexp(zi[k]) - logsumexp(zi) for n, k in tree.below.items()}
     path = tree.path(tree.classes[yi])
-    for n, up in zip(path[:-1], path[1:]):
-      out[i] -= math.exp(-alpha * tree.depth(n)) * (log_p(n) - log_p(up))
+    for n, up in itertools.pairwise(path):
+      out[i] -= math.exp(-alpha * tree.depth(n)) * (log_p[n] - log_p[up])
   if normalize:
     out /= sum(math.exp(-alpha * tree.depth(n)) for n in tree.below)
   return out

@@ -182,8 +182,7 @@ def test_nan_reaches_the_state_under_jit():
 
 @pytest.mark.parametrize("call,error,match", [
     (lambda s: s.update(np.array([[2.0, -1.0, 0.5]]), [0]), ValueError,
-     r"probs must hold probability distributions .* row 0 .* not the "
-     "logits"),
+     r"probs must hold probability distributions .* row 0 .* not the logits"),
     (lambda s: s.update(np.array([[np.nan, 0.5, 0.5]]), [0]), ValueError,
      "probs must hold probability distributions"),
     (lambda s: s.update(np.full((1, 4), 0.25), [0]), ValueError,

@@ -1,14 +1,12 @@
 """OnlineKernel under data-parallel sharding on 4 CPU devices: jit with an
-Auto and an Explicit mesh, and all_reduce inside shard_map."""
+Auto and an Explicit mesh (the batch_mesh fixture of conftest.py), and
+all_reduce inside shard_map."""
 
-import contextlib
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import pytest
-from jax.sharding import AxisType, NamedSharding
+from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import spectral_targets as st
@@ -18,17 +16,6 @@ RNG = np.random.default_rng(0)
 Y = RNG.integers(0, C, size=N)
 LOGITS = (RNG.normal(size=(C, C)) + 2 * np.eye(C))[Y] + RNG.normal(size=(N, C))
 PROBS = np.asarray(jax.nn.softmax(LOGITS.astype(np.float32)))
-MESHES = {kind: jax.make_mesh((4,), ("batch",), axis_types=(kind,))
-          for kind in (AxisType.Auto, AxisType.Explicit)}
-
-
-@pytest.fixture(params=list(MESHES), ids=lambda k: k.name)
-def mesh(request):
-  mesh = MESHES[request.param]
-  ctx = (jax.set_mesh(mesh) if request.param == AxisType.Explicit
-         else contextlib.nullcontext())
-  with ctx:
-    yield mesh
 
 
 def _sharded(mesh):
@@ -45,14 +32,16 @@ def _assert_same(got, want):
                              atol=1e-6)
 
 
-def test_jit_update_sharded_equals_single_device(mesh):
+def test_jit_update_sharded_equals_single_device(batch_mesh):
+  mesh = batch_mesh
   p, y = _sharded(mesh)
   got = jax.jit(st.OnlineKernel.update)(st.OnlineKernel.init(C), p, y)
   _assert_same(got, st.OnlineKernel.init(C).update(PROBS, Y))
   assert 0 < int(got.counts.sum()) < N   # some examples were not counted
 
 
-def test_all_reduce_in_shard_map_equals_one_shot(mesh):
+def test_all_reduce_in_shard_map_equals_one_shot(batch_mesh):
+  mesh = batch_mesh
   p, y = _sharded(mesh)
 
   @jax.jit
@@ -64,18 +53,8 @@ def test_all_reduce_in_shard_map_equals_one_shot(mesh):
   _assert_same(per_device(p, y), st.OnlineKernel.init(C).update(PROBS, Y))
 
 
-def test_all_reduce_equals_pairwise_merges():
-  mesh = MESHES[AxisType.Auto]
+def test_all_reduce_equals_pairwise_merges(all_reduce_parts):
   parts = [st.OnlineKernel.init(C).update(PROBS[i::4], Y[i::4])
            for i in range(4)]
-  merged = functools.reduce(st.OnlineKernel.merge, parts)
-  stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *parts)
-  stacked = jax.device_put(stacked, NamedSharding(mesh, P("batch")))
-
-  @jax.jit
-  @functools.partial(jax.shard_map, mesh=mesh, in_specs=P("batch"),
-                     out_specs=P())
-  def reduce(state):
-    return jax.tree_util.tree_map(lambda x: x[0], state).all_reduce("batch")
-
-  _assert_same(reduce(stacked), merged)
+  _assert_same(all_reduce_parts(parts),
+               functools.reduce(st.OnlineKernel.merge, parts))
