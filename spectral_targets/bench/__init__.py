@@ -28,8 +28,9 @@ import time
 BENCH_REQUIREMENTS = ("mnist1d", "sklearn", "tqdm", "matplotlib")
 INSTALL_HINT = ('pip install "spectral-targets[bench]"   (from a checkout: '
                 'pip install -e ".[bench]")')
-#: The tasks, in the order they run and are reported.
-TASK_ORDER = ("mnist1d", "digits", "hierarchy", "ordinal")
+#: The tasks, in the order they run and are reported (``_run.TASK_ORDER``).
+TASK_ORDER = ("mnist1d", "digits", "hierarchy", "ordinal", "distill",
+              "hierarchy-shift")
 
 
 def missing_requirements() -> list[str]:
@@ -145,7 +146,7 @@ def run_benchmark(*, tasks=None, seeds: int = 5, quick: bool = False,
     reports = _run.run(names, options, progress=progress.phase,
                        on_epoch=progress.epoch,
                        on_task=lambda name, report: echo(
-                           _report.task_section(name, report)))
+                           _report.section(name, report)))
   finally:
     progress.close()
   meta["wall_time"] = f"{time.perf_counter() - started:.0f} s"

@@ -94,11 +94,20 @@ class Executor:
     self.tree = tree
     self.distilled = data.teacher_logits is not None
     self.sample_shape = data.x_train.shape[2:]
+    #: Online-codebook refreshes that kept the old codes (see
+    #: ``_between_epochs``).
+    self.refresh_failures = 0
 
   # -- programs ----------------------------------------------------------------
 
   def _key(self, *parts):
-    return (self.task.name, self.body_name, self.F, *parts)
+    """Programs are shared by every executor with the same body, shapes and
+    loss terms (e.g. the hierarchy task and its shifted variants)."""
+    d = self.data
+    shapes = tuple(getattr(d, k).shape for k in (
+        "x_train", "x_val", "x_test", "distances"))
+    return ("bench", self.body_name, self.F, self.C, self.batch, shapes,
+            self.tree is not None, self.distilled, *parts)
 
   def _program(self):
     return m.epoch_program(self.body, self.batch, self.n,
@@ -177,36 +186,46 @@ class Executor:
     return params, cfgs
 
   def _between_epochs(self, online, cfgs, online_codes):
-    """The next epoch's online soft targets, and the refreshed codebooks of
-    the online-codebook runs (written into ``cfgs``)."""
-    sums = np.asarray(online["sums"], np.float64)
-    counts = np.asarray(online["counts"], np.float64)
-    targets = np.asarray(online["targets"], np.float64).copy()
-    seen = counts > 0
-    targets[seen] = sums[seen] / counts[seen][:, None]
+    """The next epoch's online soft targets (each model's ``OnlineKernel``
+    distributions, OLS's soft labels) and the refreshed codebooks of the
+    online-codebook runs (``refresh_codebook`` of the double-centred online
+    kernel, written into ``cfgs``); the online kernels start over."""
+    kernel = online["kernel"]
+    targets = _distributions(kernel)
     for i in online_codes:
-      kernel = st.double_center(_symmetrised(targets[i]))
+      state = jax.tree_util.tree_map(lambda a: a[i], kernel)
       F = int(cfgs.mask[i].sum())
       old = cfgs.codebook[i][:, :F]
-      new = st.spectral_codebook(kernel, F)
-      rotation = st.procrustes(np.asarray(new), old)
-      cfgs.codebook[i][:, :F] = np.asarray(new) @ np.asarray(rotation)
-    return (dict(online, targets=targets.astype(np.float32),
-                 sums=np.zeros_like(sums, np.float32),
-                 counts=np.zeros_like(counts, np.float32)),
-            bool(online_codes))
+      try:
+        new = st.refresh_codebook(old, st.double_center(state.kernel()))
+      except ValueError:
+        # A kernel whose top modes cannot give every class its own code
+        # (early in training): keep the codes in use, and count it.
+        self.refresh_failures += 1
+        continue
+      cfgs.codebook[i][:, :F] = np.asarray(new)
+    reset = jax.tree_util.tree_map(np.zeros_like, kernel)
+    return dict(online, targets=targets, kernel=reset), bool(online_codes)
 
   def features(self, params, cfgs, runs: list[Run], *, split: str
                ) -> np.ndarray:
     """(M, n, F) body features of every run on its seed's ``split``."""
+    return self._forward(params, cfgs, runs, split)[0]
+
+  def logits(self, params, cfgs, runs: list[Run], *, split: str
+             ) -> np.ndarray:
+    """(M, n, C) logits of every run on its seed's ``split``."""
+    return self._forward(params, cfgs, runs, split)[1]
+
+  def _forward(self, params, cfgs, runs, split):
     x = getattr(self.data, f"x_{split}")
     index = np.asarray([self.data.index(r.seed) for r in runs], np.int32)
-    return np.asarray(_featurizer(self.body)(params, cfgs, index, x))
+    z, logits = _forward(self.body)(params, cfgs, index, x)
+    return np.asarray(z), np.asarray(logits)
 
   # -- scoring -----------------------------------------------------------------
 
-  def score(self, params, cfgs, runs: list[Run], *, keep_logits=False
-            ) -> list[dict]:
+  def score(self, params, cfgs, runs: list[Run]) -> list[dict]:
     """Every metric of every run (one dict per run, in order)."""
     self.submit_score()
     program = self.programs[self._key("score", SCORE_CHUNK)]
@@ -221,37 +240,27 @@ class Executor:
                         d.y_val, d.x_test, d.y_test, d.distances)
       metrics = {k: np.asarray(v) for k, v in metrics.items()}
       for j in range(min(SCORE_CHUNK, M - start)):
-        row = {k: v[j] for k, v in metrics.items()}
-        logits = {k: row.pop(k) for k in ("val_logits", "test_logits")}
-        row = {k: _scalar(v) for k, v in row.items()}
-        if keep_logits:
-          row.update(logits)
-        out.append(row)
+        out.append({k: float(v[j]) for k, v in metrics.items()})
     return out
 
 
-def _scalar(v):
-  v = np.asarray(v)
-  return float(v) if v.ndim == 0 else [float(x) for x in v]
-
-
-def _symmetrised(P):
-  """(P + Pᵀ) / 2 of a row-stochastic matrix: the online label kernel."""
-  return 0.5 * (P + P.T)
+@jax.jit
+def _distributions(kernels):
+  return jax.vmap(lambda k: k.distributions())(kernels)
 
 
 @functools.lru_cache(maxsize=None)
-def _featurizer(body):
-  return jax.jit(jax.vmap(lambda p, c, i, x: m.forward(body, p, c, x[i])[0],
+def _forward(body):
+  return jax.jit(jax.vmap(lambda p, c, i, x: m.forward(body, p, c, x[i])[:2],
                           in_axes=(0, 0, 0, None)))
 
 
 @functools.lru_cache(maxsize=None)
 def _scorer(body, num_classes, ks):
-  """The jitted scoring of a chunk of runs: validation accuracy and NLL
-  (tuning), test accuracy, mistake severity, hdist@k, NLL and ECE, NC1 of
-  the training features the head sees, and the validation and test logits
-  (for temperature scaling on the host)."""
+  """The jitted scoring of a chunk of runs: validation accuracy, NLL and
+  severity (tuning), test accuracy, mistake severity, hdist@k, NLL, ECE
+  raw and after temperature scaling on validation, NC1 of the training
+  features the head sees and the condition number of their Σ_B."""
 
   def one(params, cfg, index, xtr, ytr, xv, yv, xte, yte, distances):
     D = distances[index]
@@ -264,21 +273,27 @@ def _scorer(body, num_classes, ks):
     _, _, seen = logits_of(xtr[index])
     y_val, y_test, y_train = yv[index], yte[index], ytr[index]
     pred = test_logits.argmax(-1)
+    tau = st.fit_temperature(val_logits, y_val)
     between, _ = st.class_covariances(seen, y_train, num_classes)
     between = jnp.linalg.eigvalsh(between)[::-1][:num_classes - 1]
     out = {
         "val_accuracy": (val_logits.argmax(-1) == y_val).mean(),
         "val_nll": optax.softmax_cross_entropy_with_integer_labels(
             val_logits, y_val).mean(),
+        "val_severity": st.mistake_severity(val_logits.argmax(-1), y_val, D),
         "accuracy": (pred == y_test).mean(),
         "severity": st.mistake_severity(pred, y_test, D),
         "nll": optax.softmax_cross_entropy_with_integer_labels(
             test_logits, y_test).mean(),
         "ece": st.expected_calibration_error(
             jax.nn.softmax(test_logits), y_test, num_bins=ECE_BINS),
+        # Temperature scaling fitted on validation (NaN where no finite
+        # temperature exists, e.g. every validation example right).
+        "temperature": tau,
+        "ece_calibrated": st.expected_calibration_error(
+            jax.nn.softmax(test_logits / tau), y_test, num_bins=ECE_BINS),
         "nc1": st.collapse_metrics(seen, y_train, num_classes).nc1,
         "between_condition": between[0] / between[-1],
-        "val_logits": val_logits, "test_logits": test_logits,
     }
     for k in ks:
       out[f"hdist@{k}"] = st.hierarchical_distance_at_k(

@@ -90,16 +90,17 @@ def budget_curve(path: pathlib.Path, curve: dict):
 
 
 def shift_curve(path: pathlib.Path, shift: dict):
-  """``shift``: {ρ: {method: {"accuracy": summary, "severity": summary}}}."""
+  """``shift``: {ρ: {"methods": {method: {"summary": {metric: summary}}},
+  "references": {label: {"accuracy", "severity"}}}}."""
   plt = _pyplot()
   rhos = sorted(shift, key=float)
-  methods = list(shift[rhos[0]])
+  methods = list(shift[rhos[0]]["methods"])
   fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), dpi=110)
   for i, m in enumerate(methods):
     for ax, key, flip in zip(axes, ("accuracy", "severity"), (True, False)):
       pts = []
       for rho in rhos:
-        s = shift[rho][m][key]
+        s = shift[rho]["methods"][m]["summary"][key]
         if s["mean"] is None:
           continue
         mean, sd = _mean_std(s)
@@ -108,6 +109,14 @@ def shift_curve(path: pathlib.Path, shift: dict):
         xs, ys, es = zip(*pts)
         ax.errorbar(xs, ys, yerr=es, marker=MARKERS[i % 12],
                     color=PALETTE[i % 12], capsize=3, label=m)
+  for j, label in enumerate(shift[rhos[0]].get("references", {})):
+    for ax, key, flip in zip(axes, ("accuracy", "severity"), (True, False)):
+      pts = [(float(r), shift[r]["references"][label][key])
+             for r in rhos if label in shift[r].get("references", {})]
+      xs, ys = zip(*pts)
+      ax.plot(xs, [1 - y for y in ys] if flip else ys, ls="--",
+              marker="x", color=("0.3", "0.6")[j % 2],
+              label=f"{label} (reference)")
   for ax, label in zip(axes, ("top-1 error (lower is better)",
                               "mistake severity, WordNet LCA height "
                               "(lower is better)")):

@@ -32,6 +32,9 @@ class Method:
     defaults: name -> the value used while the learning rate is tuned.
     needs_kernel: whether the method reads the task's label kernel.
     needs_teacher: "logits" or "codebook" for distillation methods.
+    needs_tree: whether the method reads the task's class tree.
+    control: the method that lacks only this method's ingredient; its
+      effect is the paired difference against it (and against one-hot).
   """
   name: str
   note: str
@@ -42,14 +45,24 @@ class Method:
   needs_kernel: bool = False
   needs_teacher: str | None = None
   needs_tree: bool = False
+  control: str = "one-hot"
 
   @property
   def cosine_like(self) -> bool:
     return self.head in ("cosine", "codebook")
 
 
-def _scaled(**kwargs):
-  return dict(knobs={"scale": SCALES}, defaults={"scale": 8.0}, **kwargs)
+def _scaled(knobs=None, defaults=None, **kwargs):
+  return dict(knobs={"scale": SCALES, **(knobs or {})},
+              defaults={"scale": 8.0, **(defaults or {})}, **kwargs)
+
+
+#: Distillation temperature of DKD and soft-assignment KD (Zhao et al.'s
+#: CIFAR setting); Hinton KD tunes its own.
+KD_TEMPERATURE = 4.0
+#: DKD's loss weight ramps up linearly over this fraction of the epochs
+#: (Zhao et al.: 20 of 240 epochs).
+DKD_WARMUP = 0.1
 
 
 METHODS = {m.name: m for m in (
@@ -66,15 +79,17 @@ METHODS = {m.name: m for m in (
            "fixed codebook)", **_scaled(head="cosine")),
     Method("random-codebook", "fixed codebook of unit Gaussian codes, "
            "d = C − 1 (the control for a codebook's structure)",
-           **_scaled(head="codebook", codes="random")),
+           **_scaled(head="codebook", codes="random", control="cosine")),
     Method("simplex", "fixed codebook of the flat kernel, d = C − 1 (the "
-           "simplex ETF)", **_scaled(head="codebook", codes="simplex")),
+           "simplex ETF)", **_scaled(head="codebook", codes="simplex",
+                                     control="cosine")),
     Method("spectral", "fixed codebook of the task's kernel, d = C − 1",
-           **_scaled(head="codebook", codes="spectral", needs_kernel=True)),
+           **_scaled(head="codebook", codes="spectral", needs_kernel=True,
+                     control="cosine")),
     Method("spectral-small", "fixed codebook of the task's kernel, small d "
            "(at least the d that separates every class)",
            **_scaled(head="codebook", codes="spectral-small",
-                     needs_kernel=True)),
+                     needs_kernel=True, control="cosine")),
     Method("hxe", "Dense head, hierarchical cross-entropy (Bertinetto et al. "
            "2020), weights exp(−α · depth)",
            knobs={"hxe_alpha": (0.1, 0.2, 0.5)}, defaults={"hxe_alpha": 0.2},
@@ -87,7 +102,24 @@ METHODS = {m.name: m for m in (
     Method("online-codebook", "fixed codebook head refreshed every epoch "
            "from the online label kernel (starts as the simplex), rotated "
            "onto the previous codes", **_scaled(head="codebook",
-                                                codes="online")),
+                                                codes="online",
+                                                control="cosine")),
+    Method("kd", "Dense-head student, (1 − w) CE + w distillation_loss "
+           "(Hinton et al. 2015) from a one-hot teacher",
+           knobs={"temperature": (2.0, 4.0, 8.0), "weight": (0.5, 0.9)},
+           defaults={"temperature": 4.0, "weight": 0.5},
+           needs_teacher="logits"),
+    Method("dkd", "Dense-head student, CE + decoupled_distillation_loss "
+           "(Zhao et al. 2022; α = 1, τ = 4, warm-up over the first 10% of "
+           "the epochs) from a one-hot teacher",
+           knobs={"beta": (0.5, 2.0, 8.0)}, defaults={"beta": 2.0},
+           needs_teacher="logits"),
+    Method("sa-kd", "spectral-codebook student, (1 − w) CE + w "
+           "soft_assignment_distillation_loss (τ = 4) from a "
+           "spectral-codebook teacher",
+           **_scaled(knobs={"weight": (0.5, 0.9)}, defaults={"weight": 0.5},
+                     head="codebook", codes="spectral", needs_kernel=True,
+                     needs_teacher="codebook", control="spectral")),
 )}
 
 
@@ -96,6 +128,7 @@ class Context:
   """What a method's config needs for one seed of a task."""
   num_classes: int
   features: int
+  epochs: int
   total_steps: int
   kernel: np.ndarray | None
   codebooks: dict  # name -> (C, d) codes
@@ -123,6 +156,16 @@ def config(method: Method, ctx: Context, hp: dict) -> MethodConfig:
                          hxe_alpha=hp["hxe_alpha"], **common)
   if name == "online-soft-labels":
     return method_config(C, F, w_online=hp["w_online"], **common)
+  if name == "kd":
+    return method_config(C, F, w_ce=1 - hp["weight"], w_kd=hp["weight"],
+                         kd_temperature=hp["temperature"], **common)
+  if name == "dkd":
+    return method_config(C, F, w_dkd=1.0, dkd_beta=hp["beta"],
+                         kd_temperature=KD_TEMPERATURE,
+                         dkd_warmup=DKD_WARMUP * ctx.epochs, **common)
+  if name == "sa-kd":
+    return method_config(C, F, w_ce=1 - hp["weight"], w_sa=hp["weight"],
+                         kd_temperature=KD_TEMPERATURE, **common)
   return method_config(C, F, **common)
 
 

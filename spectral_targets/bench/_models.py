@@ -324,19 +324,18 @@ def epoch_program(body, batch_size: int, n: int, hierarchical: bool,
   (``x[data_index]``: inputs are stacked per seed), minibatches reshuffled
   per model and epoch, and returns the new state. ``state`` is
   ``(params, opt_state, online)``: ``online`` holds, per model, the
-  previous epoch's soft targets (C, C), and this epoch's sums of predicted
-  distributions per class and counts (correctly classified examples only,
-  as in online label smoothing).
+  previous epoch's soft targets (C, C) and this epoch's ``OnlineKernel``
+  (per-class sums of the predicted distributions of correctly classified
+  examples, as in online label smoothing).
   """
   steps = n // batch_size
 
   def one(state, cfg, index, seed, epoch, x, y, t_logits, t_feats, tree):
     params, opt_state, online = state
     tx = optimizer(cfg)
-    C = cfg.target_kernel.shape[0]
 
     def step(carry, idx):
-      params, opt_state, sums, counts = carry
+      params, opt_state, kernel = carry
       xb, yb = x[index, idx], y[index, idx]
       teacher = ((t_logits[index, idx], t_feats[index, idx])
                  if distilled else None)
@@ -349,18 +348,15 @@ def epoch_program(body, batch_size: int, n: int, hierarchical: bool,
 
       (_, probs), grads = jax.value_and_grad(loss, has_aux=True)(params)
       updates, opt_state = tx.update(grads, opt_state, params)
-      right = (probs.argmax(-1) == yb).astype(probs.dtype)
-      sums = sums + jax.ops.segment_sum(probs * right[:, None], yb, C)
-      counts = counts + jax.ops.segment_sum(right, yb, C)
-      return (optax.apply_updates(params, updates), opt_state, sums,
-              counts), None
+      return (optax.apply_updates(params, updates), opt_state,
+              kernel.update(probs, yb)), None
 
     key = jax.random.fold_in(jax.random.key(seed), epoch)
     order = jax.random.permutation(key, n)[:steps * batch_size]
-    carry = (params, opt_state, jnp.zeros((C, C)), jnp.zeros(C))
-    (params, opt_state, sums, counts), _ = jax.lax.scan(
-        step, carry, order.reshape(steps, batch_size))
-    return params, opt_state, dict(online, sums=sums, counts=counts)
+    (params, opt_state, kernel), _ = jax.lax.scan(
+        step, (params, opt_state, online["kernel"]),
+        order.reshape(steps, batch_size))
+    return params, opt_state, dict(online, kernel=kernel)
 
   return jax.jit(jax.vmap(one, in_axes=(0, 0, 0, 0, None, None, None, None,
                                         None, None)))
@@ -371,7 +367,8 @@ def initial_state(body, C, F, seeds, sample_shape):
 
   AdamW's initial state is all zeros (moments and step counts), built from
   ``jax.eval_shape`` (``tx.init`` would compile a program per parameter
-  shape); the online targets start uniform.
+  shape); the online targets start as one-hot rows (an empty
+  ``OnlineKernel``'s distributions: the first epoch trains on hard labels).
   """
   params = init_params(body, C, F, seeds, sample_shape)
   one = jax.tree_util.tree_map(lambda a: a[0], params)
@@ -380,7 +377,8 @@ def initial_state(body, C, F, seeds, sample_shape):
   M = len(seeds)
   opt_state = jax.tree_util.tree_map(
       lambda s: np.zeros((M,) + s.shape, s.dtype), opt)
-  online = {"targets": np.full((M, C, C), 1.0 / C, np.float32),
-            "sums": np.zeros((M, C, C), np.float32),
-            "counts": np.zeros((M, C), np.float32)}
+  empty = st.OnlineKernel.init(C)
+  online = {"targets": np.tile(np.eye(C, dtype=np.float32), (M, 1, 1)),
+            "kernel": jax.tree_util.tree_map(
+                lambda a: np.zeros((M,) + a.shape, a.dtype), empty)}
   return params, opt_state, online

@@ -21,7 +21,7 @@ import dataclasses
 import numpy as np
 
 import spectral_targets as st
-from spectral_targets.bench import _execute, _methods, _stats, _tuning
+from spectral_targets.bench import _methods, _stats, _tuning
 from spectral_targets.bench._execute import Executor, Run, SeedData
 from spectral_targets.bench._methods import Context, Method
 
@@ -74,6 +74,7 @@ class TaskRunner:
     self.data, self.ex = data, executor
     self.C, self.F = task.num_classes, executor.F
     self.steps_per_epoch = executor.n // executor.batch
+    self.kernels, self.codebooks, self.small_d = {}, {}, {}
 
   # -- kernels and codebooks ----------------------------------------------------
 
@@ -86,28 +87,29 @@ class TaskRunner:
       return
     self.progress(f"{self.task.name}: kernel models")
     one_hot = _methods.METHODS["one-hot"]
-    ctx = self.context(None)
-    runs = [Run(one_hot, {"lr": KERNEL_MODEL_LR}, s,
-                _methods.config(one_hot, ctx, {"lr": KERNEL_MODEL_LR}))
-            for s in seeds]
-    params, cfgs = self._train(runs, self.budget.epochs)
+    runs = self.runs(one_hot, [{"lr": KERNEL_MODEL_LR}], seeds,
+                     self.budget.epochs)
+    self.kernels_from(runs, *self._train(runs, self.budget.epochs))
+
+  def kernels_from(self, runs, params, cfgs):
+    """Each run's seed gets the kernel of that model's class means on the
+    validation split (``from_class_means``: cosine similarity), and
+    distances 1 − kernel."""
     features = self.ex.features(params, cfgs, runs, split="val")
     self.kernels = {}
-    for s, z in zip(seeds, features):
-      y = self.data.y_val[self.data.index(s)]
-      self.kernels[s] = np.asarray(st.from_class_means(z, y, self.C),
-                                   np.float64)
+    for run, z in zip(runs, features):
+      y = self.data.y_val[self.data.index(run.seed)]
+      self.kernels[run.seed] = np.asarray(
+          st.from_class_means(z, y, self.C), np.float64)
     self.data.distances = np.stack(
-        [1 - self.kernels[s] for s in seeds]).astype(np.float32)
+        [1 - self.kernels[s] for s in self.data.seeds]).astype(np.float32)
 
   def build_codebooks(self):
     C, F = self.C, self.F
     simplex = np.asarray(st.spectral_codebook(st.flat(C), C - 1))
-    self.codebooks = {}
-    self.small_d = {}
     for s in self.data.seeds:
       centred = st.double_center(self.kernels[s])
-      d = min(max(self.task.small_d, _separating_d(centred)), F)
+      d = min(max(self.task.small_d, st.separating_dimension(centred)), F)
       self.small_d[s] = d
       rng = np.random.default_rng(s)
       random = rng.normal(size=(C, F))
@@ -121,9 +123,9 @@ class TaskRunner:
   def context(self, seed, epochs=None) -> Context:
     epochs = self.budget.epochs if epochs is None else epochs
     return Context(
-        self.C, self.F, total_steps=epochs * self.steps_per_epoch,
-        kernel=None if seed is None else self.kernels[seed],
-        codebooks=None if seed is None else self.codebooks[seed])
+        self.C, self.F, epochs=epochs,
+        total_steps=epochs * self.steps_per_epoch,
+        kernel=self.kernels.get(seed), codebooks=self.codebooks.get(seed))
 
   # -- training in fixed-size chunks -----------------------------------------------
 
@@ -139,11 +141,11 @@ class TaskRunner:
       outs.append((params, cfgs, len(chunk)))
     return _concat(outs)
 
-  def train_and_score(self, runs, epochs, *, keep_logits=False):
+  def train_and_score(self, runs, epochs):
     if not runs:
       return []
     params, cfgs = self._train(runs, epochs)
-    return self.ex.score(params, cfgs, runs, keep_logits=keep_logits)
+    return self.ex.score(params, cfgs, runs)
 
   def runs(self, method, settings, seeds, epochs) -> list[Run]:
     return [Run(method, hp, s, _methods.config(method,
@@ -169,9 +171,9 @@ class TaskRunner:
       for run, score in zip(runs, scores):
         t = grouped.setdefault((run.method.name, _tuning.key(run.hp)),
                                {"hp": run.hp, "val_accuracy": [],
-                                "val_nll": []})
-        t["val_accuracy"].append(score["val_accuracy"])
-        t["val_nll"].append(score["val_nll"])
+                                "val_nll": [], "val_severity": []})
+        for k in ("val_accuracy", "val_nll", "val_severity"):
+          t[k].append(score[k])
       for (name, _), t in grouped.items():
         trials[name].append(t)
 
@@ -196,14 +198,10 @@ class TaskRunner:
             for r in self.runs(m, [selections[m.name].chosen], seeds, epochs)]
     self.progress(f"{self.task.name}: evaluation ({len(runs)} models, "
                   f"{epochs} epochs)")
-    scores = self.train_and_score(runs, epochs, keep_logits=True)
+    scores = self.train_and_score(runs, epochs)
     per_method = {}
     for run, score in zip(runs, scores):
       score = dict(score)
-      index = self.data.index(run.seed)
-      score["ece_calibrated"], score["temperature"] = _calibrated_ece(
-          score.pop("val_logits"), self.data.y_val[index],
-          score.pop("test_logits"), self.data.y_test[index])
       if run.method.codes == "spectral-small":
         score["nc1"] = score["between_condition"] = float("nan")
       per_method.setdefault(run.method.name, []).append(score)
@@ -211,22 +209,20 @@ class TaskRunner:
 
   def report(self, methods, selections, per_method, epochs) -> dict:
     metrics = [k for k in per_method[methods[0].name][0]
-               if k not in ("val_accuracy", "val_nll")]
+               if not k.startswith("val_")]
     out = {}
     for m in methods:
       rows = per_method[m.name]
       per_seed = {k: [r[k] for r in rows] for k in metrics}
       out[m.name] = dict(
-          note=m.note, chosen=selections[m.name].chosen,
+          note=m.note, control=m.control, chosen=selections[m.name].chosen,
           at_edge=selections[m.name].at_edge,
           tuning=selections[m.name].as_dict()["trials"],
           per_seed=per_seed,
           summary={k: _stats.summary(v) for k, v in per_seed.items()})
-    for reference in ("one-hot", "cosine"):
-      if reference not in out:
-        continue
-      for m in methods:
-        if m.name == reference:
+    for m in methods:
+      for reference in dict.fromkeys(("one-hot", m.control)):
+        if reference not in out or reference == m.name:
           continue
         out[m.name][f"vs {reference}"] = {
             k: _stats.paired_difference(out[m.name]["per_seed"][k],
@@ -263,23 +259,3 @@ def _concat(outs):
       lambda *xs: np.concatenate([x[:n] for x, (_, _, n) in zip(xs, outs)]),
       *[o[1] for o in outs])
   return params, cfgs
-
-
-def _separating_d(centred) -> int:
-  """The smallest d whose codebook gives every class its own code."""
-  return 1
-
-
-def _calibrated_ece(val_logits, y_val, test_logits, y_test):
-  """ECE of the test predictions after temperature scaling fitted on the
-  validation split (Guo et al. 2017), and the fitted temperature."""
-  tau = float(st.fit_temperature(val_logits, y_val))
-  probs = np.asarray(jax_softmax(np.asarray(test_logits) / tau))
-  return float(st.expected_calibration_error(
-      probs, y_test, num_bins=_execute.ECE_BINS)), tau
-
-
-def jax_softmax(x):
-  x = x - x.max(-1, keepdims=True)
-  e = np.exp(x)
-  return e / e.sum(-1, keepdims=True)

@@ -43,10 +43,11 @@ How to read the tables:
 - NC1 (train): tr(Σ_W Σ_B⁺)/C of the training features the head sees (unit
   features for cosine and codebook heads), in C − 1 dimensions for every
   method (— where a head sees fewer).
-- Δ columns: paired difference of the method minus the reference (one-hot,
-  or the learned cosine classifier for codebook heads) with a 95% Student-t
-  interval over seeds; ▲ / ▼ mark an interval that excludes 0 (a higher /
-  lower value), blank a tie.
+- Δ columns: paired difference of the method minus one-hot, and minus its
+  control (the method that lacks only its ingredient: the learned cosine
+  classifier for a fixed codebook, the same student without distillation),
+  with a 95% Student-t interval over seeds; ▲ / ▼ mark an interval that
+  excludes 0 (a higher / lower value), no mark a tie.
 - Hyperparameters were chosen on the validation split of separate tuning
   seeds; ⚠ marks a choice at the end of its grid."""
 
@@ -85,13 +86,20 @@ def methods_table(report: dict) -> list[str]:
 
 
 def paired_table(report: dict) -> list[str]:
-  heads = [f"{h} vs {ref}" for ref in ("one-hot", "cosine")
-           for _, h in PAIRED]
+  """Each method against one-hot, and against its control (the method
+  that lacks only its ingredient) where that is not one-hot."""
+  heads = ([f"{h} vs one-hot" for _, h in PAIRED] + ["control"]
+           + [f"{h} vs control" for _, h in PAIRED])
   lines = ["| method | " + " | ".join(heads) + " |",
            "|---" * (len(heads) + 1) + "|"]
   for name, r in report["methods"].items():
-    cells = [_diff(r.get(f"vs {ref}", {}).get(key))
-             for ref in ("one-hot", "cosine") for key, _ in PAIRED]
+    control = r.get("control", "one-hot")
+    cells = [_diff(r.get("vs one-hot", {}).get(key)) for key, _ in PAIRED]
+    if control != "one-hot" and f"vs {control}" in r:
+      cells += [control] + [_diff(r[f"vs {control}"].get(key))
+                            for key, _ in PAIRED]
+    else:
+      cells += ["—"] * (len(PAIRED) + 1)
     if any(c != "—" for c in cells):
       lines.append(f"| {name} | " + " | ".join(cells) + " |")
   return lines
@@ -128,6 +136,84 @@ def task_section(name: str, report: dict) -> str:
     lines += ["Budget curve (each budget tuned on its own):", "",
               *budget_table(report["budget_curve"]), ""]
   return "\n".join(lines)
+
+
+def distill_section(name: str, report: dict) -> str:
+  t = report["teachers"]
+  lines = [f"### {name}: {report['description']}", "",
+           f"{report['construction']}. {report['seeds']} evaluation seeds, "
+           f"tuning seeds {report['tuning_seeds']}.", "",
+           "| teacher | test accuracy ↑ | chosen |", "|---|---|---|"]
+  for label, row in t.items():
+    chosen = ", ".join(f"{k} {v:g}{' ⚠' if k in row['at_edge'] else ''}"
+                       for k, v in sorted(row["chosen"].items()))
+    lines.append(f"| {label} | {_cell(row['accuracy'], '{:.3f}')} | "
+                 f"{chosen} |")
+  lines.append("")
+  for body, block in report["students"].items():
+    sub = dict(block, ks=report["ks"])
+    lines += [f"#### student: {block['body']} ({block['epochs']} epochs; "
+              f"train / val / test = {block['sizes']})", ""]
+    lines += methods_table(sub) + ["", "Paired differences (95% interval "
+                                   "over seeds):", ""]
+    lines += paired_table(sub) + ["", "Chosen hyperparameters:", ""]
+    lines += tuning_table(sub) + [""]
+  return "\n".join(lines)
+
+
+def shift_section(name: str, report: dict) -> str:
+  shift = report["shift"]
+  rhos = sorted(shift, key=float)
+  methods = list(shift[rhos[0]]["methods"])
+  lines = [f"### {name}: a taxonomy that is partly wrong", "",
+           "The hierarchy task's generator with a fraction ρ of the leaves "
+           "moved to random other leaf parents before the inputs are drawn; "
+           "every method keeps the WordNet tree. Severity in WordNet LCA "
+           "levels. Mean ± std over seeds; Δ vs one-hot with its 95% "
+           "interval.", "",
+           "| method | " + " | ".join(
+               f"accuracy ↑ ρ={r} | severity ↓ ρ={r}" for r in rhos) + " |",
+           "|---" * (2 * len(rhos) + 1) + "|"]
+  for m in methods:
+    cells = []
+    for r in rhos:
+      s = shift[r]["methods"][m]["summary"]
+      cells += [_cell(s["accuracy"], "{:.3f}"), _cell(s["severity"],
+                                                     "{:.3f}")]
+    lines.append(f"| {m} | " + " | ".join(cells) + " |")
+  for label in shift[rhos[0]].get("references", {}):
+    cells = []
+    for r in rhos:
+      p = shift[r].get("references", {}).get(label)
+      cells += (["—", "—"] if p is None else
+                [f"{p['accuracy']:.3f}", f"{p['severity']:.3f}"])
+    lines.append(f"| {label} (reference) | " + " | ".join(cells) + " |")
+  lines += ["", "| method | " + " | ".join(
+      f"Δ accuracy vs one-hot ρ={r}" for r in rhos) + " |",
+            "|---" * (len(rhos) + 1) + "|"]
+  for m in methods:
+    if m == "one-hot":
+      continue
+    lines.append(f"| {m} | " + " | ".join(
+        _diff(shift[r]["methods"][m].get("vs one-hot", {}).get("accuracy"))
+        for r in rhos) + " |")
+  lines += ["", "| method | " + " | ".join(
+      f"chosen ρ={r}" for r in rhos) + " |", "|---" * (len(rhos) + 1) + "|"]
+  for m in methods:
+    lines.append(f"| {m} | " + " | ".join(
+        ", ".join(f"{k} {v:g}{' ⚠' if k in shift[r]['methods'][m]['at_edge'] else ''}"
+                  for k, v in sorted(shift[r]["methods"][m]["chosen"].items()))
+        for r in rhos) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def section(name: str, report: dict) -> str:
+  """The markdown section of any task's report."""
+  if "students" in report:
+    return distill_section(name, report)
+  if "shift" in report:
+    return shift_section(name, report)
+  return task_section(name, report)
 
 
 def budget_table(curve: dict) -> list[str]:
@@ -169,7 +255,7 @@ def write(out: pathlib.Path, results: dict) -> list[pathlib.Path]:
                                  allow_nan=False))
   md = header(results["meta"]) + legend(results["meta"]["methods"])
   for name, report in results["tasks"].items():
-    md.append(task_section(name, report))
+    md.append(section(name, report))
   paths[1].write_text("\n".join(md))
   from spectral_targets.bench import _figures
   paths += _figures.plot(out, results)

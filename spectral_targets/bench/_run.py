@@ -12,8 +12,8 @@ import dataclasses
 
 import numpy as np
 
-from spectral_targets.bench import _methods, _pipeline, _references, _tasks
-from spectral_targets.bench import _timing
+from spectral_targets.bench import _distill, _methods, _pipeline, _references
+from spectral_targets.bench import _shift, _tasks, _timing
 from spectral_targets.bench._compile import Compiler
 from spectral_targets.bench._execute import Executor, SeedData
 from spectral_targets.bench._models import BODIES
@@ -76,28 +76,53 @@ def _draw(task, seeds, quick):
   return SeedData.stack(seeds, splits, distances)
 
 
+#: The tasks, in the order they run and are reported. ``distill`` uses the
+#: mnist1d task's data; ``hierarchy-shift`` reuses the hierarchy task's
+#: results as its ρ = 0 when both run.
+TASK_ORDER = ("mnist1d", "digits", "hierarchy", "ordinal", "distill",
+              "hierarchy-shift")
+
+
 def run(names, options: Options, *, progress, on_epoch,
         on_task=lambda name, report: None) -> dict:
   """Runs the tasks ``names``; returns {name: report} (and hands each to
   ``on_task`` as it finishes)."""
-  tasks = {name: _tasks.TASKS[name]() for name in names}
-  if options.epochs:
-    tasks = {k: dataclasses.replace(t, epochs=options.epochs)
-             for k, t in tasks.items()}
+  base = {"distill": "mnist1d", "hierarchy-shift": "hierarchy"}
+  tasks = {}
+  for name in names:
+    task = _tasks.TASKS[base.get(name, name)]()
+    tasks[name] = (dataclasses.replace(task, epochs=options.epochs)
+                   if options.epochs else task)
   reports = {}
   with Compiler() as programs, concurrent.futures.ThreadPoolExecutor(
       1, thread_name_prefix="bench-data") as pool:
+
+    def draw(task, seeds):
+      return pool.submit(_draw, task, seeds, options.quick)
+
     drawn = {}
     for name, task in tasks.items():
+      if name == "hierarchy-shift":
+        continue
       budget = options.budget(task)
-      seeds = list(budget.tuning_seeds) + budget.eval_seeds
-      drawn[name] = pool.submit(_draw, task, seeds, options.quick)
+      key = base.get(name, name)
+      if key not in drawn:
+        drawn[key] = draw(task, list(budget.tuning_seeds) + budget.eval_seeds)
+    kw = dict(programs=programs, progress=progress, on_epoch=on_epoch)
     for name, task in tasks.items():
-      reports[name] = run_task(task, options, drawn[name].result(),
-                               programs=programs, progress=progress,
-                               on_epoch=on_epoch)
+      if name == "distill":
+        reports[name] = _distill.run(
+            task, options, dataclasses.replace(drawn["mnist1d"].result()),
+            **kw)
+      elif name == "hierarchy-shift":
+        reports[name] = {"shift": _shift.run(
+            options, draw=lambda t, s: draw(t, s).result(),
+            hierarchy_report=reports.get("hierarchy"), **kw)}
+      else:
+        reports[name] = run_task(task, options,
+                                 dataclasses.replace(drawn[name].result()),
+                                 **kw)
       on_task(name, reports[name])
-      programs.forget(name)
   return reports
 
 

@@ -79,7 +79,12 @@ class Task:
 
 
 def _standardise(x_train, *others):
-  mu, sd = x_train.mean(0), x_train.std(0) + 1e-6
+  """Every split standardised with the training split's mean and std; a
+  feature constant on the training split is only centred (dividing by its
+  zero spread would blow up its value on the other splits: digits' corner
+  pixels)."""
+  mu, sd = x_train.mean(0), x_train.std(0)
+  sd = np.where(sd > 1e-8 * max(float(sd.max()), 1e-30), sd, 1.0)
   return [((x - mu) / sd).astype(np.float32) for x in (x_train, *others)]
 
 
@@ -283,12 +288,14 @@ def hierarchy_task(epochs: int = 30, *, shift: float = 0.0,
 
 
 def subsample(split: Split, limit: int) -> Split:
-  """``split`` with at most ``limit`` training samples (a fixed random
-  subset), for ``--quick`` runs."""
+  """``split`` with about ``limit`` training samples, the same number per
+  class (at least one), for ``--quick`` runs."""
   if len(split.y_train) <= limit:
     return split
-  keep = np.sort(np.random.default_rng(0).permutation(len(split.y_train))
-                 [:limit])
+  classes = np.unique(split.y_train)
+  per_class = max(1, limit // len(classes))
+  keep = np.sort(np.concatenate([np.flatnonzero(split.y_train == c)[:per_class]
+                                 for c in classes]))
   return dataclasses.replace(split, x_train=split.x_train[keep],
                              y_train=split.y_train[keep])
 

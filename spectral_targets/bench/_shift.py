@@ -1,0 +1,71 @@
+"""The ``hierarchy-shift`` task: what a wrong taxonomy costs.
+
+The hierarchy task's generator, but before the inputs are drawn a fraction
+ρ ∈ {0, 0.25, 0.5, 1} of the leaves is moved to random other leaf parents
+(which leaves and where varies with the seed), while every method keeps the
+WordNet tree: its kernel for the spectral codebook and the soft labels, the
+tree itself for hierarchical cross-entropy. ρ = 0 is the ``hierarchy``
+task. Mistake severity is measured in the WordNet tree (the taxonomy the
+user holds). Two references need no training loop: a nearest class mean and
+logistic regression.
+"""
+
+from __future__ import annotations
+
+from spectral_targets.bench import _methods, _pipeline, _references, _tasks
+from spectral_targets.bench._execute import Executor
+
+SHIFTS = (0.0, 0.25, 0.5, 1.0)
+METHODS = ("one-hot", "cosine", "simplex", "spectral", "kernel-soft-labels",
+           "hxe")
+
+
+def run(options, *, draw, programs, progress, on_epoch,
+        hierarchy_report=None) -> dict:
+  """{ρ: block}: per-method summaries and paired differences at each ρ.
+
+  ``hierarchy_report``: the ``hierarchy`` task's report from this run (its
+  ρ = 0 row), reused when it ran the same methods.
+  """
+  shifts = (0.0, 1.0) if options.quick else SHIFTS
+  out = {}
+  for rho in shifts:
+    if rho == 0 and hierarchy_report is not None:
+      out[str(rho)] = _block(hierarchy_report["methods"],
+                             hierarchy_report["references"])
+      continue
+    task = _tasks.hierarchy_task(shift=rho,
+                                 name=f"hierarchy-shift ρ={rho:g}")
+    budget = options.budget(task)
+    methods = [_methods.METHODS[n] for n in METHODS
+               if not options.methods or n in options.methods
+               or n in ("one-hot", "cosine")]
+    data = draw(task, list(budget.tuning_seeds) + budget.eval_seeds)
+    ex = Executor(task, data, body=task.body, features=task.num_classes - 1,
+                  batch_size=budget.batch_size, programs=programs,
+                  fast_compile=options.quick, on_epoch=on_epoch,
+                  tree=task.tree)
+    runner = _pipeline.TaskRunner(task, budget, methods, data, ex, progress)
+    runner.estimate_kernels()
+    runner.build_codebooks()
+    selections = runner.tune(runner.methods, budget.epochs)
+    per_method = runner.evaluate(runner.methods, selections, budget.epochs)
+    reports = runner.report(runner.methods, selections, per_method,
+                            budget.epochs)
+    refs = _references.for_task(task, options, runner, reports, programs,
+                                progress, on_epoch)
+    out[str(rho)] = _block(reports, refs)
+  return out
+
+
+def _block(method_reports, references) -> dict:
+  block = {"methods": {
+      name: {k: r[k] for k in ("summary", "per_seed", "chosen", "at_edge",
+                               "control") if k in r}
+      | {k: v for k, v in r.items() if k.startswith("vs ")}
+      for name, r in method_reports.items() if name in METHODS}}
+  for ref in references.values():
+    block["references"] = {label: {"accuracy": p["accuracy"],
+                                   "severity": p["severity"]}
+                           for label, p in ref.get("points", {}).items()}
+  return block
