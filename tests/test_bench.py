@@ -1,10 +1,12 @@
-"""The main job: `spectral-targets bench --quick` end to end."""
+"""The main job, `spectral-targets bench`: its protocol, statistics and data,
+and the quick run end to end."""
 
 import json
 import math
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from spectral_targets import _cli, bench
@@ -13,78 +15,194 @@ pytestmark = pytest.mark.skipif(bool(bench.missing_requirements()),
                                 reason="bench extra not installed")
 
 
-@pytest.fixture(scope="module")
-def quick_results(tmp_path_factory):
-  out = tmp_path_factory.mktemp("bench")
-  proc = subprocess.run(
-      [sys.executable, "-m", "spectral_targets", "bench", "--quick", "--out",
-       str(out)], capture_output=True, text=True)
-  assert proc.returncode == 0, proc.stderr[-4000:]
-  return out, proc.stdout
+# -- paired statistics ---------------------------------------------------------
 
 
-def test_quick_bench_writes_every_figure(quick_results):
-  out, stdout = quick_results
-  results = json.loads((out / "results.json").read_text())
-  from spectral_targets.bench._run import METHODS, METRICS
-  from spectral_targets.bench._tasks import TASKS
-  assert set(results["tasks"]) == set(TASKS)
-  for task, report in results["tasks"].items():
-    assert set(report["methods"]) == set(METHODS)
-    for method, r in report["methods"].items():
-      for metric in METRICS:
-        values = r["per_seed"][metric]
-        assert len(values) == results["meta"]["seeds"] == 2
-        assert all(math.isfinite(v) for v in values), (task, method, metric)
-        assert math.isfinite(r["mean"][metric])
-    assert (out / f"{task}.png").stat().st_size > 10_000
-    assert f"### {task}" in stdout
-  # The MNIST-1D reference models belong to the full run only.
-  assert "reference" not in results["tasks"]["mnist1d"]
-  md = (out / "results.md").read_text()
-  assert md.count("| one-hot |") == len(TASKS)
+def test_paired_interval_matches_scipy():
+  from scipy import stats
+
+  from spectral_targets.bench import _stats
+  rng = np.random.default_rng(0)
+  for n in (2, 3, 5, 12):
+    a = rng.normal(size=n)
+    b = a + rng.normal(0.3, 0.5, size=n)
+    d = _stats.paired_difference(a, b)
+    ref = stats.ttest_rel(a, b).confidence_interval(0.95)
+    assert d["mean"] == pytest.approx(np.mean(a - b))
+    assert d["low"] == pytest.approx(ref.low)
+    assert d["high"] == pytest.approx(ref.high)
+    assert d["n"] == n
 
 
-def test_missing_extra_names_the_install(monkeypatch, capsys):
-  monkeypatch.setattr(bench, "missing_requirements", lambda: ["mnist1d"])
-  assert _cli.main(["bench", "--quick"]) == 2
-  err = capsys.readouterr().err
-  assert "mnist1d" in err and ".[bench]" in err
+def test_paired_verdicts():
+  from spectral_targets.bench import _stats
+  higher = _stats.paired_difference([1.0, 1.1, 1.2, 1.3], [0.0, 0.1, 0.1,
+                                                          0.2])
+  assert higher["verdict"] == "higher" and higher["low"] > 0
+  lower = _stats.paired_difference([0.0, 0.1, 0.1], [1.0, 1.1, 1.3])
+  assert lower["verdict"] == "lower" and lower["high"] < 0
+  tie = _stats.paired_difference([0.0, 1.0, -1.0], [0.1, 0.0, 0.0])
+  assert tie["verdict"] == "tie" and tie["low"] < 0 < tie["high"]
+  one = _stats.paired_difference([1.0], [0.0])
+  assert one["mean"] == 1.0 and one["low"] is None and one["verdict"] == "n/a"
+  nan = _stats.paired_difference([1.0, float("nan")], [0.0, 0.0])
+  assert nan["mean"] is None and nan["verdict"] == "n/a"
+  with pytest.raises(ValueError, match="equal 1-D shapes"):
+    _stats.paired_difference([1.0, 2.0], [1.0])
 
 
-def test_bad_arguments(capsys):
-  assert _cli.main(["bench", "--tasks", "imagenet"]) == 2
-  assert "unknown task" in capsys.readouterr().err
-  assert _cli.main(["bench", "--seeds", "0"]) == 2
+def test_summary_uses_the_sample_std_and_none_for_one_seed():
+  from spectral_targets.bench import _stats
+  s = _stats.summary([1.0, 2.0, 4.0])
+  assert s["std"] == pytest.approx(np.std([1.0, 2.0, 4.0], ddof=1))
+  assert _stats.summary([3.0]) == {"mean": 3.0, "std": None, "n": 1}
+  assert _stats.summary([1.0, float("nan")])["mean"] is None
 
 
-# -- pieces of the benchmark ---------------------------------------------------
+# -- the tuning protocol ---------------------------------------------------------
 
 
-def test_initial_state_is_the_optimizers_own_init():
+def _tune_on(objective, method):
+  """The three-stage protocol driven by a known validation objective."""
+  from spectral_targets.bench import _tuning
+  trials = []
+
+  def evaluate(settings):
+    for hp in settings:
+      acc = objective(hp)
+      trials.append({"hp": hp, "val_accuracy": [acc, acc],
+                     "val_nll": [1 - acc, 1 - acc]})
+
+  evaluate(_tuning.stage_one(method))
+  lr = _tuning.choose(method, trials).chosen["lr"]
+  evaluate(_tuning.stage_two(method, lr))
+  evaluate(_tuning.stage_three(method, _tuning.choose(method,
+                                                      trials).chosen))
+  return _tuning.choose(method, trials), trials
+
+
+def test_selection_finds_a_known_optimum_inside_the_grid():
+  from spectral_targets.bench._methods import METHODS
+  method = METHODS["cosine"]
+
+  def objective(hp):  # best at lr 1e-2, scale 16, with an interaction
+    return 1 - (np.log(hp["lr"] / 1e-2) ** 2
+                + np.log(hp["scale"] / 16) ** 2
+                + 0.2 * np.log(hp["lr"] / 1e-2) * np.log(hp["scale"] / 16))
+
+  selection, trials = _tune_on(objective, method)
+  assert selection.chosen == {"lr": 1e-2, "scale": 16.0}
+  assert selection.at_edge == []
+  # Stage 1: five learning rates; stage 2: four more scales; stage 3: the
+  # two learning rates next to the chosen one, at the chosen scale.
+  assert len(trials) == 5 + 4 + 2
+
+
+def test_selection_flags_a_choice_at_the_edge():
+  from spectral_targets.bench._methods import METHODS
+  method = METHODS["smooth-labels"]
+  selection, _ = _tune_on(lambda hp: hp["lr"] - hp["alpha"], method)
+  assert selection.chosen["lr"] == 5e-2 and selection.chosen["alpha"] == 0.05
+  assert set(selection.at_edge) == {"lr", "alpha"}
+
+
+def test_selection_breaks_accuracy_ties_by_nll_and_averages_seeds():
+  from spectral_targets.bench import _tuning
+  from spectral_targets.bench._methods import METHODS
+  trials = [{"hp": {"lr": 1e-2}, "val_accuracy": [0.9, 0.7],
+             "val_nll": [0.3, 0.3]},
+            {"hp": {"lr": 2e-2}, "val_accuracy": [0.8, 0.8],
+             "val_nll": [0.2, 0.2]},
+            {"hp": {"lr": 5e-3}, "val_accuracy": [1.0, 0.5],
+             "val_nll": [0.1, 0.1]}]
+  chosen = _tuning.choose(METHODS["one-hot"], trials).chosen
+  assert chosen == {"lr": 2e-2}
+
+
+# -- data that vary with the seed ------------------------------------------------
+
+
+def test_seeds_vary_the_data():
+  from spectral_targets.bench import _tasks
+  mnist = _tasks.mnist1d_task()
+  a, b, a2 = mnist.draw(0), mnist.draw(1), mnist.draw(0)
+  assert not np.allclose(a.x_train, b.x_train)
+  np.testing.assert_array_equal(a.x_train, a2.x_train)
+  assert a.x_train.shape == (3500, 40) and a.x_test.shape == (1000, 40)
+  digits = _tasks.digits_task()
+  d0, d1 = digits.draw(0), digits.draw(1)
+  assert d0.y_test.shape == d1.y_test.shape
+  assert not np.array_equal(d0.x_test, d1.x_test)
+  # Stratified: every class keeps its share in every split.
+  assert np.bincount(d0.y_val).min() >= 20
+  h0, h1 = (_tasks.hierarchy_split(_tasks.hierarchy_task().tree, s)
+            for s in (0, 1))
+  assert not np.allclose(h0.x_train, h1.x_train)
+
+
+def test_standardisation_keeps_constant_features_finite():
+  from spectral_targets.bench._tasks import _standardise
+  x_train = np.array([[0.0, 1.0], [0.0, 3.0]])
+  x_test = np.array([[5.0, 2.0]])
+  tr, te = _standardise(x_train, x_test)
+  np.testing.assert_allclose(te, [[5.0, 0.0]])
+  np.testing.assert_allclose(tr, [[0.0, -1.0], [0.0, 1.0]])
+
+
+def test_lca_heights_and_the_shifted_tree():
+  import spectral_targets as st
+  from spectral_targets.bench import _tasks
+  edges = [("r", "a"), ("r", "b"), ("a", "x"), ("a", "y"), ("b", "z"),
+           ("b", "w")]
+  tree = st.build_tree(edges, classes=["x", "y", "z", "w"])
+  np.testing.assert_array_equal(_tasks.lca_heights(tree),
+                                [[0, 1, 2, 2], [1, 0, 2, 2], [2, 2, 0, 1],
+                                 [2, 2, 1, 0]])
+  edges, classes = st.cifar100_hierarchy("wordnet")
+  tree = st.build_tree(edges, classes=classes)
+  parent = _tasks.shifted_tree(tree, 0.25, seed=3)
+  moved = np.flatnonzero(parent[tree.class_nodes]
+                         != np.asarray(tree.parent)[tree.class_nodes])
+  assert len(moved) == 25
+  homes = set(np.asarray(tree.parent)[tree.class_nodes])
+  assert set(parent[tree.class_nodes]) <= homes
+
+
+# -- the training program ---------------------------------------------------------
+
+
+def test_models_trained_together_equal_models_trained_alone():
+  """The vmapped one-epoch program: a model's result does not depend on
+  what else is in the stack (learning rate and head are data)."""
+  from spectral_targets.bench import _methods, _pipeline, _run
+  from spectral_targets.bench._compile import Compiler
+  from spectral_targets.bench._execute import Executor
+  task = bench._run._tasks.digits_task()
+  opts = _run.Options(seeds=1, quick=True)
+  data = _run._draw(task, [0], True)
+  budget = _pipeline.Budget(seeds=1, epochs=2, batch_size=32)
+  with Compiler() as programs:
+    ex = Executor(task, data, body="mlp", features=9, batch_size=32,
+                  programs=programs, fast_compile=True)
+    runner = _pipeline.TaskRunner(task, budget, [], data, ex)
+    one_hot, cosine = (_methods.METHODS[n] for n in ("one-hot", "cosine"))
+    runs = (runner.runs(one_hot, [{"lr": 1e-2}], [0], 2)
+            + runner.runs(cosine, [{"lr": 2e-2, "scale": 8.0}], [0], 2))
+    both, _ = ex.train(runs, 2)
+    alone = [ex.train([r], 2)[0] for r in runs]
+  del opts
   import jax
-  import numpy as np
-
-  from spectral_targets.bench import _models as m
-  body = m.make_body("mlp", 5)
-  params = jax.tree_util.tree_map(
-      lambda a: a[0], m.init_params(body, 6, 5, [0], np.zeros((2, 3),
-                                                              np.float32)))
-  tx = m.optimizer(100)
-  ours, theirs = m.initial_state(tx, params), tx.init(params)
-  assert (jax.tree_util.tree_structure(ours)
-          == jax.tree_util.tree_structure(theirs))
-  for a, b in zip(jax.tree_util.tree_leaves(ours),
-                  jax.tree_util.tree_leaves(theirs)):
-    assert a.shape == b.shape and a.dtype == b.dtype
-    np.testing.assert_array_equal(a, b)
+  for i, params in enumerate(alone):
+    for a, b in zip(jax.tree_util.tree_leaves(both),
+                    jax.tree_util.tree_leaves(params)):
+      np.testing.assert_allclose(np.asarray(a)[i], np.asarray(b)[0],
+                                 rtol=2e-5, atol=2e-6)
 
 
 def test_cnn_windows_equal_flax_conv():
   """The vmap-friendly CNN (Dense layers on windows) is nn.Conv with the
   kernel reshaped: same outputs for the same weights."""
   import jax
-  import numpy as np
 
   from spectral_targets.bench import _models as m
   x = np.random.default_rng(0).normal(size=(3, 40)).astype(np.float32)
@@ -104,7 +222,6 @@ def test_cnn_windows_equal_flax_conv():
 
 def test_compiler_compiles_once_per_key():
   import jax
-  import numpy as np
 
   from spectral_targets.bench._compile import Compiler
   with Compiler(workers=2) as programs:
@@ -125,21 +242,84 @@ def test_compiler_compiles_once_per_key():
     assert ("t", "double") not in programs and "square" in programs
 
 
-def test_mnist1d_reference_models():
-  """The full run's MNIST-1D reference (logistic regression and MLP, one-hot)
-  trains and scores through the same compiled programs as the methods."""
-  from spectral_targets.bench import _run, _tasks
-  from spectral_targets.bench._compile import Compiler
-  task = _tasks.subsample(_tasks.mnist1d_task(), 200)
-  run = _run.TaskRun(task, _run.Budget(seeds=2, epochs=2, fast_compile=True))
-  with Compiler() as programs:
-    run.programs = programs
-    for body in run._reference_bodies().values():
-      run._submit_train(body, 2)
-      run._submit_predict(body, 2, run.x_test)
-    ref = run.mnist1d_reference([0.5, 0.7])
-  assert set(ref) == {"CNN", "logistic regression", "MLP"}
-  assert ref["CNN"]["accuracy"]["mean"] == pytest.approx(0.6)
-  assert ref["logistic regression"]["paper"] == 0.32
-  for r in ref.values():
-    assert 0 <= r["accuracy"]["mean"] <= 1 and r["accuracy"]["std"] >= 0
+# -- the command, end to end -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def quick_results(tmp_path_factory):
+  out = tmp_path_factory.mktemp("bench")
+  proc = subprocess.run(
+      [sys.executable, "-m", "spectral_targets", "bench", "--quick", "--out",
+       str(out)], capture_output=True, text=True, check=False)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  return out, proc.stdout, proc.stderr
+
+
+def _method_blocks(report):
+  if "students" in report:
+    return [b["methods"] for b in report["students"].values()]
+  if "shift" in report:
+    return [b["methods"] for b in report["shift"].values()]
+  return [report["methods"]]
+
+
+def test_quick_bench_reports_every_method_metric_and_choice(quick_results):
+  from spectral_targets.bench import TASK_ORDER
+  out, stdout, stderr = quick_results
+  results = json.loads((out / "results.json").read_text())
+  assert list(results["tasks"]) == list(TASK_ORDER)
+  assert results["meta"]["quick"] is True
+  for task, report in results["tasks"].items():
+    for methods in _method_blocks(report):
+      assert "one-hot" in methods
+      for name, r in methods.items():
+        assert r["chosen"]["lr"] > 0, (task, name)
+        assert isinstance(r["at_edge"], list)
+        for metric in ("accuracy", "severity", "nll", "ece"):
+          values = r["per_seed"][metric]
+          assert len(values) == results["meta"]["seeds"] == 2
+          assert all(v is not None and math.isfinite(v) for v in values), (
+              task, name, metric)
+        if name != "one-hot":
+          d = r["vs one-hot"]["accuracy"]
+          assert d["low"] <= d["mean"] <= d["high"]
+        if r["control"] != "one-hot":
+          assert f"vs {r['control']}" in r
+  assert (out / "mnist1d.png").stat().st_size > 10_000
+  assert (out / "mnist1d-budget.png").stat().st_size > 10_000
+  assert (out / "hierarchy-shift.png").stat().st_size > 10_000
+  md = (out / "results.md").read_text()
+  # A smoke run says so at the top of both outputs; legends and directions.
+  assert md.splitlines()[2].startswith("**SMOKE RUN")
+  assert stdout.startswith("**SMOKE RUN")
+  assert "↑ higher is better" in md and "↑ higher is better" in stdout
+  # Task order: the same in stdout and in results.md.
+  order = [f"### {t}" for t in TASK_ORDER]
+  for text in (stdout, md):
+    positions = [text.index(h) for h in order]
+    assert positions == sorted(positions)
+  # Not a terminal: plain progress lines, no carriage returns.
+  assert "\r" not in stderr and "mnist1d: tuning stage 1" in stderr
+
+
+def test_one_seed_shows_no_spread():
+  from spectral_targets.bench import _report
+  assert _report._cell({"mean": 0.5, "std": None, "n": 1}, "{:.3f}") == "0.500"
+  assert _report._cell({"mean": 0.5, "std": 0.01, "n": 2},
+                       "{:.3f}") == "0.500 ± 0.010"
+
+
+def test_missing_extra_names_the_install(monkeypatch, capsys):
+  monkeypatch.setattr(bench, "missing_requirements", lambda: ["mnist1d"])
+  assert _cli.main(["bench", "--quick"]) == 2
+  err = capsys.readouterr().err
+  assert "mnist1d" in err and ".[bench]" in err
+
+
+def test_bad_arguments(capsys):
+  assert _cli.main(["bench", "--tasks", "imagenet"]) == 2
+  assert "imagenet" in capsys.readouterr().err
+  assert _cli.main(["bench", "--seeds", "0"]) == 2
+  assert _cli.main(["bench", "--methods", "magic"]) == 2
+  assert "magic" in capsys.readouterr().err
+  assert _cli.main(["bench", "--epochs", "0"]) == 2
