@@ -16,7 +16,7 @@ from spectral_targets import _cli, bench, render
 
 def run(*args):
   return subprocess.run([sys.executable, "-m", "spectral_targets", *args],
-                        capture_output=True, text=True)
+                        capture_output=True, text=True, check=False)
 
 
 def test_version():
@@ -35,13 +35,13 @@ def test_version():
     (["bench", "--seeds", "two"], "spectral-targets bench",
      "argument --seeds: expected an integer >= 1, got 'two'"),
     (["bench", "--tasks", "imagenet"], "spectral-targets bench",
-     "argument --tasks: unknown task 'imagenet'; choose from mnist1d, "
-     "digits, hierarchy, ordinal"),
+     ("argument --tasks: unknown task 'imagenet'; choose from mnist1d, "
+      "digits, hierarchy, ordinal")),
     (["bench", "--out", "{file}"], "spectral-targets bench",
      "argument --out: '{file}' exists and is not a folder"),
     (["render", "nope"], "spectral-targets render",
-     "argument WHICH: unknown animation 'nope'; choose from codebook-morph, "
-     "rank-reconstruction, collapse, dark-knowledge"),
+     ("argument WHICH: unknown animation 'nope'; choose from "
+      "codebook-morph, rank-reconstruction, collapse, dark-knowledge")),
     (["render", "--frames", "1"], "spectral-targets render",
      "argument --frames: must be >= 2, got 1"),
     (["render", "--fps", "0"], "spectral-targets render",
