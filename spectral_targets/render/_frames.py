@@ -121,11 +121,14 @@ def collapse_frames(frames: int = 40, *, steps: int = 1200,
   the penultimate features' spectra and NC1 are recorded with
   ``collapse_metrics`` (NC1 = tr(Σ_W Σ_B⁺) / C, Papyan et al. 2020).
 
-  The same arguments give the same numbers on any machine: training runs
-  in float64, so the order in which XLA sums (which changes with the
-  number of CPU threads) moves the result by ~1e-14, far below the
-  float32 the frames are returned in, where a float32 run drifts by
-  ~1e-5 over 1,200 steps. Eigenvalues within rounding of zero,
+  Reproducible to the bit: XLA's CPU sums run in an order that follows
+  the number of threads, which moved a float32 run by ~1e-5 over 1,200
+  steps (and the GIF's pixels with it). Training runs in float64 instead,
+  where that order moves the results by ~1e-15, far below the float32 the
+  frames are returned in: the same frames (and, with the same matplotlib
+  and Pillow, GIF bytes) with any number of threads, and on another CPU
+  barring a rounding tie (~1e-8 a value).
+  Eigenvalues within rounding of zero,
 
   .. math::
     |\lambda_i| \le D\,\varepsilon_{64} \max_j |\lambda_j|,
