@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 
 import spectral_targets
 from spectral_targets import bench, render
-from spectral_targets.bench._tasks import TASKS
 
 
 def _int_at_least(minimum: int) -> Callable[[str], int]:
@@ -69,15 +68,26 @@ def _parser() -> tuple[argparse.ArgumentParser,
                           "one-hot on offline data sets")
   bench_parser.add_argument(
       "--quick", action="store_true",
-      help="a smoke test of the whole pipeline: few epochs on at most "
-           f"{bench.QUICK_TRAIN_LIMIT} samples per task, no MNIST-1D "
-           "reference models")
+      help="a smoke test of the whole pipeline, not evidence: two epochs on "
+           f"about {bench.QUICK_TRAIN_LIMIT} samples per task, two learning "
+           "rates, no knob grids, no step timing")
+  tasks = list(bench.TASK_ORDER)
   bench_parser.add_argument(
-      "--tasks", nargs="+", metavar="TASK", type=_one_of("task", list(TASKS)),
-      help=f"any of {' '.join(TASKS)} (default: all)")
+      "--tasks", nargs="+", metavar="TASK", type=_one_of("task", tasks),
+      help=f"any of {' '.join(tasks)} (default: all)")
+  methods = list(bench.METHOD_NAMES)
+  bench_parser.add_argument(
+      "--methods", nargs="+", metavar="METHOD",
+      type=_one_of("method", methods),
+      help=f"any of {' '.join(methods)} (default: all; one-hot and the "
+           "controls the others are compared with always run)")
   bench_parser.add_argument(
       "--seeds", type=_int_at_least(1), metavar="N",
-      help="seeds per method (default 5; 2 with --quick)")
+      help="evaluation seeds per method (default 5; 2 with --quick)")
+  bench_parser.add_argument(
+      "--epochs", type=_int_at_least(1), metavar="N",
+      help="training epochs of every task (default: each task's own "
+           "budget; 2 with --quick)")
   bench_parser.add_argument(
       "--out", type=_folder, default="bench-results", metavar="DIR",
       help="output folder (default ./bench-results)")
@@ -128,6 +138,7 @@ def _main(argv: list[str]) -> int:
              bench.INSTALL_HINT)
     seeds = args.seeds if args.seeds is not None else (2 if args.quick else 5)
     bench.run_benchmark(tasks=args.tasks, seeds=seeds, quick=args.quick,
+                        epochs=args.epochs, methods=args.methods,
                         out=args.out, command=shlex.join(
                             ["spectral-targets", *argv]))
     return 0

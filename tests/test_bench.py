@@ -302,6 +302,12 @@ def test_quick_bench_reports_every_method_metric_and_choice(quick_results):
   assert "\r" not in stderr and "mnist1d: tuning stage 1" in stderr
 
 
+def test_the_command_line_lists_every_task_and_method():
+  from spectral_targets.bench import _methods, _run
+  assert bench.TASK_ORDER == _run.TASK_ORDER
+  assert bench.METHOD_NAMES == tuple(_methods.METHODS)
+
+
 def test_one_seed_shows_no_spread():
   from spectral_targets.bench import _report
   assert _report._cell({"mean": 0.5, "std": None, "n": 1}, "{:.3f}") == "0.500"

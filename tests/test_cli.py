@@ -36,7 +36,11 @@ def test_version():
      "argument --seeds: expected an integer >= 1, got 'two'"),
     (["bench", "--tasks", "imagenet"], "spectral-targets bench",
      ("argument --tasks: unknown task 'imagenet'; choose from mnist1d, "
-      "digits, hierarchy, ordinal")),
+      "digits, hierarchy, ordinal, distill, hierarchy-shift")),
+    (["bench", "--methods", "magic"], "spectral-targets bench",
+     "argument --methods: unknown method 'magic'; choose from one-hot, "),
+    (["bench", "--epochs", "0"], "spectral-targets bench",
+     "argument --epochs: must be >= 1, got 0"),
     (["bench", "--out", "{file}"], "spectral-targets bench",
      "argument --out: '{file}' exists and is not a folder"),
     (["render", "nope"], "spectral-targets render",

@@ -31,6 +31,14 @@ INSTALL_HINT = ('pip install "spectral-targets[bench]"   (from a checkout: '
 #: The tasks, in the order they run and are reported (``_run.TASK_ORDER``).
 TASK_ORDER = ("mnist1d", "digits", "hierarchy", "ordinal", "distill",
               "hierarchy-shift")
+#: Every method's name (``_methods.METHODS``; listed here so the command
+#: line can check names without importing JAX).
+METHOD_NAMES = ("one-hot", "smooth-labels", "kernel-soft-labels", "cosine",
+                "random-codebook", "simplex", "spectral", "spectral-small",
+                "hxe", "online-soft-labels", "online-codebook", "kd", "dkd",
+                "sa-kd")
+#: --quick trains on about this many samples per task (``_run``).
+QUICK_TRAIN_LIMIT = 300
 
 
 def missing_requirements() -> list[str]:
@@ -48,11 +56,6 @@ def cpu_name() -> str:
   except OSError:
     pass
   return platform.processor() or platform.machine()
-
-
-def method_names() -> list[str]:
-  from spectral_targets.bench._methods import METHODS
-  return list(METHODS)
 
 
 class _Progress:
@@ -108,10 +111,10 @@ def run_benchmark(*, tasks=None, seeds: int = 5, quick: bool = False,
                      f"{list(TASK_ORDER)}.")
   names = [n for n in TASK_ORDER if n in names]
   if methods:
-    bad = [m for m in methods if m not in method_names()]
+    bad = [m for m in methods if m not in METHOD_NAMES]
     if bad:
       raise ValueError(f"unknown method(s) {bad}; choose from "
-                       f"{method_names()}.")
+                       f"{list(METHOD_NAMES)}.")
   if seeds < 1:
     raise ValueError(f"seeds must be >= 1, got {seeds}.")
   if epochs is not None and epochs < 1:

@@ -12,7 +12,8 @@ import dataclasses
 
 import numpy as np
 
-from spectral_targets.bench import _distill, _methods, _pipeline, _references
+from spectral_targets.bench import QUICK_TRAIN_LIMIT, _distill, _methods
+from spectral_targets.bench import _pipeline, _references
 from spectral_targets.bench import _shift, _tasks, _timing
 from spectral_targets.bench._compile import Compiler
 from spectral_targets.bench._execute import Executor, SeedData
@@ -52,8 +53,6 @@ class Options:
                             batch_size=BATCH.get(task.name, 128))
 
 
-#: --quick trains on at most this many samples per task.
-QUICK_TRAIN_LIMIT = 300
 
 
 def task_methods(task, options: Options) -> list:
