@@ -31,6 +31,9 @@ TEACHER_BODY = "cnn-wide"
 STUDENTS = ("cnn-narrow", "mlp-small")
 TEACHER_EPOCHS = 50
 TEACHER_LEARNING_RATES = (5e-3, 1e-2, 2e-2)
+#: The codebook teacher's scale grid (its learning rate is the one-hot
+#: teacher's).
+TEACHER_SCALES = (4.0, 8.0, 16.0)
 STUDENT_METHODS = ("one-hot", "smooth-labels", "kd", "dkd", "spectral",
                    "sa-kd")
 
@@ -48,7 +51,8 @@ def run(task, options, data, *, programs, progress, on_epoch) -> dict:
                 batch_size=budget.batch_size, programs=programs,
                 fast_compile=options.quick, on_epoch=on_epoch)
   one_hot = _methods.METHODS["one-hot"]
-  spectral = _methods.METHODS["spectral"]
+  spectral = dataclasses.replace(_methods.METHODS["spectral"],
+                                 knobs={"scale": TEACHER_SCALES})
   teacher = _pipeline.TaskRunner(task, teacher_budget, [one_hot, spectral],
                                  data, ex, progress)
   epochs = teacher_budget.epochs

@@ -84,8 +84,8 @@ class CNN1D(nn.Module):
 BODIES = {
     "cnn": (lambda F, single: CNN1D(16, F, windows=not single),
             "1-D CNN, 16 channels"),
-    "cnn-wide": (lambda F, single: CNN1D(64, F, windows=not single),
-                 "1-D CNN, 64 channels (teacher)"),
+    "cnn-wide": (lambda F, single: CNN1D(32, F, windows=not single),
+                 "1-D CNN, 32 channels"),
     "cnn-narrow": (lambda F, single: CNN1D(8, F, windows=not single),
                    "1-D CNN, 8 channels"),
     "mlp": (lambda F, single: MLP(256, 2, F), "MLP, 2 x 256 ReLU"),
@@ -302,11 +302,11 @@ def loss_terms(body, params, cfg, x, y, online_targets, teacher, epoch,
     loss += cfg.w_dkd * warm * st.decoupled_distillation_loss(
         logits, t_logits, y, temperature=cfg.kd_temperature, alpha=1.0,
         beta=cfg.dkd_beta)
-    # Soft assignments of scale-normalised features over the codebook:
-    # softmax(scale · cos / τ), the sharpness of KD on the codebook logits.
+    # Soft assignments over the codebook in the head's own terms,
+    # softmax(scale · cos / τ): the sharpness of KD on the codebook logits.
     loss += cfg.w_sa * st.soft_assignment_distillation_loss(
-        cfg.scale * unit_rows(z), cfg.scale * unit_rows(t_feats),
-        unit_rows(cfg.codebook), temperature=cfg.kd_temperature)
+        z, t_feats, cfg.codebook, temperature=cfg.kd_temperature,
+        scale=cfg.scale)
   return loss, jax.nn.softmax(jax.lax.stop_gradient(logits))
 
 

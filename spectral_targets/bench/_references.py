@@ -19,6 +19,9 @@ from spectral_targets.bench._execute import Executor
 
 PAPER = {"logistic regression": ("linear", 0.32), "MLP": ("mlp-small", 0.68),
          "CNN": ("cnn", 0.94)}
+#: The logistic regression and the MLP train longer than the task's budget
+#: (they are cheap, and the paper's MLP needs it: ~0.64 after 25 epochs).
+PAPER_EPOCHS = 100
 #: Inverse regularisation strengths tried for the logistic regression.
 LOGISTIC_C = (0.01, 0.1, 1.0, 10.0)
 
@@ -45,11 +48,13 @@ def _row(label, values, paper):
 def mnist1d_paper(task, options, runner, main_reports, programs, progress,
                   on_epoch):
   one_hot = _methods.METHODS["one-hot"]
-  block = {"table": ["| model | accuracy ↑ | paper |", "|---|---|---|"],
+  block = {"table": ["| model | epochs | accuracy ↑ | paper |",
+                     "|---|---|---|---|"],
            "per_seed": {}, "chosen": {}}
   main = runner  # the CNN row is the task's own one-hot method
   for label, (body, paper) in PAPER.items():
     if body == task.body:
+      epochs = runner.budget.epochs
       acc = main_reports["one-hot"]["per_seed"]["accuracy"]
       block["chosen"][label] = main_reports["one-hot"]["chosen"]
     else:
@@ -61,12 +66,13 @@ def mnist1d_paper(task, options, runner, main_reports, programs, progress,
                                  ex, progress)
       sub.kernels, sub.codebooks, sub.small_d = (main.kernels, main.codebooks,
                                                  main.small_d)
-      selections = sub.tune([one_hot], runner.budget.epochs)
-      per_method = sub.evaluate([one_hot], selections, runner.budget.epochs)
+      epochs = runner.budget.epochs if options.quick else PAPER_EPOCHS
+      selections = sub.tune([one_hot], epochs)
+      per_method = sub.evaluate([one_hot], selections, epochs)
       acc = [r["accuracy"] for r in per_method["one-hot"]]
       block["chosen"][label] = selections["one-hot"].chosen
     block["per_seed"][label] = acc
-    block["table"].append(_row(label, acc, paper))
+    block["table"].append(_row(f"{label} | {epochs}", acc, paper))
   return block
 
 

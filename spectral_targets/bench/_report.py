@@ -18,6 +18,7 @@ COLUMNS = (("accuracy", "accuracy", "{:.3f}", "↑"),
            ("ece", "ECE", "{:.3f}", "↓"),
            ("ece_calibrated", "ECE, T-scaled", "{:.3f}", "↓"),
            ("nc1", "NC1 (train)", "{:.3g}", "↓"),
+           ("between_condition", "κ(Σ_B)", "{:.2g}", ""),
            ("step_time_ratio", "step time / one-hot", "{:.2f}", "↓"))
 
 #: Paired comparisons shown: (metric, header).
@@ -42,12 +43,15 @@ How to read the tables:
   fitted on the validation split (Guo et al. 2017).
 - NC1 (train): tr(Σ_W Σ_B⁺)/C of the training features the head sees (unit
   features for cosine and codebook heads), in C − 1 dimensions for every
-  method (— where a head sees fewer).
+  method (— where a head sees fewer); κ(Σ_B): the condition number of the
+  C − 1 between-class modes the pseudo-inverse divides by (a large κ makes
+  NC1 unstable across seeds).
 - Δ columns: paired difference of the method minus one-hot, and minus its
   control (the method that lacks only its ingredient: the learned cosine
   classifier for a fixed codebook, the same student without distillation),
-  with a 95% Student-t interval over seeds; ▲ / ▼ mark an interval that
-  excludes 0 (a higher / lower value), no mark a tie.
+  with a 95% Student-t interval over seeds; ✔ / ✘ mark an interval that
+  excludes 0 on the better / worse side (by the metric's direction), no
+  mark a tie: a win or a loss is claimed only there.
 - Hyperparameters were chosen on the validation split of separate tuning
   seeds; ⚠ marks a choice at the end of its grid."""
 
@@ -61,12 +65,25 @@ def _cell(summary, fmt):
   return text
 
 
-def _diff(d, fmt="{:+.3f}"):
+#: +1 where higher is better, −1 where lower is better.
+DIRECTION = {"accuracy": +1, "severity": -1, "nll": -1, "ece": -1,
+             "ece_calibrated": -1}
+
+
+def verdict(d, metric: str) -> str:
+  """"better", "worse" or "tie" (or "n/a") of a paired difference."""
+  sign = DIRECTION.get(metric, -1 if metric.startswith("hdist") else +1)
+  if d is None or d.get("verdict") not in ("higher", "lower"):
+    return "n/a" if d is None or d.get("low") is None else "tie"
+  return "better" if (d["verdict"] == "higher") == (sign > 0) else "worse"
+
+
+def _diff(d, metric="accuracy", fmt="{:+.3f}"):
   if d is None or d.get("mean") is None:
     return "—"
   if d.get("low") is None:
     return fmt.format(d["mean"])
-  mark = {"higher": " ▲", "lower": " ▼"}.get(d["verdict"], "")
+  mark = {"better": " ✔", "worse": " ✘"}.get(verdict(d, metric), "")
   return (f"{fmt.format(d['mean'])} [{fmt.format(d['low'])}, "
           f"{fmt.format(d['high'])}]{mark}")
 
@@ -77,7 +94,7 @@ def methods_table(report: dict) -> list[str]:
                                  for k in ks] + list(COLUMNS[2:])
   columns = [c for c in columns
              if any(c[0] in r["summary"] for r in report["methods"].values())]
-  lines = ["| method | " + " | ".join(f"{h} {d}" for _, h, _, d in columns)
+  lines = ["| method | " + " | ".join(f"{h} {d}".strip() for _, h, _, d in columns)
            + " |", "|---" * (len(columns) + 1) + "|"]
   for name, r in report["methods"].items():
     cells = [_cell(r["summary"].get(key), fmt) for key, _, fmt, _ in columns]
@@ -94,9 +111,10 @@ def paired_table(report: dict) -> list[str]:
            "|---" * (len(heads) + 1) + "|"]
   for name, r in report["methods"].items():
     control = r.get("control", "one-hot")
-    cells = [_diff(r.get("vs one-hot", {}).get(key)) for key, _ in PAIRED]
+    cells = [_diff(r.get("vs one-hot", {}).get(key), key)
+             for key, _ in PAIRED]
     if control != "one-hot" and f"vs {control}" in r:
-      cells += [control] + [_diff(r[f"vs {control}"].get(key))
+      cells += [control] + [_diff(r[f"vs {control}"].get(key), key)
                             for key, _ in PAIRED]
     else:
       cells += ["—"] * (len(PAIRED) + 1)
@@ -195,7 +213,8 @@ def shift_section(name: str, report: dict) -> str:
     if m == "one-hot":
       continue
     lines.append(f"| {m} | " + " | ".join(
-        _diff(shift[r]["methods"][m].get("vs one-hot", {}).get("accuracy"))
+        _diff(shift[r]["methods"][m].get("vs one-hot", {}).get("accuracy"),
+              "accuracy")
         for r in rhos) + " |")
   lines += ["", "| method | " + " | ".join(
       f"chosen ρ={r}" for r in rhos) + " |", "|---" * (len(rhos) + 1) + "|"]
