@@ -179,6 +179,10 @@ class Executor:
           (params, opt_state, online), device_cfgs, index, seeds,
           np.int32(epoch), self.data.x_train, self.data.y_train, *teacher,
           self.tree)
+      # One epoch at a time: the host work below (and the progress bar)
+      # follows the epoch it belongs to, and no eager computation overlaps
+      # a running program.
+      jax.block_until_ready(params)
       online, refreshed = self._between_epochs(online, cfgs, online_codes)
       if refreshed:
         device_cfgs = jax.device_put(cfgs)
