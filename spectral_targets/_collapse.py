@@ -8,6 +8,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from spectral_targets import _validation as v
 from spectral_targets._class_statistics import ClassStatistics, _check_inputs
 
 #: Σ_B eigenvalues above this fraction of the largest count as modes.
@@ -143,11 +144,11 @@ def _check_classifier(W, b, C, D):
     if b is not None:
       raise ValueError("bias needs a classifier.")
     return None, None
-  W = jnp.asarray(W)
+  W = v.as_array(W, "classifier")
   if W.shape != (C, D):
     raise ValueError(f"classifier must have shape ({C}, {D}), got {W.shape}.")
   if b is not None:
-    b = jnp.asarray(b)
+    b = v.as_array(b, "bias")
     if b.shape != (C,):
       raise ValueError(f"bias must have shape ({C},), got {b.shape}.")
   return W.astype(jnp.float32), b
