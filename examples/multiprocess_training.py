@@ -35,18 +35,27 @@ import time
 C, D = 10, 9  # classes; code dimension (a simplex: C - 1)
 
 
-def spawn(num_processes, argv, timeout):
-  """Runs this script as ``num_processes`` local processes joined through a
-  coordinator on a free localhost port. If one fails, or ``timeout``
-  seconds pass, all are killed (a process left waiting in a collective for
-  a dead peer would otherwise wait forever). Returns the worst exit code."""
+def free_port():
+  """A free TCP port on localhost, for the coordinator."""
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
+    return s.getsockname()[1]
+
+
+def spawn(commands, timeout, *, outputs=None, **popen):
+  """Runs one process per command and waits for all of them.
+
+  If one fails, or ``timeout`` seconds pass, every process still running is
+  killed with everything it started (each leads its own session): a process
+  left waiting in a collective for a dead peer would wait forever. Returns
+  the exit codes (negative: killed by that signal). ``outputs``: a file per
+  process for its stdout and stderr (default: this process's).
+  """
   procs = [subprocess.Popen(
-      [sys.executable, __file__, *argv, "--coordinator", f"127.0.0.1:{port}",
-       "--process-id", str(i), "--num-processes", str(num_processes)],
-      start_new_session=True) for i in range(num_processes)]
+      command, start_new_session=True, **popen,
+      **({} if outputs is None else {"stdout": outputs[i],
+                                       "stderr": subprocess.STDOUT}))
+      for i, command in enumerate(commands)]
   deadline = time.monotonic() + timeout
   try:
     while time.monotonic() < deadline:
@@ -54,15 +63,12 @@ def spawn(num_processes, argv, timeout):
       if None not in codes or any(codes):
         break
       time.sleep(0.2)
-    else:
-      print(f"timed out after {timeout} s; killing every process",
-            file=sys.stderr)
   finally:
     for p in procs:
       if p.poll() is None:
         os.killpg(p.pid, signal.SIGKILL)
         p.wait()
-  return max((abs(p.returncode) for p in procs), default=0)
+  return [p.returncode for p in procs]
 
 
 def train(args):
@@ -223,8 +229,16 @@ def main():
   if args.coordinator is None:
     if args.process_id is not None:
       parser.error("--process-id needs --coordinator")
-    sys.exit(spawn(args.num_processes,
-                   _without(sys.argv[1:], "--num-processes"), args.timeout))
+    argv = [sys.executable, __file__,
+            *_without(sys.argv[1:], "--num-processes"),
+            "--coordinator", f"127.0.0.1:{free_port()}",
+            "--num-processes", str(args.num_processes)]
+    codes = spawn([[*argv, "--process-id", str(i)]
+                   for i in range(args.num_processes)], args.timeout)
+    if any(codes):
+      sys.exit(f"exit codes {codes} (a negative code: killed by that "
+               "signal)")
+    return
   if args.process_id is None:
     parser.error("--coordinator needs --process-id")
   train(args)

@@ -3,19 +3,18 @@ joined by jax.distributed.initialize, each running tests/multiprocess/
 worker.py on the data it loads itself. Their results are compared here with
 one process on the concatenated data.
 
-Every worker is killed if any fails (the others would wait for it in a
-collective) or if the launch outlives a generous deadline: a kill-safety for
-hung collectives, not a measure of speed.
+The workers are started by the example's launcher, which kills all of them
+if any fails (the others would wait for it in a collective) or if the launch
+outlives a generous deadline: a kill-safety for hung collectives, not a
+measure of speed.
 """
 
 import contextlib
+import importlib.util
 import os
 import pathlib
 import signal
-import socket
-import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -28,50 +27,38 @@ sys.path.insert(0, str(WORKERS))
 import common as c
 import reference as ref
 
+# The launcher users run (examples/multiprocess_training.py) starts and, when
+# one fails or hangs, kills the workers.
+_spec = importlib.util.spec_from_file_location(
+    "multiprocess_training", ROOT / "examples" / "multiprocess_training.py")
+launcher = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(launcher)
+
 #: Seconds after which every worker is killed; a normal run takes well
 #: under a minute even on 2 busy cores.
 KILL_AFTER = 600
 
 
-def free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def launch(num_processes, out_dir, *, kill_after=KILL_AFTER, env=()):
-  """Runs the worker as ``num_processes`` processes; returns exit codes and
-  logs. Each process leads its own session, so that killing its group takes
-  anything it started too."""
+  """Runs the worker as ``num_processes`` processes with the example's
+  launcher; returns their exit codes and logs."""
   environ = {k: v for k, v in os.environ.items()
              if not k.startswith(("PYTEST_XDIST", "PYTEST_ADDOPTS"))
              and k != "XLA_FLAGS"}
   environ.update(JAX_PLATFORMS="cpu", **dict(env), PYTHONPATH=os.pathsep.join(
       filter(None, [str(ROOT), environ.get("PYTHONPATH")])))
-  port = free_port()
+  port = launcher.free_port()
+  commands = [[sys.executable, str(WORKERS / "worker.py"), str(i),
+               str(num_processes), str(port), str(out_dir)]
+              for i in range(num_processes)]
   with contextlib.ExitStack() as stack:
     logs = [stack.enter_context(open(out_dir / f"process{i}.log", "w+"))
             for i in range(num_processes)]
-    procs = [subprocess.Popen(
-        [sys.executable, str(WORKERS / "worker.py"), str(i),
-         str(num_processes), str(port), str(out_dir)], cwd=ROOT, env=environ,
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        for i, log in enumerate(logs)]
-    deadline = time.monotonic() + kill_after
-    try:
-      while time.monotonic() < deadline:
-        codes = [p.poll() for p in procs]
-        if None not in codes or any(codes):
-          break
-        time.sleep(0.2)
-    finally:
-      for p in procs:
-        if p.poll() is None:
-          os.killpg(p.pid, signal.SIGKILL)
-          p.wait()
+    codes = launcher.spawn(commands, kill_after, outputs=logs, cwd=ROOT,
+                           env=environ)
     for log in logs:
       log.seek(0)
-    return [p.returncode for p in procs], [log.read() for log in logs]
+    return codes, [log.read() for log in logs]
 
 
 @pytest.fixture(scope="module", params=[2, 4], ids=lambda n: f"{n}proc")
