@@ -115,9 +115,10 @@ def class_covariances(features: jax.typing.ArrayLike,
 
   Vectorised: a segment sum for the class means and a D × D matmul of the
   class-centred features (O(N·D²) time; nothing of size N × D × D, no loop
-  over classes). On one device the rows are centred and multiplied in
-  cache-sized blocks (``BLOCK_BYTES``), so the extra memory is O(C·D + D²)
-  plus one block, and the time about 1.1× one ``features.T @ features``.
+  over classes). Unless the rows may be split across devices, they are
+  centred and multiplied in cache-sized blocks (4 MB of features), so the
+  extra memory is O(C·D + D²) plus one block, and the time about 1.1× one
+  ``features.T @ features``.
   Centring before the product keeps float32 accurate at large offsets and
   class-mean spreads. :math:`\Sigma_B` has rank at most C − 1; a class with
   no samples has weight 0 in it. Works under ``jit`` with ``num_classes``
@@ -170,7 +171,9 @@ class ClassStatistics:
 
   (the sum over classes is one matmul). Chunked updates equal the one-shot
   result up to rounding; ``all_reduce`` does the same across devices inside
-  ``shard_map``.
+  ``shard_map``, also when the mesh spans several processes (hosts). Every
+  method rejects an argument of the wrong type with a ``TypeError`` naming
+  it.
 
   Examples:
     >>> import jax.numpy as jnp, spectral_targets as st
