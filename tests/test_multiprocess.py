@@ -144,6 +144,13 @@ def test_codebook_identical_on_every_process(run):
   np.testing.assert_allclose(codes, c.codebook(), rtol=0, atol=1e-6)
 
 
+def test_codebook_head_checks_a_sharded_codebook(run):
+  _, results = run
+  error = str(same_on_every_process(results, "nan_codebook_error"))
+  assert error == f"codebook must be finite; found nan at index " \
+      f"({c.CLASSES - 1}, 2)."
+
+
 def test_class_sharded_training_steps_equal_one_process(run):
   _, results = run
   model = c.Model(results[0]["codes"])

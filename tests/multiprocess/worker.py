@@ -162,6 +162,15 @@ by_data = NamedSharding(mesh2, P("data"))
 codebook = jax.make_array_from_callback(codes.shape, by_class,
                                         lambda index: codes[index])
 model = c.Model(codebook)
+# A NaN in process 1's shard only: every process's head refuses the codebook.
+poisoned = codes.copy()
+poisoned[-1, 2] = np.nan
+try:
+  st.nnx.CodebookHead(jax.make_array_from_callback(
+      codes.shape, by_class, lambda index: poisoned[index]))
+  out["nan_codebook_error"] = ""
+except ValueError as e:
+  out["nan_codebook_error"] = str(e)
 # Parameters are replicated: every process made the same ones (same seed).
 params = nnx.state(model, nnx.Param)
 nnx.update(model, jax.tree.map(
