@@ -48,14 +48,13 @@ def spawn(commands, timeout, *, outputs=None, **popen):
   If one fails, or ``timeout`` seconds pass, every process still running is
   killed with everything it started (each leads its own session): a process
   left waiting in a collective for a dead peer would wait forever. Returns
-  the exit codes (negative: killed by that signal). ``outputs``: a file per
-  process for its stdout and stderr (default: this process's).
+  the exit codes (negative: killed by that signal). ``outputs``: per
+  process, where its (stdout, stderr) go (default: this process's).
   """
-  procs = [subprocess.Popen(
-      command, start_new_session=True, **popen,
-      **({} if outputs is None else {"stdout": outputs[i],
-                                       "stderr": subprocess.STDOUT}))
-      for i, command in enumerate(commands)]
+  outputs = outputs or [(None, None)] * len(commands)
+  procs = [subprocess.Popen(command, start_new_session=True, stdout=out,
+                            stderr=err, **popen)
+           for command, (out, err) in zip(commands, outputs)]
   deadline = time.monotonic() + timeout
   try:
     while time.monotonic() < deadline:
@@ -236,8 +235,12 @@ def main():
             *_without(sys.argv[1:], "--num-processes"),
             "--coordinator", f"127.0.0.1:{free_port()}",
             "--num-processes", str(args.num_processes)]
+    # Only process 0 prints; the others' stdout would carry nothing but
+    # gloo's connection notices, interleaved mid-line with process 0's.
+    quiet = (subprocess.DEVNULL, None)
     codes = spawn([[*argv, "--process-id", str(i)]
-                   for i in range(args.num_processes)], args.timeout)
+                   for i in range(args.num_processes)], args.timeout,
+                  outputs=[(None, None)] + [quiet] * (args.num_processes - 1))
     if any(codes):
       sys.exit(f"exit codes {codes} (a negative code: killed by that "
                "signal)")

@@ -14,6 +14,7 @@ import importlib.util
 import os
 import pathlib
 import signal
+import subprocess
 import sys
 
 import numpy as np
@@ -54,8 +55,8 @@ def launch(num_processes, out_dir, *, kill_after=KILL_AFTER, env=()):
   with contextlib.ExitStack() as stack:
     logs = [stack.enter_context(open(out_dir / f"process{i}.log", "w+"))
             for i in range(num_processes)]
-    codes = launcher.spawn(commands, kill_after, outputs=logs, cwd=ROOT,
-                           env=environ)
+    codes = launcher.spawn(commands, kill_after, cwd=ROOT, env=environ,
+                           outputs=[(log, subprocess.STDOUT) for log in logs])
     for log in logs:
       log.seek(0)
     return codes, [log.read() for log in logs]
