@@ -59,7 +59,7 @@ def _batch_moments(Z, y, C, block_rows):
     return (counts.astype(jnp.int32), means,
             _centred_scatter(Z, y, means, block_rows))
 
-  return _sharding.replicated(moments, 3)(Z, y)
+  return _sharding.replicated_outputs(moments, 3)(Z, y)
 
 
 def _centred_scatter(Z, y, means, block_rows):

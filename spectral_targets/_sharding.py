@@ -1,5 +1,5 @@
-"""Arrays spread over devices and processes: replicated results under any
-mesh, and values of arrays that no single process holds.
+"""Arrays spread over devices and processes: reductions over a batch axis
+that may be sharded, and values of arrays that no single process holds.
 
 Under multi-process JAX (``jax.distributed.initialize``) a global array's
 shards live on other hosts: ``np.asarray`` cannot read it, but a jitted
@@ -9,30 +9,30 @@ gives each of them the same replicated answer.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
-from jax.sharding import AxisType, PartitionSpec
+from jax.sharding import AxisType
 
 
-def explicit_axes() -> tuple[str, ...]:
-  """Names of the Explicit axes of the mesh set by ``jax.set_mesh``."""
-  mesh = jax.sharding.get_abstract_mesh()
-  return tuple(name for name, kind in zip(mesh.axis_names, mesh.axis_types)
-               if kind == AxisType.Explicit)
+def replicated_outputs(fn: Callable, num_outputs: int) -> Callable:
+  """``fn`` with replicated outputs under a mesh with Explicit axes.
 
-
-def replicated(fn, num_outputs: int):
-  """``fn`` (to be called while tracing) with replicated outputs.
-
-  Under a mesh with Explicit axes, reductions over a sharded axis (segment
-  sums, a contraction over the batch) have no unambiguous output sharding;
-  ``auto_axes`` lets XLA partition them as in Auto mode and returns
-  replicated results. Elsewhere ``fn`` is returned unchanged.
+  Segment sums over a batch-sharded axis have no unambiguous output sharding
+  when the mesh's axes are Explicit (``jax.set_mesh``); run ``fn`` as in
+  Auto mode there (XLA partitions the sums and all-reduces) and return its
+  ``num_outputs`` outputs replicated. Elsewhere ``fn`` is returned as is.
+  Call it while tracing, where the abstract mesh is known.
   """
-  axes = explicit_axes()
-  if not axes:
+  mesh = jax.sharding.get_abstract_mesh()
+  explicit = tuple(name for name, kind in zip(mesh.axis_names,
+                                              mesh.axis_types, strict=True)
+                   if kind == AxisType.Explicit)
+  if not explicit:
     return fn
-  return jax.sharding.auto_axes(
-      fn, axes=axes, out_sharding=(PartitionSpec(),) * num_outputs)
+  replicated = jax.sharding.PartitionSpec()
+  return jax.sharding.auto_axes(fn, axes=explicit,
+                                out_sharding=(replicated,) * num_outputs)
 
 
 def spans_processes(x) -> bool:

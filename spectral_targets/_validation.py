@@ -36,21 +36,31 @@ def float_dtype(x, name: str):
   raise TypeError(f"{name} must be a numeric array, got dtype {dtype}.")
 
 
+def compute_dtype(dtype):
+  """The dtype to compute in: bf16 and f16 raised to float32 (eigensolvers
+  and long sums need it), wider floats kept."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
 def as_array(x, name: str) -> jax.Array:
-  """``x`` as a JAX array; anything JAX cannot hold is a TypeError naming it."""
+  """``x`` as a JAX array; None, ragged nesting or non-numeric values raise
+  an error naming ``name`` rather than JAX's or NumPy's own."""
+  if x is None:
+    raise TypeError(f"{name} must be an array, got None.")
+  if isinstance(x, (str, bytes)):
+    raise TypeError(f"{name} must be a numeric array, got a string {x!r}.")
   try:
     return jnp.asarray(x)
-  except (TypeError, ValueError) as e:
-    raise TypeError(f"{name} must be an array, got {type(x).__name__}: {e}"
-                    ) from None
+  except TypeError as e:
+    raise TypeError(f"{name} must be a numeric array: {e}") from None
+  except ValueError as e:
+    raise ValueError(f"{name} must be a rectangular numeric array (equal "
+                     f"lengths at every level): {e}") from None
 
 
 def as_float_array(x, name: str) -> jax.Array:
   """``x`` as a JAX array of a real floating dtype (ints/bools promoted)."""
-  try:
-    arr = jnp.asarray(x)
-  except TypeError as e:
-    raise TypeError(f"{name} must be a numeric array: {e}") from None
+  arr = as_array(x, name)
   return arr.astype(float_dtype(arr, name))
 
 
@@ -72,9 +82,27 @@ def check_positive(value, name: str) -> None:
     raise ValueError(f"{name} must be a positive finite number, got {value}.")
 
 
+def check_nonnegative(value, name: str) -> None:
+  """Raises unless a concrete scalar ``value`` is >= 0 and finite (tracers
+  pass)."""
+  if not is_concrete(value):
+    return
+  v = np.asarray(value)
+  if v.shape != ():
+    raise ValueError(f"{name} must be a scalar, got shape {v.shape}.")
+  if not np.isfinite(v) or not v >= 0:
+    raise ValueError(f"{name} must be a non-negative finite number, got "
+                     f"{value}.")
+
+
 def check_int(value, name: str, *, minimum: int | None = None,
               maximum: int | None = None) -> int:
   """``value`` as a Python int within [minimum, maximum], else a clear error."""
+  if isinstance(value, jax.core.Tracer):
+    raise TypeError(
+        f"{name} must be a static Python int, got a traced value "
+        f"({value.aval}); under jax.jit mark it static, e.g. "
+        f"jax.jit(f, static_argnames='{name}').")
   if isinstance(value, bool) or not isinstance(value, numbers.Integral):
     raise TypeError(f"{name} must be an int, got {value!r}.")
   value = int(value)
@@ -111,7 +139,7 @@ def _first_nonfinite(x):
     i = jnp.argmax(bad)
     return bad[i], i, flat[i]
 
-  return _sharding.replicated(first, 3)(x)
+  return _sharding.replicated_outputs(first, 3)(x)
 
 
 def check_labels(labels, num_classes: int, name: str = "labels") -> jax.Array:
@@ -136,20 +164,22 @@ def check_labels(labels, num_classes: int, name: str = "labels") -> jax.Array:
 @jax.jit
 def _value_range(x):
   """(min, max) of an array, replicated."""
-  return _sharding.replicated(lambda x: (x.min(), x.max()), 2)(x)
+  return _sharding.replicated_outputs(lambda x: (x.min(), x.max()), 2)(x)
 
 
 def as_kernel(kernel, name: str = "kernel", *, rtol: float = 1e-5
               ) -> jax.Array:
   """Validates a label kernel: square, real, finite and symmetric.
 
-  Integer and boolean kernels are promoted to float; complex or non-numeric
-  ones raise ``TypeError``. Symmetry is required to within
+  Integer and boolean kernels are promoted to float, bf16 and f16 ones to
+  float32 (what the eigensolvers need); complex or non-numeric ones raise
+  ``TypeError``. Symmetry is required to within
   ``rtol * max|S|`` (plus a few ulps of the dtype), and the error names the
   largest asymmetry. Finiteness and symmetry are only checked when the kernel
   is concrete.
   """
-  S = as_float_array(kernel, name)
+  given = as_float_array(kernel, name)
+  S = given.astype(compute_dtype(given.dtype))
   if S.ndim != 2 or S.shape[0] != S.shape[1]:
     raise ValueError(f"{name} must be a square matrix, got shape {S.shape}.")
   if S.shape[0] == 0:
@@ -161,7 +191,7 @@ def as_kernel(kernel, name: str = "kernel", *, rtol: float = 1e-5
     if not np.isfinite(largest):
       check_finite(a, name)
     scale = max(largest, np.finfo(np.float64).tiny)
-    tol = (rtol + 8 * float(jnp.finfo(S.dtype).eps)) * scale
+    tol = (rtol + 8 * float(jnp.finfo(given.dtype).eps)) * scale
     worst, (i, j) = _max_asymmetry(a)
     if worst > tol:
       raise ValueError(
