@@ -314,3 +314,26 @@ def test_statistics_methods_reject_wrong_types():
     st.collapse_metrics(Z, y, 5, classifier="W")
   with pytest.raises(TypeError, match="bias must be a(n| numeric) array"):
     st.collapse_metrics(Z, y, 5, classifier=np.ones((5, 6)), bias=object())
+
+
+def test_vmapped_metrics_run_one_eigendecomposition_at_a_time():
+  """Under vmap on CPU, two batched eigh calls running at once can deadlock
+  jaxlib's two-thread pool: collapse_metrics decomposes Σ_B once (spectrum
+  and pseudo-inverse) and Σ_W only after it."""
+  rng = np.random.default_rng(0)
+  z = jnp.asarray(rng.normal(size=(3, 60, 5)), jnp.float32)
+  y = jnp.asarray(np.arange(60) % 4)
+  fn = jax.vmap(lambda f: st.collapse_metrics(f, y, 4).nc1)
+
+  def every(f):
+    m = st.collapse_metrics(f, y, 4)
+    return m.nc1, m.between_spectrum, m.within_spectrum
+
+  text = jax.jit(jax.vmap(every)).lower(z).as_text()
+  assert text.count("custom_call @lapack_ssyevd_ffi") == 2
+  assert "optimization_barrier" in text
+  for i in range(3):
+    between, within = (np.asarray(a, np.float64)
+                       for a in st.class_covariances(z[i], y, 4))
+    ref = np.trace(within @ np.linalg.pinv(between, hermitian=True)) / 4
+    np.testing.assert_allclose(fn(z)[i], ref, rtol=1e-4)
