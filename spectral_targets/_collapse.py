@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from spectral_targets import _numerics as num
+from spectral_targets import _validation as v
 from spectral_targets._class_statistics import ClassStatistics, _check_inputs
 
 #: Σ_B eigenvalues above this fraction of the largest count as modes.
@@ -144,11 +145,11 @@ def _check_classifier(W, b, C, D):
     if b is not None:
       raise ValueError("bias needs a classifier.")
     return None, None
-  W = jnp.asarray(W)
+  W = v.as_array(W, "classifier")
   if W.shape != (C, D):
     raise ValueError(f"classifier must have shape ({C}, {D}), got {W.shape}.")
   if b is not None:
-    b = jnp.asarray(b)
+    b = v.as_array(b, "bias")
     if b.shape != (C,):
       raise ValueError(f"bias must have shape ({C},), got {b.shape}.")
   return W.astype(jnp.float32), b
@@ -159,7 +160,20 @@ def _from_statistics(stats, W):
   between, within = stats.covariances()
   present = stats.counts > 0
   K = present.sum()
-  nc1 = jnp.trace(within @ jnp.linalg.pinv(between, hermitian=True)) / K
+  # One eigendecomposition of Σ_B gives both its spectrum and Σ_B⁺ (the
+  # cutoff of jnp.linalg.pinv: 10 · D · eps · max|λ|), and the one of Σ_W
+  # waits for it: on CPU, two batched LAPACK calls running at once (this
+  # function under vmap) can each park one thread of a two-thread pool
+  # waiting for work only the other thread could run, a deadlock of
+  # jaxlib's batched eigh.
+  lam_b, U_b = jnp.linalg.eigh(between)
+  cutoff = (10 * between.shape[0] * jnp.finfo(between.dtype).eps
+            * jnp.max(jnp.abs(lam_b)))
+  inverse = jnp.where(jnp.abs(lam_b) > cutoff,
+                      1 / jnp.where(lam_b == 0, 1, lam_b), 0)
+  # tr(Σ_W Σ_B⁺) = Σ_i (u_iᵀ Σ_W u_i) / λ_i over the kept modes.
+  nc1 = jnp.sum(inverse * jnp.sum(U_b * (within @ U_b), axis=0)) / K
+  within, _ = jax.lax.optimization_barrier((within, lam_b))
 
   n = stats.counts.astype(stats.mu.dtype)
   mu = (n @ stats.mu) / jnp.maximum(n.sum(), 1)
@@ -183,7 +197,7 @@ def _from_statistics(stats, W):
     Wp = jnp.where(present[:, None], W, 0)
     nc3 = jnp.linalg.norm(num.unit(Wp, None) - num.unit(M, None))
 
-  spec_b = jnp.linalg.eigvalsh(between)[::-1]
+  spec_b = lam_b[::-1]
   spec_w = jnp.linalg.eigvalsh(within)[::-1]
   modes = jnp.sum(spec_b > PROTOTYPE_MODE_RTOL * spec_b[0])
   return CollapseMetrics(nc1=nc1, nc2=nc2, nc2_equinorm=equinorm, nc3=nc3,

@@ -3,7 +3,9 @@
 Static properties (rank, shape, dtype) are checked always, so the errors also
 fire at trace time under ``jit``. Value properties (finiteness, symmetry,
 label range) can only be seen on concrete arrays: they are checked eagerly and
-skipped, as documented by each caller, when the argument is a tracer.
+skipped, as documented by each caller, when the argument is a tracer. A
+concrete array with shards on other processes (multi-process JAX) is checked
+by a jitted reduction that every process runs, so all of them raise alike.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import numbers
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from spectral_targets import _sharding
 
 
 def is_concrete(x) -> bool:
@@ -110,12 +114,32 @@ def check_int(value, name: str, *, minimum: int | None = None,
 
 
 def check_finite(x, name: str) -> None:
-  if not is_concrete(x):
+  if not is_concrete(x) or not jnp.size(x):
+    return
+  if _sharding.spans_processes(x):
+    bad, index, value = _first_nonfinite(x)
+    if bool(bad):
+      where = tuple(int(i) for i in np.unravel_index(int(index), x.shape))
+      raise ValueError(f"{name} must be finite; found {float(value)} at "
+                       f"index {where}.")
     return
   a = np.asarray(x)
   if not np.isfinite(a).all():
     bad = tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
     raise ValueError(f"{name} must be finite; found {a[bad]} at index {bad}.")
+
+
+@jax.jit
+def _first_nonfinite(x):
+  """(any non-finite?, flat index of the first, its value), replicated."""
+
+  def first(x):
+    flat = x.reshape(-1)
+    bad = ~jnp.isfinite(flat)
+    i = jnp.argmax(bad)
+    return bad[i], i, flat[i]
+
+  return _sharding.replicated_outputs(first, 3)(x)
 
 
 def check_labels(labels, num_classes: int, name: str = "labels") -> jax.Array:
@@ -124,14 +148,23 @@ def check_labels(labels, num_classes: int, name: str = "labels") -> jax.Array:
   if not jnp.issubdtype(labels.dtype, jnp.integer):
     raise TypeError(f"{name} must have an integer dtype, got {labels.dtype}.")
   if is_concrete(labels) and labels.size:
-    host = np.asarray(labels)
-    lo, hi = int(host.min()), int(host.max())
+    if _sharding.spans_processes(labels):
+      lo, hi = map(int, _value_range(labels))
+    else:
+      host = np.asarray(labels)
+      lo, hi = int(host.min()), int(host.max())
     if lo < 0 or hi >= num_classes:
       raise ValueError(
           f"{name} must lie in [0, {num_classes}); found values in "
           f"[{lo}, {hi}]."
       )
   return labels
+
+
+@jax.jit
+def _value_range(x):
+  """(min, max) of an array, replicated."""
+  return _sharding.replicated_outputs(lambda x: (x.min(), x.max()), 2)(x)
 
 
 def as_kernel(kernel, name: str = "kernel", *, rtol: float = 1e-5
