@@ -20,7 +20,6 @@ import functools
 from collections.abc import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -278,8 +277,8 @@ def _scorer(body, num_classes, ks):
     y_val, y_test, y_train = yv[index], yte[index], ytr[index]
     pred = test_logits.argmax(-1)
     tau = st.fit_temperature(val_logits, y_val)
-    between, _ = st.class_covariances(seen, y_train, num_classes)
-    between = jnp.linalg.eigvalsh(between)[::-1][:num_classes - 1]
+    collapse = st.collapse_metrics(seen, y_train, num_classes)
+    between = collapse.between_spectrum[:num_classes - 1]
     out = {
         "val_accuracy": (val_logits.argmax(-1) == y_val).mean(),
         "val_nll": optax.softmax_cross_entropy_with_integer_labels(
@@ -296,7 +295,7 @@ def _scorer(body, num_classes, ks):
         "temperature": tau,
         "ece_calibrated": st.expected_calibration_error(
             jax.nn.softmax(test_logits / tau), y_test, num_bins=ECE_BINS),
-        "nc1": st.collapse_metrics(seen, y_train, num_classes).nc1,
+        "nc1": collapse.nc1,
         "between_condition": between[0] / between[-1],
     }
     for k in ks:
