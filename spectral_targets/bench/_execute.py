@@ -20,6 +20,7 @@ import functools
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -296,7 +297,10 @@ def _scorer(body, num_classes, ks):
         "ece_calibrated": st.expected_calibration_error(
             jax.nn.softmax(test_logits / tau), y_test, num_bins=ECE_BINS),
         "nc1": collapse.nc1,
-        "between_condition": between[0] / between[-1],
+        # Modes at or below rounding (eps · λ₁) count as eps · λ₁: κ at
+        # most 1/eps, never negative.
+        "between_condition": between[0] / jnp.maximum(
+            between[-1], jnp.finfo(between.dtype).eps * between[0]),
     }
     for k in ks:
       out[f"hdist@{k}"] = st.hierarchical_distance_at_k(

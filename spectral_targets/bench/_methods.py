@@ -35,6 +35,8 @@ class Method:
     needs_tree: whether the method reads the task's class tree.
     control: the method that lacks only this method's ingredient; its
       effect is the paired difference against it (and against one-hot).
+    compare: further methods it is compared with (paired), for the
+      reading (e.g. an online kernel against the true kernel's method).
   """
   name: str
   note: str
@@ -46,6 +48,7 @@ class Method:
   needs_teacher: str | None = None
   needs_tree: bool = False
   control: str = "one-hot"
+  compare: tuple[str, ...] = ()
 
   @property
   def cosine_like(self) -> bool:
@@ -98,12 +101,15 @@ METHODS = {m.name: m for m in (
            "Dense head, online label smoothing (Zhang et al. 2021): the "
            "previous epoch's mean prediction per class as soft targets, "
            "mixed with one-hot",
-           knobs={"w_online": (0.25, 0.5, 0.75)}, defaults={"w_online": 0.5}),
+           knobs={"w_online": (0.25, 0.5, 0.75)}, defaults={"w_online": 0.5},
+           control="smooth-labels", compare=("kernel-soft-labels",)),
     Method("online-codebook", "fixed codebook head refreshed every epoch "
            "from the online label kernel (starts as the simplex), rotated "
            "onto the previous codes", **_scaled(head="codebook",
                                                 codes="online",
-                                                control="cosine")),
+                                                control="simplex",
+                                                compare=("cosine",
+                                                         "spectral"))),
     Method("kd", "Dense-head student, (1 − w) CE + w distillation_loss "
            "(Hinton et al. 2015) from a one-hot teacher",
            knobs={"temperature": (2.0, 4.0, 8.0), "weight": (0.5, 0.9)},

@@ -89,7 +89,7 @@ BODIES = {
     "cnn-narrow": (lambda F, single: CNN1D(8, F, windows=not single),
                    "1-D CNN, 8 channels"),
     "mlp": (lambda F, single: MLP(256, 2, F), "MLP, 2 x 256 ReLU"),
-    "mlp-wide": (lambda F, single: MLP(256, 2, F), "MLP, 2 x 256 ReLU"),
+    "mlp-128": (lambda F, single: MLP(128, 2, F), "MLP, 2 x 128 ReLU"),
     "mlp-small": (lambda F, single: MLP(100, 2, F),
                   "MLP, 2 x 100 ReLU (the MNIST-1D paper's)"),
     "linear": (lambda F, single: MLP(1, 0, F),

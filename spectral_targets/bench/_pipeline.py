@@ -221,7 +221,7 @@ class TaskRunner:
           per_seed=per_seed,
           summary={k: _stats.summary(v) for k, v in per_seed.items()})
     for m in methods:
-      for reference in dict.fromkeys(("one-hot", m.control)):
+      for reference in dict.fromkeys(("one-hot", m.control, *m.compare)):
         if reference not in out or reference == m.name:
           continue
         out[m.name][f"vs {reference}"] = {

@@ -279,7 +279,7 @@ def hierarchy_task(epochs: int = 30, *, shift: float = 0.0,
       "WordNet tree, samples add isotropic noise (64 dims, 40 / 10 / 20 "
       "per class, redrawn per seed); the methods are given that tree's LCA "
       "kernel, which is the data's own structure" + moved,
-      100, "mlp-wide", epochs,
+      100, "mlp-128", epochs,
       lambda seed: hierarchy_split(tree, seed, shift=shift),
       kernel=S, distances=heights,
       distance_unit="height of the lowest common ancestor in the WordNet "
