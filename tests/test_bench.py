@@ -93,9 +93,9 @@ def test_selection_finds_a_known_optimum_inside_the_grid():
   selection, trials = _tune_on(objective, method)
   assert selection.chosen == {"lr": 1e-2, "scale": 16.0}
   assert selection.at_edge == []
-  # Stage 1: five learning rates; stage 2: four more scales; stage 3: the
+  # Stage 1: six learning rates; stage 2: four more scales; stage 3: the
   # two learning rates next to the chosen one, at the chosen scale.
-  assert len(trials) == 5 + 4 + 2
+  assert len(trials) == 6 + 4 + 2
 
 
 def test_selection_flags_a_choice_at_the_edge():

@@ -33,7 +33,7 @@ TEACHER_EPOCHS = 50
 TEACHER_LEARNING_RATES = (5e-3, 1e-2, 2e-2)
 #: The codebook teacher's scale grid (its learning rate is the one-hot
 #: teacher's).
-TEACHER_SCALES = (4.0, 8.0, 16.0)
+TEACHER_SCALES = (4.0, 8.0, 16.0, 32.0)
 STUDENT_METHODS = ("one-hot", "smooth-labels", "kd", "dkd", "spectral",
                    "sa-kd")
 

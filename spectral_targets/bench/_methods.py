@@ -112,18 +112,19 @@ METHODS = {m.name: m for m in (
                                                          "spectral"))),
     Method("kd", "Dense-head student, (1 − w) CE + w distillation_loss "
            "(Hinton et al. 2015) from a one-hot teacher",
-           knobs={"temperature": (2.0, 4.0, 8.0), "weight": (0.5, 0.9)},
-           defaults={"temperature": 4.0, "weight": 0.5},
+           knobs={"temperature": (2.0, 4.0, 8.0), "weight": (0.3, 0.6, 0.9)},
+           defaults={"temperature": 4.0, "weight": 0.6},
            needs_teacher="logits"),
     Method("dkd", "Dense-head student, CE + decoupled_distillation_loss "
            "(Zhao et al. 2022; α = 1, τ = 4, warm-up over the first 10% of "
            "the epochs) from a one-hot teacher",
-           knobs={"beta": (0.5, 2.0, 8.0)}, defaults={"beta": 2.0},
+           knobs={"beta": (0.125, 0.5, 2.0, 8.0)}, defaults={"beta": 2.0},
            needs_teacher="logits"),
     Method("sa-kd", "spectral-codebook student, (1 − w) CE + w "
            "soft_assignment_distillation_loss (τ = 4) from a "
            "spectral-codebook teacher",
-           **_scaled(knobs={"weight": (0.5, 0.9)}, defaults={"weight": 0.5},
+           **_scaled(knobs={"weight": (0.3, 0.6, 0.9)},
+                     defaults={"weight": 0.6},
                      head="codebook", codes="spectral", needs_kernel=True,
                      needs_teacher="codebook", control="spectral")),
 )}

@@ -24,7 +24,7 @@ import itertools
 import numpy as np
 
 #: The learning-rate grid every method searches.
-LEARNING_RATES = (2e-3, 5e-3, 1e-2, 2e-2, 5e-2)
+LEARNING_RATES = (1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2)
 
 
 def key(hp: dict) -> tuple:
