@@ -197,7 +197,7 @@ class Executor:
     kernel = online["kernel"]
     targets = _distributions(kernel)
     for i in online_codes:
-      state = jax.tree_util.tree_map(lambda a: a[i], kernel)
+      state = jax.tree_util.tree_map(lambda a, i=i: a[i], kernel)
       F = int(cfgs.mask[i].sum())
       old = cfgs.codebook[i][:, :F]
       try:
@@ -238,7 +238,7 @@ class Executor:
     out = []
     for start in range(0, M, SCORE_CHUNK):
       take = np.minimum(np.arange(start, start + SCORE_CHUNK), M - 1)
-      chunk = jax.tree_util.tree_map(lambda a: a[take], (params, cfgs))
+      chunk = jax.tree_util.tree_map(lambda a, t=take: a[t], (params, cfgs))
       d = self.data
       metrics = program(*chunk, index[take], d.x_train, d.y_train, d.x_val,
                         d.y_val, d.x_test, d.y_test, d.distances)
@@ -253,13 +253,13 @@ def _distributions(kernels):
   return jax.vmap(lambda k: k.distributions())(kernels)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _forward(body):
   return jax.jit(jax.vmap(lambda p, c, i, x: m.forward(body, p, c, x[i])[:2],
                           in_axes=(0, 0, 0, None)))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _scorer(body, num_classes, ks):
   """The jitted scoring of a chunk of runs: validation accuracy, NLL and
   severity (tuning), test accuracy, mistake severity, hdist@k, NLL, ECE

@@ -42,8 +42,8 @@ def error_severity(path: pathlib.Path, name: str, report: dict):
     s, s_sd = _mean_std(sev)
     ax.errorbar(1 - a, s, xerr=a_sd, yerr=s_sd, fmt=MARKERS[i % 12],
                 color=PALETTE[i % 12], capsize=3, label=method)
-  for title, ref in report.get("references", {}).items():
-    for j, (label, row) in enumerate(ref.get("points", {}).items()):
+  for ref in report.get("references", {}).values():
+    for label, row in ref.get("points", {}).items():
       ax.plot(1 - row["accuracy"], row["severity"], "x", color="0.3")
       ax.annotate(label, (1 - row["accuracy"], row["severity"]), fontsize=7,
                   xytext=(3, 3), textcoords="offset points")

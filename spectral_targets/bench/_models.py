@@ -97,7 +97,7 @@ BODIES = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def make_body(kind: str, features: int, *, single: bool = False):
   """The body ``kind`` mapping inputs to ``features`` dimensions (one
   instance per configuration, so the programs cached on it are reused);
@@ -206,7 +206,7 @@ def stack(items):
 # -- parameters -------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _param_shapes(body, sample_shape, dtype):
   return jax.eval_shape(body.init, jax.random.key(0),
                         jax.ShapeDtypeStruct((1,) + sample_shape, dtype))
@@ -313,7 +313,7 @@ def loss_terms(body, params, cfg, x, y, online_targets, teacher, epoch,
 # -- the trainer: one epoch per call ----------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def epoch_program(body, batch_size: int, n: int, hierarchical: bool,
                   distilled: bool):
   """The jitted one-epoch trainer of (body, batch size, training-set size).

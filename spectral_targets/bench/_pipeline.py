@@ -164,6 +164,8 @@ class TaskRunner:
       runs = [r for m in methods
               for r in self.runs(m, settings_by_method.get(m.name, []), seeds,
                                  epochs)]
+      if not runs:
+        return
       self.progress(f"{self.task.name}: tuning stage {stage} "
                     f"({len(runs)} models, {epochs} epochs)")
       scores = self.train_and_score(runs, epochs)
@@ -232,12 +234,33 @@ class TaskRunner:
             or k.startswith("hdist@")}
     return out
 
-  def run(self, epochs=None) -> dict:
-    """Tunes, evaluates and reports every method of the task."""
+  def run(self, methods=None, epochs=None) -> tuple[dict, dict]:
+    """Tunes, evaluates and reports ``methods`` (default: every method of
+    the runner) at ``epochs``; returns (selections, reports)."""
+    methods = self.methods if methods is None else methods
     epochs = self.budget.epochs if epochs is None else epochs
-    selections = self.tune(self.methods, epochs)
-    per_method = self.evaluate(self.methods, selections, epochs)
-    return self.report(self.methods, selections, per_method, epochs)
+    selections = self.tune(methods, epochs)
+    per_method = self.evaluate(methods, selections, epochs)
+    return selections, self.report(methods, selections, per_method, epochs)
+
+
+def runner_for(task, options, methods, data, *, programs, progress,
+               on_epoch) -> TaskRunner:
+  """The ``TaskRunner`` of ``methods`` on ``task``'s main body, its
+  programs queued for compilation, its kernels and codebooks built."""
+  budget = options.budget(task)
+  ex = Executor(task, data, body=task.body, features=task.num_classes - 1,
+                batch_size=budget.batch_size, programs=programs,
+                fast_compile=options.quick, on_epoch=on_epoch,
+                tree=task.tree if any(m.needs_tree for m in methods)
+                else None)
+  ex.submit_train(min(budget.chunk, len(budget.tuning_seeds)
+                      * len(budget.learning_rates) * len(methods)))
+  ex.submit_score()
+  runner = TaskRunner(task, budget, methods, data, ex, progress)
+  runner.estimate_kernels()
+  runner.build_codebooks()
+  return runner
 
 
 def _trimmed(method: Method, budget: Budget) -> Method:

@@ -168,7 +168,7 @@ def distill_section(name: str, report: dict) -> str:
     lines.append(f"| {label} | {_cell(row['accuracy'], '{:.3f}')} | "
                  f"{chosen} |")
   lines.append("")
-  for body, block in report["students"].items():
+  for block in report["students"].values():
     sub = dict(block, ks=report["ks"])
     lines += [f"#### student: {block['body']} ({block['epochs']} epochs; "
               f"train / val / test = {block['sizes']})", ""]

@@ -12,11 +12,18 @@ import dataclasses
 
 import numpy as np
 
-from spectral_targets.bench import QUICK_TRAIN_LIMIT, _distill, _methods
-from spectral_targets.bench import _pipeline, _references
-from spectral_targets.bench import _shift, _tasks, _timing
+from spectral_targets.bench import (
+  QUICK_TRAIN_LIMIT,
+  _distill,
+  _methods,
+  _pipeline,
+  _references,
+  _shift,
+  _tasks,
+  _timing,
+)
 from spectral_targets.bench._compile import Compiler
-from spectral_targets.bench._execute import Executor, SeedData
+from spectral_targets.bench._execute import SeedData
 from spectral_targets.bench._models import BODIES
 
 #: The methods of every task (hierarchy tasks add ``hxe``).
@@ -128,22 +135,10 @@ def run(names, options: Options, *, progress, on_epoch,
 def run_task(task, options: Options, data: SeedData, *, programs, progress,
              on_epoch) -> dict:
   budget = options.budget(task)
-  methods = task_methods(task, options)
-  ex = Executor(task, data, body=task.body, features=task.num_classes - 1,
-                batch_size=budget.batch_size, programs=programs,
-                fast_compile=options.quick, on_epoch=on_epoch,
-                tree=task.tree if any(m.needs_tree for m in methods)
-                else None)
-  ex.submit_train(min(budget.chunk, 2 * len(budget.learning_rates)
-                      * len(methods)))
-  ex.submit_score()
-  runner = _pipeline.TaskRunner(task, budget, methods, data, ex, progress)
-  runner.estimate_kernels()
-  runner.build_codebooks()
-  selections = runner.tune(runner.methods, budget.epochs)
-  per_method = runner.evaluate(runner.methods, selections, budget.epochs)
-  method_reports = runner.report(runner.methods, selections, per_method,
-                                 budget.epochs)
+  runner = _pipeline.runner_for(task, options, task_methods(task, options),
+                                data, programs=programs, progress=progress,
+                                on_epoch=on_epoch)
+  selections, method_reports = runner.run()
   d = data
   report = dict(
       description=task.description, construction=task.construction,
@@ -187,9 +182,7 @@ def budget_curve(runner, options, main_reports, progress) -> dict:
                "chosen": main_reports[m.name]["chosen"]} for m in methods}}
   for epochs in budgets:
     progress(f"{runner.task.name}: budget curve, {epochs} epochs")
-    selections = runner.tune(methods, epochs)
-    per_method = runner.evaluate(methods, selections, epochs)
-    reports = runner.report(methods, selections, per_method, epochs)
+    _, reports = runner.run(methods, epochs)
     curve[str(epochs)] = {
         name: {"summary": {k: r["summary"][k] for k in ("accuracy", "nll")},
                "chosen": r["chosen"], "at_edge": r["at_edge"],

@@ -13,7 +13,6 @@ logistic regression.
 from __future__ import annotations
 
 from spectral_targets.bench import _methods, _pipeline, _references, _tasks
-from spectral_targets.bench._execute import Executor
 
 SHIFTS = (0.0, 0.25, 0.5, 1.0)
 METHODS = ("one-hot", "cosine", "simplex", "spectral", "kernel-soft-labels",
@@ -41,17 +40,10 @@ def run(options, *, draw, programs, progress, on_epoch,
                if not options.methods or n in options.methods
                or n in ("one-hot", "cosine")]
     data = draw(task, list(budget.tuning_seeds) + budget.eval_seeds)
-    ex = Executor(task, data, body=task.body, features=task.num_classes - 1,
-                  batch_size=budget.batch_size, programs=programs,
-                  fast_compile=options.quick, on_epoch=on_epoch,
-                  tree=task.tree)
-    runner = _pipeline.TaskRunner(task, budget, methods, data, ex, progress)
-    runner.estimate_kernels()
-    runner.build_codebooks()
-    selections = runner.tune(runner.methods, budget.epochs)
-    per_method = runner.evaluate(runner.methods, selections, budget.epochs)
-    reports = runner.report(runner.methods, selections, per_method,
-                            budget.epochs)
+    runner = _pipeline.runner_for(task, options, methods, data,
+                                  programs=programs, progress=progress,
+                                  on_epoch=on_epoch)
+    _, reports = runner.run()
     refs = _references.for_task(task, options, runner, reports, programs,
                                 progress, on_epoch)
     out[str(rho)] = _block(reports, refs)
