@@ -503,8 +503,8 @@ def _listing(classes, limit=20):
   return f"{np.asarray(classes)[:limit].tolist()}{more}"
 
 
-def _groups_listing(groups, limit=10):
-  shown = ", ".join(_listing(g) for g in groups[:limit])
+def _groups_listing(groups, limit=8):
+  shown = ", ".join(_listing(g, 10) for g in groups[:limit])
   more = f", ... ({len(groups)} groups)" if len(groups) > limit else ""
   return f"[{shown}{more}]"
 
