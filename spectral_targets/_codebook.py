@@ -45,6 +45,9 @@ TIE_ULPS = 64
 # spends on the norms alone, Adam's learning rate and its final fraction.
 BETA = (10.0, 500.0)
 RHO = 100.0
+# Random starts cycle through these schedules: (equal norms first, β at the
+# start of the search).
+SCHEDULES = ((False, 10.0), (True, 10.0), (False, 100.0))
 LEAD = 0.2
 LEARNING_RATE = (0.05, 0.01)
 # Starts whose norm dispersion is within this of the best count as equal.
@@ -53,8 +56,8 @@ DISPERSION_SLACK = 1e-4
 # (``restarts=None``) fill about this much work (starts x steps x (pairs² +
 # rows x m)), between these bounds; above JAX_WORK it runs jitted.
 HARMONIC_STARTS = 4
-# The best few ends are polished: this many, for this many steps, with β
-# rising by this factor.
+# The best few ends are polished: at most this many, for this many steps,
+# with β rising by this factor.
 POLISHED, POLISH_STEPS, POLISH_BETA = 6, 200, 8.0
 AUTO_WORK = 1.5e7
 AUTO_RESTARTS = (2, 48)
@@ -111,12 +114,14 @@ def spectral_codebook(kernel, d: int, *,
     + \tfrac{1}{\beta}\log\tfrac{1}{P}\sum_{i<j}\exp(\beta\cos(x_i, x_j))
 
   over the Stiefel manifold (Q = qf(A), Adam on A, analytic gradient) from
-  several starts: random ones that let β rise from 10 to 500 with ρ (to 100)
-  following it, random ones that make the norms equal first (ρ = 100
-  throughout), and equal-norm harmonic frames (rows of a real DFT basis,
-  whose cosines depend only on i − j) where the eigenspace holds them, as it
-  does for a flat kernel. Of the ends, the most equal norms, then the
-  smallest largest cosine, win. So ``flat(9)`` at d = 2 gives the regular
+  several starts: random ones that let β rise to 500 from 10 or from 100
+  with ρ (to 100) following it, random ones that make the norms equal first
+  (ρ = 100 throughout), and equal-norm harmonic frames (rows of a real DFT
+  basis, whose cosines depend only on i − j) where the eigenspace holds
+  them, as it does for a flat kernel; the best few ends are polished at a
+  sharper β. Of the ends, the most equal norms, then the smallest largest
+  cosine, win. Where the best harmonic frame is provably optimal (see
+  ``_harmonic_frames``) it is taken as it is. So ``flat(9)`` at d = 2 gives the regular
   9-gon, ``flat(7)`` at d = 4 the harmonic frame with largest cosine
   0.2005, and ``blocks`` of three superclasses at d = 2 three clusters 120°
   apart. Classes with the same coordinates count once, and beyond 512
@@ -163,7 +168,7 @@ def spectral_codebook(kernel, d: int, *,
       max|λ|`` of each other count as equal, whatever their accuracy.
     steps: optimisation steps when a cut falls in a repeated eigenvalue.
     restarts: random starts of that optimisation (besides harmonic ones);
-      default: as many as a fixed amount of work allows (2 to 24).
+      default: as many as a fixed amount of work allows (2 to 48).
     seed: seed of those starts (and of an iterative solver).
 
   Returns:
@@ -549,8 +554,10 @@ class _Problem(NamedTuple):
   group: jax.Array | np.ndarray       # (n, m) coordinates in the eigenspace
   weights: jax.Array | np.ndarray     # (n,) share of the classes, sum 1
   select: jax.Array | np.ndarray | None  # (n, P) one-hot, None: P = n
-  fixed_gram: jax.Array | np.ndarray  # (P, P) Gram of the fixed part
-  mask: jax.Array | np.ndarray        # (P, P) bool: pairs Q can change
+  fixed: jax.Array | np.ndarray       # (P, a) fixed coordinates
+  bias: jax.Array | np.ndarray        # (P, P) 0 on the pairs Q can change,
+                                      # -1000 elsewhere (and the diagonal)
+  log_pairs: jax.Array | np.ndarray   # () log of the number of 0s in bias
 
 
 def _separating_basis(fixed, group, k, *, steps, restarts, seed, tau):
@@ -569,7 +576,8 @@ def _separating_basis(fixed, group, k, *, steps, restarts, seed, tau):
   # their cosine is 1 for good and must not drown the others.
   sq = (full**2).sum(1)
   dist2 = sq[:, None] + sq[None, :] - 2 * full @ full.T
-  mask = np.triu(dist2 > tau**2 * sq.max(), k=1)
+  mask = dist2 > tau**2 * sq.max()
+  np.fill_diagonal(mask, False)
   if not mask.any():
     return np.eye(m, k)
   n = rows.shape[0]
@@ -579,7 +587,8 @@ def _separating_basis(fixed, group, k, *, steps, restarts, seed, tau):
     select[pairs, np.arange(pairs.size)] = 1.0
   problem = _Problem(fixed_n2=(rows[:, :a]**2).sum(1), group=rows[:, a:],
                      weights=counts / counts.sum(), select=select,
-                     fixed_gram=full[:, :a] @ full[:, :a].T, mask=mask)
+                     fixed=full[:, :a], bias=np.where(mask, 0.0, -1e3),
+                     log_pairs=np.log(mask.sum()))
   harmonic = _harmonic_frames(problem, k)
   if harmonic.optimal and restarts is None:
     return harmonic.starts[0]
@@ -588,19 +597,23 @@ def _separating_basis(fixed, group, k, *, steps, restarts, seed, tau):
     restarts = int(np.clip(AUTO_WORK // max(steps * size, 1),
                            *AUTO_RESTARTS))
   rng = np.random.default_rng(seed)
-  starts = np.concatenate([harmonic.starts,
-                           rng.standard_normal((restarts, m, k))])
+  starts = np.concatenate([harmonic.starts, np.linalg.qr(
+      rng.standard_normal((restarts, m, k)))[0]])
   # Harmonic frames start with equal norms, and keep them; random starts
-  # alternate between the two schedules.
-  equal_first = np.r_[np.ones(len(harmonic.starts), bool),
-                      np.arange(restarts) % 2 == 1]
+  # cycle through the schedules.
+  h, cycle = len(harmonic.starts), np.arange(restarts) % len(SCHEDULES)
+  plan = _Plan(np.r_[np.ones(h, bool), [SCHEDULES[i][0] for i in cycle]],
+               np.r_[np.full(h, BETA[0]), [SCHEDULES[i][1] for i in cycle]])
   work = len(starts) * steps * size
   optimise = _optimise_jax if work > JAX_WORK else _optimise_numpy
-  A, Q, disp, worst = optimise(problem, starts, equal_first, steps, False)
-  # Polish the best few ends, then choose again.
-  finalists = _ranking(disp, worst)[:POLISHED]
+  A, Q, disp, worst = optimise(problem, starts, plan, steps, False)
+  # Polish the best few ends (a quarter of the starts, 2 to POLISHED),
+  # then choose again.
+  finalists = _ranking(disp, worst)[:int(np.clip(len(starts) // 4, 2,
+                                                 POLISHED))]
   A, Q2, disp2, worst2 = optimise(problem, A[finalists],
-                                  equal_first[finalists], POLISH_STEPS, True)
+                                  jax.tree.map(lambda x: x[finalists], plan),
+                                  POLISH_STEPS, True)
   Q = np.concatenate([Q, Q2])
   disp, worst = np.r_[disp, disp2], np.r_[worst, worst2]
   return Q[_ranking(disp, worst)[0]]
@@ -730,11 +743,21 @@ def _harmonic_frames(problem, k, limit=HARMONIC_STARTS, candidates=2000):
   return _Harmonic(np.stack(starts), worst[keep], bool(optimal))
 
 
+class _Plan(NamedTuple):
+  """Each start's schedule (see ``_schedule``)."""
+  equal_first: np.ndarray | jax.Array  # (R,) bool
+  beta0: np.ndarray | jax.Array        # (R,) β where the search starts
+
+
 def _stiefel(xp, A):
-  """Q, R of A = QR with R's diagonal positive (so Q is smooth in A)."""
-  q, r = xp.linalg.qr(A)
-  sign = xp.where(xp.diagonal(r, axis1=-2, axis2=-1) < 0, -1.0, 1.0)
-  return q * sign[..., None, :], r * sign[..., :, None]
+  """Q = A R^{-1} and R^{-1}, for A = QR with R's diagonal positive (so Q
+  is smooth in A), by Cholesky: R = chol(AᵀA)ᵀ. A (R, m, k) is small in k
+  and stays well conditioned (condition numbers below 20 in the searches
+  here; the starts are orthonormal), where this is as accurate as a
+  Householder QR and, batched in NumPy, several times cheaper."""
+  L = xp.linalg.cholesky(xp.swapaxes(A, -1, -2) @ A)
+  inverse = xp.linalg.inv(xp.swapaxes(L, -1, -2))
+  return A @ inverse, inverse
 
 
 def _rows_times(xp, G, B):
@@ -749,9 +772,15 @@ def _objective(xp, A, beta, rho, p):
   """The tie-breaking objective at each of R parameter blocks A (R, m, k)
   and its gradient (analytic: this runs in NumPy and in JAX alike).
 
+  The cosines are the Gram matrix of the unit codes u_i = x_i / |x_i|, x_i
+  = [fixed_i, (group Q)_i]; the smooth maximum runs over the ordered pairs
+  ``p.bias`` keeps (each pair twice, which leaves it unchanged), so its
+  softmax weights π are symmetric and dL/du = 2 π u. The other entries sit
+  1000 below and add nothing to float precision.
+
   Returns (loss (R,), dloss/dA (R, m, k), Q (R, m, k), dispersion (R,),
-  cosines (R, P, P))."""
-  Q, R = _stiefel(xp, A)
+  largest cosine (R,))."""
+  Q, inverse = _stiefel(xp, A)
   M = _rows_times(xp, p.group, Q)                        # (R, n, k)
   n2 = p.fixed_n2 + xp.sum(M * M, axis=-1)               # (R, n)
   mean = xp.sum(p.weights * n2, axis=-1, keepdims=True)
@@ -761,37 +790,35 @@ def _objective(xp, A, beta, rho, p):
     Mp, n2p = M, n2
   else:
     Mp, n2p = _rows_times(xp, p.select.T, M), n2 @ p.select
-  s = 1 / xp.sqrt(n2p + 1e-30)
-  ss = s[:, :, None] * s[:, None, :]
-  cos = (p.fixed_gram + Mp @ xp.swapaxes(Mp, -1, -2)) * ss
-  z = xp.where(p.mask, beta[:, None, None] * cos, -xp.inf)
-  top = xp.max(z, axis=(-2, -1), keepdims=True)
-  e = xp.exp(z - top)
-  total = xp.sum(e, axis=(-2, -1), keepdims=True)
-  log_pairs = xp.log(xp.sum(p.mask).astype(A.dtype))
-  smooth = ((top + xp.log(total))[:, 0, 0] - log_pairs) / beta
+  s = 1 / xp.sqrt(n2p + 1e-30)                           # (R, P)
+  fixed = xp.broadcast_to(p.fixed, Mp.shape[:2] + p.fixed.shape[-1:])
+  u = xp.concatenate([fixed, Mp], axis=-1) * s[..., None]  # (R, P, a + k)
+  cos = u @ xp.swapaxes(u, -1, -2) + p.bias           # -1000 off the pairs
+  top = xp.max(cos, axis=(-2, -1), keepdims=True)
+  # Exponents clipped at -60: a pair that far below the largest adds
+  # e^-60 of its weight (nothing, to float32 precision), and float32 never
+  # meets subnormal numbers (which NumPy, unlike XLA, computes 100x slower).
+  e = xp.exp(xp.maximum(beta[:, None, None] * (cos - top), -60.0))
+  total = xp.sum(e, axis=(-2, -1))
+  smooth = top[:, 0, 0] + (xp.log(total) - p.log_pairs) / beta
   loss = rho * disp + smooth
-  # d smooth / d cos_ij = softmax weight pi_ij; cos_ij = H_ij s_i s_j.
-  pi = e / total
-  pi = pi + xp.swapaxes(pi, -1, -2)
-  gMp = (pi * ss) @ Mp
-  gn2p = -0.5 * s * s * xp.sum(pi * cos, axis=-1)
+  # Through u = x / |x|: dL/dx = (g - (g . u) u) / |x|.
+  g = 2 * (e @ u) / total[:, None, None]
+  gx = (g - xp.sum(g * u, axis=-1, keepdims=True) * u) * s[..., None]
+  gMp = gx[..., p.fixed.shape[-1]:]
   gn2 = 2 * rho[:, None] * p.weights * (dev / mean**2
                                         - disp[:, None] / mean)
-  if p.select is None:
-    gM = 2 * M * (gn2 + gn2p)[..., None] + gMp
-  else:
-    gn2 = gn2 + gn2p @ p.select.T
-    gM = 2 * M * gn2[..., None] + _rows_times(xp, p.select, gMp)
+  gM = 2 * M * gn2[..., None] + (
+      gMp if p.select is None else _rows_times(xp, p.select, gMp))
   gQ = _rows_times(xp, p.group.T, gM)
   # Through A = QR: dA = (dQ + Q copyltu(-dQᵀQ)) R^{-T}.
   lower = -xp.swapaxes(gQ, -1, -2) @ Q
   sym = xp.tril(lower) + xp.swapaxes(xp.tril(lower, -1), -1, -2)
-  gA = (gQ + Q @ sym) @ xp.swapaxes(xp.linalg.inv(R), -1, -2)
-  return loss, gA, Q, disp, cos
+  gA = (gQ + Q @ sym) @ xp.swapaxes(inverse, -1, -2)
+  return loss, gA, Q, disp, top[:, 0, 0]
 
 
-def _schedule(xp, t, steps, equal_first, polish):
+def _schedule(xp, t, steps, plan, polish):
   """β, ρ and the learning rate of each start at step t.
 
   The search: a homotopy (β rising geometrically, ρ with it) lets
@@ -807,19 +834,20 @@ def _schedule(xp, t, steps, equal_first, polish):
   lr0, alpha = LEARNING_RATE
   decay = (1 - alpha) * 0.5 * (1 + xp.cos(np.pi * t / max(steps, 1))) + alpha
   if polish:
-    beta = grow(frac, BETA[1], BETA[1] * POLISH_BETA) + 0 * equal_first
+    beta = grow(frac, BETA[1], BETA[1] * POLISH_BETA) + 0 * plan.beta0
     return beta, RHO * beta / BETA[1], 0.1 * lr0 * decay
   lead = max(int(LEAD * steps), 1)
   late = xp.clip((t - lead) / max(steps - lead - 1, 1), 0.0, 1.0)
-  beta = xp.where(equal_first, xp.where(t < lead, 1.0, grow(late, *BETA)),
-                  grow(frac, *BETA))
-  rho = xp.where(equal_first, RHO, RHO * grow(frac, *BETA) / BETA[1])
+  beta = xp.where(plan.equal_first,
+                  xp.where(t < lead, 1.0, grow(late, plan.beta0, BETA[1])),
+                  grow(frac, plan.beta0, BETA[1]))
+  rho = xp.where(plan.equal_first, RHO, RHO * beta / BETA[1])
   return beta, rho, lr0 * decay
 
 
-def _adam_step(xp, t, state, problem, equal_first, steps, polish):
+def _adam_step(xp, t, state, problem, plan, steps, polish):
   A, m1, m2 = state
-  beta, rho, lr = _schedule(xp, t, steps, equal_first, polish)
+  beta, rho, lr = _schedule(xp, t, steps, plan, polish)
   _, g, *_ = _objective(xp, A, beta, rho, problem)
   b1, b2 = 0.9, 0.999
   m1 = b1 * m1 + (1 - b1) * g
@@ -829,35 +857,39 @@ def _adam_step(xp, t, state, problem, equal_first, steps, polish):
   return A - lr * step, m1, m2
 
 
-def _result(xp, A, problem):
-  """A, Q, norm dispersion and largest cosine of each start's end point."""
+def _result(A, problem):
+  """A, and the orthonormal Q, norm dispersion and largest cosine of each
+  start's end point, in float64 (from either optimiser)."""
+  A = np.linalg.qr(np.asarray(A, np.float64))[0]  # orthonormal: same Q
   R = A.shape[0]
-  _, _, Q, disp, cos = _objective(xp, A, xp.full((R,), BETA[1], A.dtype),
-                                  xp.full((R,), RHO, A.dtype), problem)
-  worst = xp.max(xp.where(problem.mask, cos, -xp.inf), axis=(-2, -1))
+  _, _, Q, disp, worst = _objective(np, A, np.full(R, BETA[1]),
+                                    np.full(R, RHO), problem)
   return A, Q, disp, worst
 
 
-def _optimise_numpy(problem, starts, equal_first, steps, polish):
-  state = (starts, np.zeros_like(starts), np.zeros_like(starts))
+def _optimise_numpy(problem, starts, plan, steps, polish):
+  # The steps in float32, as in JAX (3-4x faster than float64 at a hundred
+  # rows; the ends are re-evaluated in float64).
+  f32 = jax.tree.map(lambda x: np.asarray(x, np.float32), problem)
+  A = np.asarray(starts, np.float32)
+  state = (A, np.zeros_like(A), np.zeros_like(A))
   for t in range(steps):
-    state = _adam_step(np, t, state, problem, equal_first, steps, polish)
-  return _result(np, state[0], problem)
+    state = _adam_step(np, t, state, f32, plan, steps, polish)
+  return _result(state[0], problem)
 
 
-def _optimise_jax(problem, starts, equal_first, steps, polish):
+def _optimise_jax(problem, starts, plan, steps, polish):
   dtype = jnp.result_type(float)
-  cast = lambda x: jnp.asarray(x, bool if x.dtype == bool else dtype)
-  out = _optimise_jitted(jax.tree.map(cast, problem),
-                         jnp.asarray(starts, dtype),
-                         jnp.asarray(equal_first), steps, polish)
-  return tuple(np.asarray(x, np.float64) for x in out)
+  cast = lambda x: jnp.asarray(x, dtype)
+  A = _optimise_jitted(jax.tree.map(cast, problem), jnp.asarray(starts, dtype),
+                       _Plan(jnp.asarray(plan.equal_first),
+                             jnp.asarray(plan.beta0, dtype)), steps, polish)
+  return _result(A, problem)
 
 
 @functools.partial(jax.jit, static_argnums=(3, 4))
-def _optimise_jitted(problem, starts, equal_first, steps, polish):
-  body = lambda t, state: _adam_step(jnp, t, state, problem, equal_first,
-                                     steps, polish)
+def _optimise_jitted(problem, starts, plan, steps, polish):
+  body = lambda t, state: _adam_step(jnp, t, state, problem, plan, steps,
+                                     polish)
   zeros = jnp.zeros_like(starts)
-  A, _, _ = jax.lax.fori_loop(0, steps, body, (starts, zeros, zeros))
-  return _result(jnp, A, problem)
+  return jax.lax.fori_loop(0, steps, body, (starts, zeros, zeros))[0]
