@@ -12,9 +12,9 @@ the cut in a gap), at d = 2 (inside the (C-1)-fold eigenvalue: the regular
 C-gon, a provably optimal harmonic frame) and at d = 8 (d = 4 for C = 10;
 inside it, optimised); ``blocks`` of 5 classes (4 at C = 256) at d = 2
 (inside the superclass eigenvalue; ``allow_merged=True``, the classes of a
-block being identical); ``double_center(graded(C, C / 10))`` at d = 8 (no tie); and the
-CIFAR-100 tree, raw at d = 10 (inside the 20 superclass modes) and
-double-centred at ``separating_dimension`` = 99.
+block being identical); ``double_center(graded(C, C / 10))`` at d = 8 (no
+tie); and the CIFAR-100 tree, raw at d = 10 (inside the 20 superclass
+modes) and double-centred at ``separating_dimension`` = 99.
 
     python benchmarks/first_call.py               # about 5 minutes
     python benchmarks/first_call.py --repeats 3 --sizes 10 100

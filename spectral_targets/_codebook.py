@@ -91,12 +91,12 @@ def spectral_codebook(kernel, d: int, *,
   solve whose Ritz pair i has relative residual :math:`r_i` (a symmetric S
   has an eigenvalue within :math:`\lVert S u_i - \lambda_i u_i\rVert` of
   :math:`\lambda_i`), and :math:`64\,\varepsilon\max|\lambda|` for a dense
-  eigh (ε of the kernel's dtype). Exact ties (flat, blocks, the sibling
-  modes of a tree) are always caught: every computed copy lies within its
-  bound of the one true value, and symmetric kernels built in float32 split
-  them by a few ulps. Distinct eigenvalues the computation resolves are
-  left distinct, since their top-d subspace is unique
-  (``degeneracy_rtol`` lumps them deliberately).
+  eigh (ε of the kernel's dtype, float32's at least). Exact ties (flat,
+  blocks, the sibling modes of a tree) are always caught: every computed
+  copy lies within its bound of the one true value, and symmetric kernels
+  built in float32 split them by a few ulps. Distinct eigenvalues the
+  computation resolves are left distinct, since their top-d subspace is
+  unique (``degeneracy_rtol`` lumps them deliberately).
 
   When the cut at d falls inside such an eigenspace of multiplicity m, only
   k < m of its directions are kept, and which k is arbitrary: every
@@ -120,24 +120,32 @@ def spectral_codebook(kernel, d: int, *,
   basis, whose cosines depend only on i − j) where the eigenspace holds
   them, as it does for a flat kernel; the best few ends are polished at a
   sharper β. Of the ends, the most equal norms, then the smallest largest
-  cosine, win. Where the best harmonic frame is provably optimal (see
-  ``_harmonic_frames``) it is taken as it is. So ``flat(9)`` at d = 2 gives the regular
-  9-gon, ``flat(7)`` at d = 4 the harmonic frame with largest cosine
-  0.2005, and ``blocks`` of three superclasses at d = 2 three clusters 120°
-  apart. Classes with the same coordinates count once, and beyond 512
-  distinct classes the pairs are taken among those the eigenspace moves (a
-  deterministic sample of 512 if more), so no C × C matrix is formed.
+  cosine, win; where the best harmonic frame is provably optimal it is
+  taken as it is. So ``flat(9)`` at d = 2 gives the regular 9-gon,
+  ``flat(7)`` at d = 4 the harmonic frame with largest cosine 0.2005, and
+  ``blocks`` of three superclasses at d = 2 three clusters 120° apart.
+  Classes with the same coordinates count once, and beyond 512 distinct
+  classes the pairs are taken among those the eigenspace moves (a
+  deterministic sample of 512 if more), so no C × C matrix is formed. The
+  steps run in NumPy (float32; the ends are compared in float64), jitted
+  in JAX when a problem is large enough to pay for the compilation.
 
   **Codes that do not tell classes apart.** With ``normalize=True`` a class
-  whose code is (numerically) zero cannot be normalised, and classes whose
-  unit codes coincide (chord distance within :math:`\sqrt{\varepsilon}`,
-  scaled by the largest code norm over each code's own norm: the accuracy
-  the eigenvectors give them) cannot be told apart by a head: both raise
-  ``ValueError`` naming the classes and the smallest d that cuts the
-  spectrum in a gap and separates them (``separating_dimension`` gives it
-  for all classes). Classes the kernel itself does not distinguish (equal
-  rows, as within a ``blocks`` group) are separated by no d; pass
-  ``allow_merged=True`` to keep one code per group (superclass codes).
+  whose code is (numerically) zero, :math:`\lVert x_i\rVert^2 \le
+  \sqrt{\varepsilon}\max_j \lVert x_j\rVert^2`, cannot be normalised, and
+  classes whose unit codes coincide,
+
+  .. math::
+    \lVert c_i - c_j\rVert \le \sqrt{\varepsilon}\,\max_l \lVert x_l\rVert
+      \left(\lVert x_i\rVert^{-1} + \lVert x_j\rVert^{-1}\right)
+
+  (within the accuracy the eigenvectors give them; chained into groups),
+  cannot be told apart by a head: both raise ``ValueError`` naming the
+  classes and the smallest d that cuts the spectrum in a gap and separates
+  them (``separating_dimension`` gives it for all classes). Classes the
+  kernel itself does not distinguish (equal rows, as within a ``blocks``
+  group) are separated by no d; pass ``allow_merged=True`` to keep one code
+  per group (superclass codes).
 
   **Many classes.** The modes come from ``top_eigenmodes`` with ``method``
   (default "auto": a dense eigh below 2,048 classes, in LAPACK float64 up
@@ -176,9 +184,8 @@ def spectral_codebook(kernel, d: int, *,
     float64 ones.
 
   Raises:
-    ValueError: with ``normalize=True``, if a class gets a (near-)zero code
-      (squared norm below :math:`\sqrt{\varepsilon}` times the largest), or,
-      unless ``allow_merged``, if classes get the same code; the message
+    ValueError: with ``normalize=True``, if a class gets a (near-)zero code,
+      or, unless ``allow_merged``, if classes get the same code; the message
       names the classes and the d that separates them.
 
   Examples:
@@ -430,7 +437,7 @@ def _coincident(units, radius):
   the cells' representatives are sorted by a projection (which shrinks
   distances), and only those within the radii there are compared. No
   C × C matrix is formed."""
-  C, d = units.shape
+  d = units.shape[1]
   cell = 2 * float(radius.min()) / np.sqrt(d)
   rep, owner, _ = _unique_rows(np.floor(units / cell))
   reach = np.zeros(rep.size)
@@ -677,10 +684,10 @@ def _harmonic_frames(problem, k, limit=HARMONIC_STARTS, candidates=2000):
   for every set of frequencies whose columns lie in the eigenspace (or a
   deterministic sample of ``candidates`` sets), to keep the ``limit`` best.
   Without a fixed part, on equally weighted rows (a flat kernel, or
-  superclass blocks), the best frame is provably optimal when k = 2 (the regular n-gon: no n points on a circle
-  do better than cos(2π / n)) or when its largest cosine is 0 with
-  n >= k + 2 (no n >= k + 2 vectors in R^k have only obtuse pairs: Rankin,
-  1955)."""
+  superclass blocks), the best frame is provably optimal when k = 2 (the
+  regular n-gon: no n points on a circle do better than cos(2π / n)) or
+  when its largest cosine is 0 with n >= k + 2 (no n >= k + 2 vectors in
+  R^k have only obtuse pairs: Rankin, 1955)."""
   group = problem.group
   n, m = group.shape
   none = _Harmonic(np.zeros((0, m, k)), np.zeros(0), False)

@@ -178,8 +178,8 @@ def _orthonormal(Y):
   """Orthonormal basis of span(Y) by Cholesky QR, twice ("CholQR2"): two
   (C, b) x (b, b) products instead of a Householder QR, several times
   faster on CPU. Y's columns must be roughly unit and far from dependent
-  (random, or normalised Ritz directions); a shift of b eps tr(G) / b in the first pass keeps
-  the factorisation finite when a few columns are."""
+  (random, or normalised Ritz directions); a shift of b eps tr(G) / b in
+  the first pass keeps the factorisation finite when a few columns are."""
   b = Y.shape[1]
   eye = jnp.eye(b, dtype=Y.dtype)
   eps = jnp.finfo(Y.dtype).eps

@@ -406,7 +406,7 @@ def test_merged_classes_of_an_implicit_tree():
 
 def _problem(C, d, seed=0, rows=None):
   from spectral_targets import _codebook
-  lam, U = np.linalg.eigh(np.asarray(st.flat(C), np.float64))
+  _, U = np.linalg.eigh(np.asarray(st.flat(C), np.float64))
   group = U[:, ::-1][:, :C - 1]
   rng = np.random.default_rng(seed)
   fixed = rng.normal(size=(C, 2)) * 0.3
@@ -455,7 +455,7 @@ def test_objective_and_gradient_match_references():
     loss, grad, *_ = _codebook._objective(np, A, beta, rho, problem)
     np.testing.assert_allclose(loss, _reference_objective(A, beta, rho,
                                                           problem), rtol=1e-12)
-    f = lambda A: _codebook._objective(np, A, beta, rho, problem)[0].sum()
+    f = lambda A, p=problem: _codebook._objective(np, A, beta, rho, p)[0].sum()
     numeric = np.zeros_like(A)
     for i in np.ndindex(A.shape):
       h = np.zeros_like(A)
@@ -480,8 +480,8 @@ def test_numpy_and_jax_optimisers_agree():
   A = np.linalg.qr(A)[0]
   plan = _codebook._Plan(np.array([False, True, False]),
                          np.array([10.0, 10.0, 100.0]))
-  A1, Q1, d1, w1 = _codebook._optimise_numpy(problem, A, plan, 300, False)
-  A2, Q2, d2, w2 = _codebook._optimise_jax(problem, A, plan, 300, False)
+  _, Q1, d1, w1 = _codebook._optimise_numpy(problem, A, plan, 300, False)
+  _, Q2, d2, w2 = _codebook._optimise_jax(problem, A, plan, 300, False)
   np.testing.assert_allclose(d2, d1, atol=1e-4)
   np.testing.assert_allclose(w2, w1, atol=2e-3)
   gram = lambda Q: np.einsum("nm,rmk,pl,rlk->rnp", problem.group, Q,
