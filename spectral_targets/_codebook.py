@@ -56,9 +56,9 @@ DISPERSION_SLACK = 1e-4
 # (``restarts=None``) fill about this much work (starts x steps x (pairs² +
 # rows x m)), between these bounds; above JAX_WORK it runs jitted.
 HARMONIC_STARTS = 4
-# The best few ends are polished: at most this many, for this many steps,
-# with β rising by this factor.
-POLISHED, POLISH_STEPS, POLISH_BETA = 6, 200, 8.0
+# The best few ends are polished: at most this many, for this share of the
+# search's steps, with β rising by this factor.
+POLISHED, POLISH_STEPS, POLISH_BETA = 6, 0.5, 8.0
 AUTO_WORK = 1.5e7
 AUTO_RESTARTS = (2, 48)
 JAX_WORK = 2e8
@@ -174,9 +174,11 @@ def spectral_codebook(kernel, d: int, *,
     max_iter: iteration cap of an iterative solver.
     degeneracy_rtol: if given, eigenvalues within ``degeneracy_rtol *
       max|λ|`` of each other count as equal, whatever their accuracy.
-    steps: optimisation steps when a cut falls in a repeated eigenvalue.
-    restarts: random starts of that optimisation (besides harmonic ones);
-      default: as many as a fixed amount of work allows (2 to 48).
+    steps: optimisation steps when a cut falls in a repeated eigenvalue
+      (and half as many to polish the best ends).
+    restarts: random starts of that optimisation (besides up to 4 harmonic
+      ones); default: as many as a fixed amount of work allows (2 to 48,
+      and fewer harmonic ones when even those are too much work).
     seed: seed of those starts (and of an iterative solver).
 
   Returns:
@@ -392,6 +394,10 @@ def _modes(op, d, rtol, *, method, tol, max_iter, seed):
                                        max_iter=max_iter, seed=seed)
     _spectral.warn_unconverged(top, tol)
     lam = np.asarray(top.eigenvalues, np.float64)
+    if not np.isfinite(lam).all():
+      raise ValueError(
+          f"the {method} eigensolver returned non-finite eigenvalues for "
+          "this kernel (does its matmul return NaN or inf?).")
     modes = _Modes(lam, _eigensolvers.fix_signs(np.asarray(top.eigenvectors)),
                    _errors(lam, np.asarray(top.residuals, np.float64),
                            op.dtype, rtol), complete=k == C)
@@ -599,8 +605,10 @@ def _separating_basis(fixed, group, k, *, steps, restarts, seed, tau):
     return harmonic.starts[0]
   size = pairs.size**2 + n * m
   if restarts is None:
-    restarts = int(np.clip(AUTO_WORK // max(steps * size, 1),
-                           *AUTO_RESTARTS))
+    # As many starts as AUTO_WORK pays for: the best harmonic frames first.
+    budget = int(AUTO_WORK // max(steps * size, 1))
+    harmonic = harmonic._replace(starts=harmonic.starts[:max(budget, 1)])
+    restarts = int(np.clip(budget - len(harmonic.starts), *AUTO_RESTARTS))
   rng = np.random.default_rng(seed)
   starts = np.concatenate([harmonic.starts, np.linalg.qr(
       rng.standard_normal((restarts, m, k)))[0]])
@@ -618,7 +626,7 @@ def _separating_basis(fixed, group, k, *, steps, restarts, seed, tau):
                                                  POLISHED))]
   A, Q2, disp2, worst2 = optimise(problem, A[finalists],
                                   jax.tree.map(lambda x: x[finalists], plan),
-                                  POLISH_STEPS, True)
+                                  int(POLISH_STEPS * steps), True)
   Q = np.concatenate([Q, Q2])
   disp, worst = np.r_[disp, disp2], np.r_[worst, worst2]
   return Q[_ranking(disp, worst)[0]]

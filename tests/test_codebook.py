@@ -514,3 +514,16 @@ def test_codes_do_not_depend_on_the_eigh_backend(monkeypatch):
   host = np.asarray(st.spectral_codebook(S, 5))
   monkeypatch.setattr(_eigensolvers, "HOST_EIGH_MAX", 10)
   np.testing.assert_allclose(st.spectral_codebook(S, 5), host, atol=1e-4)
+
+
+def test_an_operator_that_returns_nan_is_named():
+  @jax.tree_util.register_static
+  class Broken(st.KernelOperator):
+    num_classes, dtype = 3000, jnp.float32
+
+    def matmul(self, x):
+      return jnp.asarray(x, self.dtype) * jnp.nan
+
+  with pytest.raises(ValueError, match="non-finite eigenvalues"), \
+      pytest.warns(st.ConvergenceWarning):
+    st.spectral_codebook(Broken(), 4)
