@@ -443,15 +443,17 @@ def _code_defects(X, tau):
 
 
 def _coincident(units, radius):
-  """Groups of unit rows within radius_i + radius_j of each other (chained).
+  """Groups of unit rows u_i, u_j with |u_i - u_j| <= r_i + r_j, chained.
 
-  Rows in one cell of a grid finer than the smallest radius are one row;
-  the cells' representatives are sorted by a projection (which shrinks
-  distances), and only those within the radii there are compared. No
-  C × C matrix is formed."""
+  Rows in one cell of a grid whose cells are at most 2 min r across
+  coincide, so one row stands for its cell; the cells are compared through
+  those rows, sorted along a projection (which shrinks distances), and a
+  pair of cells within reach (a member's radius plus the cell's size, each)
+  is joined on a pair of rows that meets the test. No C × C matrix is
+  formed."""
   d = units.shape[1]
   cell = 2 * float(radius.min()) / np.sqrt(d)
-  rep, owner, _ = _unique_rows(np.floor(units / cell))
+  rep, owner, counts = _unique_rows(np.floor(units / cell))
   reach = np.zeros(rep.size)
   np.maximum.at(reach, owner, radius)
   reach += cell * np.sqrt(d)
@@ -459,19 +461,27 @@ def _coincident(units, radius):
   direction = np.random.default_rng(0).standard_normal(d)
   proj = points @ (direction / np.linalg.norm(direction))
   order = np.argsort(proj)
-  proj, points, reach = proj[order], points[order], reach[order]
-  edges = []
+  near = []
   for offset in range(1, rep.size):
-    gap = proj[offset:] - proj[:-offset]
+    gap = proj[order[offset:]] - proj[order[:-offset]]
     if gap.min() > 2 * reach.max():
       break  # sorted: larger offsets are farther still
-    i = np.flatnonzero(gap <= reach[:-offset] + reach[offset:])
-    j = i + offset
-    dist = np.linalg.norm(points[i] - points[j], axis=1)
-    close = dist <= reach[i] + reach[j]
-    edges.append(np.stack([order[i[close]], order[j[close]]]))
-  labels = _components(rep.size, np.concatenate(edges, axis=1) if edges
-                       else np.zeros((2, 0), np.int64))[owner]
+    i = np.flatnonzero(gap <= reach[order[:-offset]] + reach[order[offset:]])
+    a, b = order[i], order[i + offset]
+    within = (np.linalg.norm(points[a] - points[b], axis=1)
+              <= reach[a] + reach[b])
+    near.append(np.stack([a[within], b[within]]))
+  near = np.concatenate(near, axis=1) if near else np.zeros((2, 0), int)
+  # A witness pair of rows: the cells' own rows first, then every pair.
+  a, b = near
+  joined = (np.linalg.norm(points[a] - points[b], axis=1)
+            <= radius[rep[a]] + radius[rep[b]])
+  rows = np.split(np.argsort(owner, kind="stable"), np.cumsum(counts)[:-1])
+  for k in np.flatnonzero(~joined):
+    A, B = rows[a[k]], rows[b[k]]
+    dist = np.linalg.norm(units[A][:, None] - units[B][None], axis=-1)
+    joined[k] = np.any(dist <= radius[A][:, None] + radius[B][None])
+  labels = _components(rep.size, near[:, joined])[owner]
   sizes = np.bincount(labels)
   groups = [np.flatnonzero(labels == g) for g in np.flatnonzero(sizes > 1)]
   return sorted(groups, key=lambda g: g[0])

@@ -387,6 +387,21 @@ def test_coincident_codes_found_without_a_pairwise_matrix():
   assert got  # the test plants some
 
 
+@given(seed=hs.integers(0, 2**31), n=hs.integers(2, 60), d=hs.integers(1, 4))
+def test_coincident_codes_match_every_pair(seed, n, d):
+  # Clustered points with distances near the radii, so pairs straddle the
+  # grid's cells and the test's threshold alike.
+  from spectral_targets import _codebook
+  rng = np.random.default_rng(seed)
+  centres = rng.normal(size=(max(n // 4, 1), d))
+  X = centres[rng.integers(0, len(centres), size=n)] + rng.normal(
+      size=(n, d)) * 0.03
+  radius = rng.uniform(0.005, 0.03, size=n)
+  got = [g.tolist() for g in _codebook._coincident(
+      X / np.linalg.norm(X, axis=1, keepdims=True), radius)]
+  assert got == ref.coincident_groups(X, radius)
+
+
 def test_merged_classes_of_an_implicit_tree():
   # 3,000 leaves under 30 parents: d = 30 keeps the 30 parent modes only,
   # so the leaves of a parent share a code; found on the operator path
