@@ -237,10 +237,10 @@ def spectral_codebook(kernel, d: int, *,
     X = np.concatenate([fixed, group @ Q.astype(group.dtype)], axis=1)
 
   if normalize:
-    zero, merged = _code_defects(X, tau)
+    zero, merged = _code_defects(X, tau, merged=not allow_merged)
     if zero.size:
       raise ValueError(_zero_message(zero, d, modes, tau))
-    if merged and not allow_merged:
+    if merged:
       raise ValueError(_merged_message(merged, d, modes, tau))
     X = X / np.linalg.norm(X, axis=1, keepdims=True)
   return jnp.asarray(X, dtype)
@@ -430,12 +430,13 @@ def _coordinates(modes, a, b):
 # --- Codes that do not tell classes apart -----------------------------------
 
 
-def _code_defects(X, tau):
-  """Classes whose code is (numerically) zero, and groups (index arrays,
-  two or more classes each) whose normalised codes coincide."""
+def _code_defects(X, tau, *, merged=True):
+  """Classes whose code is (numerically) zero, and (if ``merged``) groups
+  (index arrays, two or more classes each) whose normalised codes
+  coincide."""
   n2 = np.einsum("ij,ij->i", X, X, dtype=np.float64)
   zero = np.flatnonzero(n2 <= tau * n2.max())
-  if zero.size:
+  if zero.size or not merged:
     return zero, []
   norms = np.sqrt(n2)
   return zero, _coincident(X / norms[:, None].astype(X.dtype),
