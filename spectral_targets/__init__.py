@@ -4,6 +4,7 @@ A label kernel S (C x C) is diagonalised; its top-d eigenmodes give a
 codebook, one unit vector per class, whose Gram matrix best approximates S.
 """
 
+from spectral_targets._calibration import fit_temperature as fit_temperature
 from spectral_targets._class_statistics import ClassStatistics as ClassStatistics
 from spectral_targets._class_statistics import class_covariances as class_covariances
 from spectral_targets._codebook import separating_dimension as separating_dimension
@@ -23,6 +24,9 @@ from spectral_targets._eigensolvers import top_eigenmodes as top_eigenmodes
 from spectral_targets._evaluation import expected_calibration_error as expected_calibration_error
 from spectral_targets._evaluation import hierarchical_distance_at_k as hierarchical_distance_at_k
 from spectral_targets._evaluation import mistake_severity as mistake_severity
+from spectral_targets._hierarchical_loss import hierarchical_cross_entropy as hierarchical_cross_entropy
+from spectral_targets._hierarchy import Tree as Tree
+from spectral_targets._hierarchy import build_tree as build_tree
 from spectral_targets._hierarchy import cifar100_hierarchy as cifar100_hierarchy
 from spectral_targets._hierarchy import from_hierarchy as from_hierarchy
 from spectral_targets._hierarchy import load_hierarchy as load_hierarchy
@@ -35,10 +39,12 @@ from spectral_targets._kernels import from_confusion as from_confusion
 from spectral_targets._kernels import from_distances as from_distances
 from spectral_targets._kernels import graded as graded
 from spectral_targets._logits import codebook_logits as codebook_logits
+from spectral_targets._online_kernel import OnlineKernel as OnlineKernel
 from spectral_targets._operators import KernelOperator as KernelOperator
 from spectral_targets._operators import LowRankKernel as LowRankKernel
 from spectral_targets._operators import TreeKernel as TreeKernel
 from spectral_targets._operators import low_rank_kernel as low_rank_kernel
+from spectral_targets._refresh import refresh_codebook as refresh_codebook
 from spectral_targets._regression import cosine_regression_loss as cosine_regression_loss
 from spectral_targets._regression import similarity_regression_loss as similarity_regression_loss
 from spectral_targets._spectral import alignment as alignment

@@ -1,9 +1,10 @@
 """Per-class statistics of features: means, between- and within-class
-covariances, in one pass, in chunks, or across devices.
+covariances, in one pass, in chunks, or across devices and processes.
 
 Nothing here materialises N x D x D outer products or loops over classes in
-Python: class sums are segment sums, the within-class scatter is one D x D
-matmul of class-centred features.
+Python: class sums are segment sums, the within-class scatter is a D x D
+matmul of class-centred features, taken over cache-sized blocks of rows so
+that no centred N x D copy is ever written to memory.
 """
 
 from __future__ import annotations
@@ -14,46 +15,83 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from spectral_targets import _sharding
 from spectral_targets import _validation as v
+
+#: Bytes of features per block of the within-class product: small enough
+#: that a centred block is still in cache when its matmul reads it.
+BLOCK_BYTES = 4 * 2**20
 
 
 def _check_inputs(features, labels, num_classes):
   C = v.check_int(num_classes, "num_classes", minimum=1)
-  Z = jnp.asarray(features)
+  Z = v.as_array(features, "features")
   if not jnp.issubdtype(Z.dtype, jnp.floating):
     raise TypeError(f"features must have a floating dtype, got {Z.dtype}.")
   Z = Z.astype(jnp.promote_types(Z.dtype, jnp.float32))
   v.check_rank(Z, 2, "features")
-  y = v.check_labels(labels, C)
+  y = v.check_labels(v.as_array(labels, "labels"), C)
   if y.shape != (Z.shape[0],):
     raise ValueError(f"labels must have shape ({Z.shape[0]},) to match "
                      f"features {Z.shape}, got {y.shape}.")
   return Z, y, C
 
 
-@functools.partial(jax.jit, static_argnums=2)
-def _batch_moments(Z, y, C):
-  """Counts, class means and pooled centred scatter of one batch."""
+def _moments(Z, y, C):
+  """Counts, class means and pooled centred scatter of one batch.
 
+  Rows that may be split across devices go through one partitionable
+  product (XLA then reduces the per-device sums); otherwise the product is
+  blocked.
+  """
+  rows = None
+  if not _sharding.may_split_rows(Z):
+    rows = max(1, BLOCK_BYTES // (Z.shape[1] * Z.dtype.itemsize))
+  return _batch_moments(Z, y, C, rows)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _batch_moments(Z, y, C, block_rows):
   def moments(Z, y):
     counts = jax.ops.segment_sum(jnp.ones_like(y), y, num_segments=C)
     sums = jax.ops.segment_sum(Z, y, num_segments=C)
     means = sums / jnp.maximum(counts, 1)[:, None].astype(Z.dtype)
-    centred = Z - means[y]
-    return counts.astype(jnp.int32), means, centred.T @ centred
+    return (counts.astype(jnp.int32), means,
+            _centred_scatter(Z, y, means, block_rows))
 
-  # Under a mesh with Explicit axes (jax.set_mesh), the reductions over a
-  # batch-sharded axis have no unambiguous output sharding; let XLA
-  # partition them as in Auto mode and return replicated statistics.
-  mesh = jax.sharding.get_abstract_mesh()
-  explicit = tuple(name for name, kind in zip(mesh.axis_names,
-                                              mesh.axis_types)
-                   if kind == jax.sharding.AxisType.Explicit)
-  if explicit:
-    replicated = jax.sharding.PartitionSpec()
-    moments = jax.sharding.auto_axes(
-        moments, axes=explicit, out_sharding=(replicated,) * 3)
-  return moments(Z, y)
+  return _sharding.replicated_outputs(moments, 3)(Z, y)
+
+
+def _centred_scatter(Z, y, means, block_rows):
+  """Σ_i (z_i − μ_{y_i})(z_i − μ_{y_i})ᵀ, in blocks of ``block_rows`` rows.
+
+  Centring by the class means before the product keeps float32 accurate
+  when the means are large against the spread (``ZᵀZ − Σ n_c μ_c μ_cᵀ``
+  cancels), and an error in a mean enters only to second order. Centring
+  all N rows at once writes a fresh N × D buffer, which costs up to half
+  as much as the matmul; a block is centred in cache and multiplied at
+  once. ``block_rows=None``: one product, which XLA can partition.
+  """
+
+  def product(z, labels):
+    centred = z - means[labels]
+    return centred.T @ centred
+
+  N = Z.shape[0]
+  if block_rows is None or N <= block_rows:
+    return product(Z, y)
+  blocks = N // block_rows
+  tail = blocks * block_rows
+
+  def add_block(total, k):
+    start = k * block_rows
+    z = jax.lax.dynamic_slice_in_dim(Z, start, block_rows)
+    labels = jax.lax.dynamic_slice_in_dim(y, start, block_rows)
+    return total + product(z, labels), None
+
+  total, _ = jax.lax.scan(add_block, product(Z[tail:], y[tail:]),
+                          jnp.arange(blocks))
+  return total
 
 
 def _covariances(counts, means, scatter):
@@ -75,12 +113,17 @@ def class_covariances(features: jax.typing.ArrayLike,
     \Sigma_B = \sum_c \frac{n_c}{N} (\mu_c - \mu)(\mu_c - \mu)^\top, \qquad
     \Sigma_W = \frac{1}{N} \sum_i (z_i - \mu_{y_i})(z_i - \mu_{y_i})^\top
 
-  Vectorised: a segment sum for the class means and one D × D matmul of the
-  class-centred features (O(N·D²) time, O(N·D + D²) memory; nothing of size
-  N × D × D, no loop over classes). :math:`\Sigma_B` has rank at most
-  C − 1. A class with no samples has weight 0 in :math:`\Sigma_B`. Works
-  under ``jit`` with ``num_classes`` static, and with ``features`` sharded
-  along the batch axis (XLA partitions the sums).
+  Vectorised: a segment sum for the class means and a D × D matmul of the
+  class-centred features (O(N·D²) time; nothing of size N × D × D, no loop
+  over classes). Unless the rows may be split across devices, they are
+  centred and multiplied in cache-sized blocks (4 MB of features), so the
+  extra memory is O(C·D + D²) plus one block, and the time about 1.1× one
+  ``features.T @ features``.
+  Centring before the product keeps float32 accurate at large offsets and
+  class-mean spreads. :math:`\Sigma_B` has rank at most C − 1; a class with
+  no samples has weight 0 in it. Works under ``jit`` with ``num_classes``
+  static, with ``features`` sharded along the batch axis (XLA partitions
+  the sums), and on global arrays that span several processes.
 
   Args:
     features: (N, D) features.
@@ -102,7 +145,7 @@ def class_covariances(features: jax.typing.ArrayLike,
            [0., 0.]], dtype=float32)
   """
   Z, y, C = _check_inputs(features, labels, num_classes)
-  return _covariances(*_batch_moments(Z, y, C))
+  return _covariances(*_moments(Z, y, C))
 
 
 @functools.partial(jax.tree_util.register_dataclass,
@@ -128,7 +171,9 @@ class ClassStatistics:
 
   (the sum over classes is one matmul). Chunked updates equal the one-shot
   result up to rounding; ``all_reduce`` does the same across devices inside
-  ``shard_map``.
+  ``shard_map``, also when the mesh spans several processes (hosts). Every
+  method rejects an argument of the wrong type with a ``TypeError`` naming
+  it.
 
   Examples:
     >>> import jax.numpy as jnp, spectral_targets as st
@@ -154,6 +199,13 @@ class ClassStatistics:
     """An empty accumulator for C classes of D-dimensional features."""
     C = v.check_int(num_classes, "num_classes", minimum=1)
     D = v.check_int(dim, "dim", minimum=1)
+    try:
+      dtype = jnp.dtype(dtype)
+    except TypeError:
+      raise TypeError(f"dtype must be a floating dtype, got {dtype!r}."
+                      ) from None
+    if not jnp.issubdtype(dtype, jnp.floating):
+      raise TypeError(f"dtype must be a floating dtype, got {dtype}.")
     return cls(jnp.zeros((C,), jnp.int32), jnp.zeros((C, D), dtype),
                jnp.zeros((D, D), dtype))
 
@@ -172,24 +224,32 @@ class ClassStatistics:
     if Z.shape[1] != self.dim:
       raise ValueError(f"features must have {self.dim} columns, got shape "
                        f"{Z.shape}.")
-    batch = ClassStatistics(*_batch_moments(Z.astype(self.mu.dtype), y,
-                                            self.num_classes))
+    batch = ClassStatistics(*_moments(Z.astype(self.mu.dtype), y,
+                                      self.num_classes))
     return self.merge(batch)
 
   def merge(self, other: "ClassStatistics") -> "ClassStatistics":
     """The statistics of the union of both data sets (Chan et al.)."""
+    if not isinstance(other, ClassStatistics):
+      raise TypeError(f"other must be a ClassStatistics, got "
+                      f"{type(other).__name__}.")
     if (other.num_classes, other.dim) != (self.num_classes, self.dim):
       raise ValueError(
           f"cannot merge statistics of shape (C={other.num_classes}, "
           f"D={other.dim}) into (C={self.num_classes}, D={self.dim}).")
     return _merge(self, other)
 
-  def all_reduce(self, axis_name) -> "ClassStatistics":
+  def all_reduce(self, axis_name: str | tuple[str, ...]) -> "ClassStatistics":
     """Merges the statistics of every device along ``axis_name``.
 
-    For use inside ``shard_map``/``pmap``: two ``psum``s, one for counts and
-    weighted means, one for the scatter about the global class means.
+    For use inside ``shard_map``/``pmap`` (also across processes: the mesh
+    may span hosts): two ``psum``s, one for counts and weighted means, one
+    for the scatter about the global class means.
     """
+    names = axis_name if isinstance(axis_name, tuple) else (axis_name,)
+    if not names or not all(isinstance(n, str) for n in names):
+      raise TypeError(f"axis_name must be a mesh axis name or a tuple of "
+                      f"them, got {axis_name!r}.")
     n = self.counts.astype(self.mu.dtype)
     counts = jax.lax.psum(self.counts, axis_name)
     total = counts.astype(self.mu.dtype)

@@ -1,86 +1,149 @@
-"""The ``spectral-targets`` command."""
+"""The ``spectral-targets`` command.
+
+Every error, whether a bad argument or a missing extra, is reported the
+way argparse reports its own: the usage line, then
+``spectral-targets <command>: error: <message>`` on stderr, exit status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import pathlib
 import shlex
 import sys
+from collections.abc import Callable, Sequence
+
+import spectral_targets
+from spectral_targets import bench, render
+from spectral_targets.bench._tasks import TASKS
 
 
-def _parser():
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+  def parse(text: str) -> int:
+    try:
+      value = int(text)
+    except ValueError:
+      raise argparse.ArgumentTypeError(
+          f"expected an integer >= {minimum}, got {text!r}") from None
+    if value < minimum:
+      raise argparse.ArgumentTypeError(
+          f"must be >= {minimum}, got {value}")
+    return value
+  return parse
+
+
+def _one_of(kind: str, names: Sequence[str]) -> Callable[[str], str]:
+  def parse(text: str) -> str:
+    if text not in names:
+      raise argparse.ArgumentTypeError(
+          f"unknown {kind} {text!r}; choose from {', '.join(names)}")
+    return text
+  return parse
+
+
+def _folder(text: str) -> pathlib.Path:
+  path = pathlib.Path(text)
+  if path.exists() and not path.is_dir():
+    raise argparse.ArgumentTypeError(f"{text!r} exists and is not a folder")
+  return path
+
+
+def _command(sub, name: str, summary: str) -> argparse.ArgumentParser:
+  """A subcommand whose --help opens with its one-line summary."""
+  return sub.add_parser(name, help=summary,
+                        description=summary[0].upper() + summary[1:] + ".")
+
+
+def _parser() -> tuple[argparse.ArgumentParser,
+                       dict[str, argparse.ArgumentParser]]:
   parser = argparse.ArgumentParser(
       prog="spectral-targets",
       description="Spectral codebooks, fixed-target heads and distillation "
                   "for JAX.")
-  sub = parser.add_subparsers(dest="command", required=True)
-  bench = sub.add_parser(
-      "bench", help="benchmark codebook heads and distillation against "
-                    "one-hot on offline data sets")
-  bench.add_argument("--quick", action="store_true",
-                     help="a smoke test of the whole pipeline: few epochs "
-                          "on at most 500 samples per task, no MNIST-1D "
-                          "reference models")
-  bench.add_argument("--tasks", nargs="+", metavar="TASK",
-                     help="mnist1d digits hierarchy ordinal (default: all)")
-  bench.add_argument("--seeds", type=int, default=None,
-                     help="seeds per method (default 5; 2 with --quick)")
-  bench.add_argument("--out", default="bench-results",
-                     help="output folder (default ./bench-results)")
-  names = ["codebook-morph", "rank-reconstruction", "collapse",
-           "dark-knowledge"]
-  render = sub.add_parser(
-      "render", help="write the four animations (GIFs) of codebooks, rank, "
-                     "neural collapse and dark knowledge")
-  render.add_argument("which", nargs="*", metavar="WHICH",
-                      help=f"any of {' '.join(names)} (default: all)")
-  render.add_argument("--out", default="figures",
-                      help="output folder (default ./figures)")
-  render.add_argument("--frames", type=int, default=40,
-                      help="frames per animation (default 40)")
-  render.add_argument("--fps", type=int, default=8,
-                      help="frames per second (default 8)")
-  return parser
+  parser.add_argument("--version", action="version",
+                      version=f"%(prog)s {spectral_targets.__version__}")
+  sub = parser.add_subparsers(dest="command", metavar="COMMAND",
+                              required=True)
+  bench_parser = _command(sub, "bench",
+                          "benchmark codebook heads and distillation against "
+                          "one-hot on offline data sets")
+  bench_parser.add_argument(
+      "--quick", action="store_true",
+      help="a smoke test of the whole pipeline: few epochs on at most "
+           f"{bench.QUICK_TRAIN_LIMIT} samples per task, no MNIST-1D "
+           "reference models")
+  bench_parser.add_argument(
+      "--tasks", nargs="+", metavar="TASK", type=_one_of("task", list(TASKS)),
+      help=f"any of {' '.join(TASKS)} (default: all)")
+  bench_parser.add_argument(
+      "--seeds", type=_int_at_least(1), metavar="N",
+      help="seeds per method (default 5; 2 with --quick)")
+  bench_parser.add_argument(
+      "--out", type=_folder, default="bench-results", metavar="DIR",
+      help="output folder (default ./bench-results)")
+  names = list(render.RENDERERS)
+  render_parser = _command(sub, "render",
+                           "write the four animations (GIFs) of codebooks, "
+                           "rank, neural collapse and dark knowledge")
+  render_parser.add_argument(
+      "which", nargs="*", metavar="WHICH", type=_one_of("animation", names),
+      help=f"any of {' '.join(names)} (default: all)")
+  render_parser.add_argument(
+      "--out", type=_folder, default="figures", metavar="DIR",
+      help="output folder (default ./figures)")
+  render_parser.add_argument(
+      "--frames", type=_int_at_least(2), default=render.DEFAULT_FRAMES,
+      metavar="N",
+      help=f"frames per animation (default {render.DEFAULT_FRAMES}; "
+           "rank-reconstruction uses at most 40)")
+  render_parser.add_argument(
+      "--fps", type=_int_at_least(1), default=render.DEFAULT_FPS,
+      metavar="N", help=f"frames per second (default {render.DEFAULT_FPS})")
+  return parser, {"bench": bench_parser, "render": render_parser}
 
 
-def main(argv=None) -> int:
-  argv = sys.argv[1:] if argv is None else argv
-  args = _parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None) -> int:
+  """Runs ``spectral-targets`` on ``argv`` (default: ``sys.argv[1:]``).
+
+  Returns the exit status instead of exiting: 0 on success (also for
+  ``--help`` and ``--version``), 2 on a usage error or a missing extra,
+  with argparse's message on stderr.
+  """
+  argv = sys.argv[1:] if argv is None else list(argv)
+  try:
+    return _main(argv)
+  except SystemExit as e:  # argparse's --help, --version and errors
+    if e.code is None or isinstance(e.code, int):
+      return e.code or 0
+    print(e.code, file=sys.stderr)
+    return 1
+
+
+def _main(argv: list[str]) -> int:
+  parser, commands = _parser()
+  args = parser.parse_args(argv)
+  command = commands[args.command]
   if args.command == "bench":
-    from spectral_targets import bench
-    missing = bench.missing_requirements()
-    if missing:
-      print(f"spectral-targets bench needs {', '.join(missing)}, which the "
-            f"'bench' extra installs:\n  {bench.INSTALL_HINT}",
-            file=sys.stderr)
-      return 2
+    _require(command, bench.missing_requirements(), "bench",
+             bench.INSTALL_HINT)
     seeds = args.seeds if args.seeds is not None else (2 if args.quick else 5)
-    if seeds < 1:
-      print("--seeds must be >= 1", file=sys.stderr)
-      return 2
-    try:
-      bench.run_benchmark(tasks=args.tasks, seeds=seeds, quick=args.quick,
-                          out=args.out, command=shlex.join(
-                              ["spectral-targets", *argv]))
-    except ValueError as e:
-      print(f"spectral-targets bench: {e}", file=sys.stderr)
-      return 2
-  if args.command == "render":
-    return _render(args)
-  return 0
-
-
-def _render(args) -> int:
-  from spectral_targets import render
-  missing = render.missing_requirements()
-  if missing:
-    print(f"spectral-targets render needs {', '.join(missing)}, which the "
-          f"'viz' extra installs:\n  {render.INSTALL_HINT}", file=sys.stderr)
-    return 2
+    bench.run_benchmark(tasks=args.tasks, seeds=seeds, quick=args.quick,
+                        out=args.out, command=shlex.join(
+                            ["spectral-targets", *argv]))
+    return 0
+  _require(command, render.missing_requirements(), "viz", render.INSTALL_HINT)
   for which in args.which or list(render.RENDERERS):
     try:
       path = render.render(which, args.out, frames=args.frames, fps=args.fps)
-    except ValueError as e:
-      print(f"spectral-targets render: {e}", file=sys.stderr)
-      return 2
+    except OSError as e:
+      command.error(f"cannot write {which}.gif into {str(args.out)!r}: "
+                    f"{e.strerror or e}")
     print(f"wrote {path} ({path.stat().st_size / 2**20:.2f} MB)")
   return 0
+
+
+def _require(command: argparse.ArgumentParser, missing: list[str],
+             extra: str, hint: str) -> None:
+  if missing:
+    command.error(f"needs {', '.join(missing)}, which the {extra!r} extra "
+                  f"installs:\n  {hint}")

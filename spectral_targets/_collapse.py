@@ -8,6 +8,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from spectral_targets import _numerics as num
+from spectral_targets import _validation as v
 from spectral_targets._class_statistics import ClassStatistics, _check_inputs
 
 #: Σ_B eigenvalues above this fraction of the largest count as modes.
@@ -143,11 +145,11 @@ def _check_classifier(W, b, C, D):
     if b is not None:
       raise ValueError("bias needs a classifier.")
     return None, None
-  W = jnp.asarray(W)
+  W = v.as_array(W, "classifier")
   if W.shape != (C, D):
     raise ValueError(f"classifier must have shape ({C}, {D}), got {W.shape}.")
   if b is not None:
-    b = jnp.asarray(b)
+    b = v.as_array(b, "bias")
     if b.shape != (C,):
       raise ValueError(f"bias must have shape ({C},), got {b.shape}.")
   return W.astype(jnp.float32), b
@@ -163,14 +165,14 @@ def _from_statistics(stats, W):
   n = stats.counts.astype(stats.mu.dtype)
   mu = (n @ stats.mu) / jnp.maximum(n.sum(), 1)
   M = jnp.where(present[:, None], stats.mu - mu, 0)
-  norms = jnp.linalg.norm(M, axis=1)
-  unit = M / jnp.where(norms > 0, norms, 1)[:, None]
-  G = unit @ unit.T
+  # NC2 and NC3 are scale-free: norms rescale before squaring.
+  norms = num.norm(num.rescale(M), axis=1)
+  G = num.unit_rows(M) @ num.unit_rows(M).T
   pair = present[:, None] & present[None, :]
   Kf = K.astype(G.dtype)
   eye = jnp.eye(G.shape[0], dtype=G.dtype)
   etf = jnp.where(pair, (eye - 1 / Kf) / jnp.sqrt(jnp.maximum(Kf - 1, 1)), 0)
-  nc2 = jnp.linalg.norm(G / jnp.linalg.norm(G) - etf)
+  nc2 = jnp.linalg.norm(num.unit(G, None) - etf)
   present_norms = jnp.where(present, norms, 0)
   mean_norm = present_norms.sum() / Kf
   std_norm = jnp.sqrt(jnp.where(present, (norms - mean_norm) ** 2, 0).sum()
@@ -180,7 +182,7 @@ def _from_statistics(stats, W):
   nc3 = None
   if W is not None:
     Wp = jnp.where(present[:, None], W, 0)
-    nc3 = jnp.linalg.norm(Wp / jnp.linalg.norm(Wp) - M / jnp.linalg.norm(M))
+    nc3 = jnp.linalg.norm(num.unit(Wp, None) - num.unit(M, None))
 
   spec_b = jnp.linalg.eigvalsh(between)[::-1]
   spec_w = jnp.linalg.eigvalsh(within)[::-1]

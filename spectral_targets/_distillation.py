@@ -8,8 +8,11 @@ the teacher.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from spectral_targets import _numerics as num
 from spectral_targets import _validation as v
@@ -25,7 +28,7 @@ def _logit_pair(student_logits, teacher_logits, temperature):
   if s.ndim < 1:
     raise ValueError("student_logits must have at least one (class) axis.")
   num.check_temperature(temperature)
-  return s / temperature, t / temperature
+  return s, t
 
 
 def distillation_loss(student_logits: jax.typing.ArrayLike,
@@ -39,18 +42,35 @@ def distillation_loss(student_logits: jax.typing.ArrayLike,
   .. math::
     L = \tau^2\, \mathrm{KL}\big(\operatorname{softmax}(t/\tau)\,\big\|\,
         \operatorname{softmax}(s/\tau)\big)
+      \;\xrightarrow{\;\tau\to\infty\;}\;
+        \tfrac12 \operatorname{Var}_{c\,\sim\,\mathrm{uniform}}(t_c - s_c)
 
   At τ = 1 this is ``optax.kl_divergence(jax.nn.log_softmax(s),
-  jax.nn.softmax(t))``. The teacher is wrapped in ``stop_gradient``.
-  Low-precision logits are computed in float32.
+  jax.nn.softmax(t))``, including a teacher logit of -inf (a class the
+  teacher rules out: :math:`0 \log 0 = 0`). The teacher is wrapped in
+  ``stop_gradient``; low-precision logits are computed in float32.
+
+  Accurate at every temperature. With :math:`\mu = E_p[t - s]` and
+  :math:`\epsilon = (t - s - \mu)/\tau`, the KL is
+  :math:`\log(1 + \sum_c p_c\,(e^{-\epsilon_c} - 1 + \epsilon_c))`, a
+  sum of non-negative terms, each evaluated without cancellation (a Taylor
+  series near 0). It keeps float32 precision from τ ≪ 1 to τ = 1e30, where
+  the textbook :math:`\sum p(\log p - \log q)` is 6% off at τ = 1e3 and
+  noise beyond; when the KL exceeds 1 (no cancellation to fear) the
+  textbook form is used.
 
   Args:
     student_logits: (..., C) student logits.
-    teacher_logits: (..., C) teacher logits.
+    teacher_logits: (..., C) teacher logits (-inf allowed).
     temperature: τ > 0.
     axis: the class axis.
-    where: boolean mask of the classes to include, (..., C) or the batch
-      shape (...); a fully masked row gives 0.
+    where: boolean mask of the classes to include, one rule for every
+      loss: a mask of the logits' rank broadcasts to their shape as it is;
+      one of rank one less that broadcasts to the batch shape (...)
+      selects examples, as in Optax; otherwise one whose last dimension is
+      C, e.g. (C,), selects classes in every example. A 1-D mask for a
+      (C, C) batch fits both and raises (pass (1, C) or (C, 1)); a
+      mismatch names the shape passed. A fully masked row gives 0.
 
   Returns:
     (...) per-example losses, >= 0.
@@ -60,6 +80,9 @@ def distillation_loss(student_logits: jax.typing.ArrayLike,
     >>> s = jnp.array([[1.0, 0.0, -1.0]])
     >>> st.distillation_loss(s, s, temperature=4.0)
     Array([0.], dtype=float32)
+    >>> t = jnp.array([[2.0, 0.0, -jnp.inf]])  # the teacher rules out class 2
+    >>> st.distillation_loss(s, t).round(4)
+    Array([0.1615], dtype=float32)
 
   References:
     Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural Network",
@@ -67,9 +90,24 @@ def distillation_loss(student_logits: jax.typing.ArrayLike,
   """
   s, t = _logit_pair(student_logits, teacher_logits, temperature)
   mask = num.class_mask(where, s.shape, axis)
-  kl = num.kl_from_log_probs(num.log_softmax(t, axis, mask),
-                             num.log_softmax(s, axis, mask), axis, mask)
-  return temperature**2 * kl
+  return _tempered(t, s, temperature, axis, mask)[0]
+
+
+@functools.partial(jax.jit, static_argnames="axis")
+def _tempered(t, s, temperature, axis, mask):
+  """τ²·KL(softmax(t/τ) ‖ softmax(s/τ)) over ``axis``, the teacher's top
+  class k (kept axis) and E_p[(t − t_k) − (s − s_k)].
+
+  The logit difference is taken relative to class k: a student whose logits
+  are the teacher's plus 1000 keeps its precision.
+  """
+  top = jnp.argmax(t if mask is None else jnp.where(mask, t, -jnp.inf),
+                   axis=axis, keepdims=True)
+  at_top = lambda x: x - jnp.take_along_axis(x, top, axis=axis)
+  loss, mean = num.tempered_kl(num.log_softmax(t / temperature, axis, mask),
+                               num.log_softmax(s / temperature, axis, mask),
+                               at_top(t) - at_top(s), temperature, axis, mask)
+  return loss, top, mean
 
 
 def decoupled_distillation_loss(student_logits: jax.typing.ArrayLike,
@@ -91,20 +129,34 @@ def decoupled_distillation_loss(student_logits: jax.typing.ArrayLike,
     L = \alpha\,\tau^2\,\mathrm{KL}(b^T \| b^S)
       + \beta\,\tau^2\,\mathrm{KL}(\hat p^T \| \hat p^S)
 
-  (TCKD and NCKD). The defaults are the paper's CIFAR-100 settings. The
-  non-target mass is summed from the non-target probabilities, never taken
-  as 1 − p_y, so it stays accurate when :math:`p_y \to 1`.
+  (TCKD and NCKD). Everything is computed in log space:
+  :math:`\log p_y` and :math:`\log(1 - p_y)` are log-sum-exps over the
+  target and the non-target logits, so the loss stays exact however
+  confident either model is (a student at [100, 0, 0] against a uniform
+  teacher, τ = 1: 65.57, gradient ≈ [0.667, −0.333, −0.333]), and both KLs
+  are the temperature-robust ones of ``distillation_loss``.
+
+  **Magnitude.** The defaults are the paper's CIFAR-100 settings (τ = 4,
+  α = 1, β = 8): τ²β = 128 multiplies the non-target KL, so expect values
+  of several units (the example below gives 9.0) where a cross-entropy is
+  of order 1. Zhao et al. add DKD at full weight to the full
+  cross-entropy, ramping the DKD weight linearly from 0 over the first 20
+  epochs; a fixed 0.5/0.5 mix with cross-entropy lets DKD dominate the
+  gradient. Lower β (1 to 2 is common on ImageNet-scale runs) or the DKD
+  weight until both terms are of the same order.
 
   Args:
     student_logits: (..., C) student logits.
-    teacher_logits: (..., C) teacher logits.
+    teacher_logits: (..., C) teacher logits (-inf allowed off the label).
     labels: (...) integer labels in [0, C).
     temperature: τ > 0.
-    alpha: weight of TCKD.
-    beta: weight of NCKD.
+    alpha: weight of TCKD, >= 0.
+    beta: weight of NCKD, >= 0.
     axis: the class axis.
-    where: boolean mask of the classes to include ((..., C) or batch
-      shape); the label's class must be included.
+    where: boolean mask of the classes to include, read as in
+      ``distillation_loss``; where it includes any class of an example, it
+      must include that example's label (``ValueError`` when concrete; NaN
+      for that example under tracing). A fully masked example gives 0.
 
   Returns:
     (...) per-example losses, >= 0.
@@ -121,34 +173,59 @@ def decoupled_distillation_loss(student_logits: jax.typing.ArrayLike,
     CVPR 2022.
   """
   s, t = _logit_pair(student_logits, teacher_logits, temperature)
+  v.check_nonnegative(alpha, "alpha")
+  v.check_nonnegative(beta, "beta")
+  mask = num.class_mask(where, s.shape, axis)
   s, t = jnp.moveaxis(s, axis, -1), jnp.moveaxis(t, axis, -1)
-  C = s.shape[-1]
-  y = v.check_labels(labels, C)
+  y = v.check_labels(labels, s.shape[-1])
   if y.shape != s.shape[:-1]:
     raise ValueError(f"labels must have the batch shape {s.shape[:-1]}, got "
                      f"{y.shape}.")
-  mask = None
-  if where is not None:
-    w = jnp.asarray(where)
-    mask = num.class_mask(jnp.moveaxis(w, axis, -1) if w.ndim == s.ndim
-                          else w, s.shape, -1)
-  is_target = jax.nn.one_hot(y, C, dtype=bool)
-  others = ~is_target if mask is None else ~is_target & mask
+  if mask is not None:
+    mask = jnp.moveaxis(mask, axis, -1)
+    if v.is_concrete(mask) and v.is_concrete(y):
+      host = np.asarray(mask)
+      kept = np.take_along_axis(host, np.asarray(y)[..., None], axis=-1)
+      dropped = np.argwhere(host.any(axis=-1) & ~kept[..., 0])
+      if dropped.size:
+        raise ValueError(
+            f"where must include each example's label class; it masks out "
+            f"the label of example(s) "
+            f"{[tuple(int(i) for i in r) for r in dropped[:5]]}"
+            f"{' ...' if len(dropped) > 5 else ''}.")
+  return _decoupled(s, t, y, mask, temperature, alpha, beta)
 
-  def split(x):
-    # log p_y and log(1 - p_y) from log-sum-exps over the two parts.
-    log_all = num.log_softmax(x, -1, mask)
-    log_target = jnp.sum(jnp.where(is_target, log_all, 0), -1)
-    log_rest = jnp.log(jnp.sum(jnp.where(others, jnp.exp(log_all), 0), -1)
-                       + jnp.finfo(x.dtype).tiny)
-    return jnp.stack([log_target, log_rest], -1), num.log_softmax(x, -1,
-                                                                  others)
 
-  bt, nt = split(t)
-  bs, ns = split(s)
-  tckd = num.kl_from_log_probs(bt, bs, -1, None)
-  nckd = num.kl_from_log_probs(nt, ns, -1, others)
-  return temperature**2 * (alpha * tckd + beta * nckd)
+@jax.jit
+def _decoupled(s, t, y, mask, temperature, alpha, beta):
+  is_target = jax.nn.one_hot(y, s.shape[-1], dtype=bool)
+  inside = jnp.ones_like(is_target) if mask is None else mask
+  others = ~is_target & inside
+  nckd, top, mean_rest = _tempered(t, s, temperature, -1, others)
+
+  def binary(x):
+    # (log p_y, log(1 - p_y)) as log-sum-exps of the target and the rest.
+    x = x / temperature
+    target = jnp.sum(jnp.where(is_target, x, 0), axis=-1)
+    rest = num.logsumexp(x, -1, others)
+    total = jnp.logaddexp(target, rest)
+    return jnp.stack([target - total, rest - total], -1)
+
+  # The binary logits' difference, relative to the teacher's top non-target
+  # class k: for the target, (t_y − t_k) − (s_y − s_k); for the rest,
+  # τ(LSE(t/τ) − LSE(s/τ)) over the non-target classes, which is
+  # E_p̂[t − s] − τ·KL(p̂ᵀ ‖ p̂ˢ) (no cancellation).
+  at_top = lambda x: jnp.sum(jnp.where(is_target, x, 0), axis=-1) - (
+      jnp.take_along_axis(x, top, axis=-1)[..., 0])
+  gap = jnp.stack([at_top(t) - at_top(s),
+                   mean_rest[..., 0] - nckd / temperature], -1)
+  tckd, _ = num.tempered_kl(binary(t), binary(s), gap, temperature)
+  loss = alpha * tckd + beta * nckd
+  # A fully masked row is 0, as in every loss; one that keeps some classes
+  # but not the label is undefined.
+  label_kept = jnp.any(is_target & inside, axis=-1)
+  empty = ~jnp.any(inside, axis=-1)
+  return jnp.where(empty, 0, jnp.where(label_kept, loss, jnp.nan))
 
 
 def soft_assignment_distillation_loss(
@@ -156,24 +233,33 @@ def soft_assignment_distillation_loss(
     teacher_features: jax.typing.ArrayLike,
     prototypes: jax.typing.ArrayLike, *,
     temperature: jax.typing.ArrayLike = 1.0,
+    scale: jax.typing.ArrayLike | None = None,
     where: jax.typing.ArrayLike | None = None) -> jax.Array:
   r"""Distillation of soft assignments over a codebook.
 
   .. math::
-    L = \tau^2\,\mathrm{KL}\big(\operatorname{softmax}(z_T P^\top/\tau)\,\big\|\,
-        \operatorname{softmax}(z_S P^\top/\tau)\big)
+    L = \tau^2\,\mathrm{KL}\big(\operatorname{softmax}(\ell_T/\tau)\,\big\|\,
+        \operatorname{softmax}(\ell_S/\tau)\big), \qquad
+    \ell = z P^\top \ \text{or, with a scale } s,\ \ell_c = s\cos(z, p_c)
 
   The teacher's dark knowledge is read in the codebook's frame: how much of
-  each feature falls on every class code (``soft_assignment``). Student and
-  teacher features must live in the prototypes' space (project them first
-  if they do not); the teacher is wrapped in ``stop_gradient``.
+  each feature falls on every class code (``soft_assignment``, whose τ and
+  ``scale`` mean the same). With ``scale=s`` this is exactly
+  ``distillation_loss`` on the logits of a codebook head of that scale,
+  ``codebook_logits(z, P, scale=s)``. Student and teacher features must
+  live in the prototypes' space (project them first if they do not); the
+  teacher is wrapped in ``stop_gradient``. The KL is the
+  temperature-robust one of ``distillation_loss``.
 
   Args:
     student_features: (..., d) student features.
     teacher_features: (..., d) teacher features.
     prototypes: (C, d) prototypes (e.g. a spectral codebook).
     temperature: τ > 0.
-    where: (..., C) or (C,) boolean mask of the prototypes to include.
+    scale: None (raw inner products), or s > 0 for the head's cosine
+      logits.
+    where: boolean mask of the prototypes to include, read as in
+      ``distillation_loss``: (..., C), the batch shape (...), or (C,).
 
   Returns:
     (...) per-example losses, >= 0.
@@ -184,14 +270,13 @@ def soft_assignment_distillation_loss(
     >>> st.soft_assignment_distillation_loss(z, z, jnp.eye(2))
     Array([0.], dtype=float32)
   """
-  s = assignment_logits(student_features, prototypes, temperature)
+  num.check_temperature(temperature)
+  s = assignment_logits(student_features, prototypes, scale)
   t = jax.lax.stop_gradient(
-      assignment_logits(teacher_features, prototypes, temperature))
+      assignment_logits(teacher_features, prototypes, scale))
   if s.shape != t.shape:
     raise ValueError(f"student_features and teacher_features must have the "
                      f"same batch shape, got {s.shape[:-1]} and "
                      f"{t.shape[:-1]}.")
-  mask = num.class_mask(where, s.shape, None)
-  kl = num.kl_from_log_probs(num.log_softmax(t, -1, mask),
-                             num.log_softmax(s, -1, mask), -1, mask)
-  return temperature**2 * kl
+  mask = num.class_mask(where, s.shape, -1)
+  return _tempered(t, s, temperature, -1, mask)[0]

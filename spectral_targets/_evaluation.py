@@ -7,6 +7,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from spectral_targets import _numerics as num
 from spectral_targets import _validation as v
@@ -44,6 +45,11 @@ def expected_calibration_error(probs: jax.typing.ArrayLike,
   with equal-width bins :math:`((b-1)/B, b/B]` of the confidence
   :math:`\max_c p_c` (a confidence of exactly 0 falls in the first bin).
 
+  ``probs`` must be probabilities, not logits: when concrete, every entry
+  must lie in [0, 1] and every row sum to 1 (within 1e-3, or 4 ulps of a
+  low-precision dtype), else ``ValueError``; pass
+  ``jax.nn.softmax(logits)``. Under ``jit`` this is not checked.
+
   Args:
     probs: (N, C) predicted distributions.
     labels: (N,) integer labels.
@@ -64,7 +70,29 @@ def expected_calibration_error(probs: jax.typing.ArrayLike,
   """
   p, y = _check(probs, labels, "probs")
   B = v.check_int(num_bins, "num_bins", minimum=1)
+  if v.is_concrete(p):
+    _check_distributions(np.asarray(p, np.float64), jnp.result_type(probs),
+                         "probs")
   return _ece(p, y, B)
+
+
+def _check_distributions(p: np.ndarray, dtype, name: str) -> None:
+  """Rows of probabilities: entries in [0, 1], sums 1 (to a tolerance that
+  allows the input dtype's rounding)."""
+  bad = np.argwhere(~((p >= 0) & (p <= 1)))  # NaN is bad too
+  if bad.size:
+    i, j = (int(k) for k in bad[0])
+    raise ValueError(
+        f"{name} must hold probabilities in [0, 1] (logits? pass "
+        f"jax.nn.softmax(logits)); found {p[i, j]} at [{i}, {j}].")
+  tol = max(1e-3, 4 * float(jnp.finfo(dtype).eps))
+  sums = p.sum(axis=1)
+  off = np.flatnonzero(np.abs(sums - 1) > tol)
+  if off.size:
+    i = int(off[0])
+    raise ValueError(
+        f"{name} rows must sum to 1 (logits? pass jax.nn.softmax(logits)); "
+        f"row {i} sums to {sums[i]:.6g}.")
 
 
 @functools.partial(jax.jit, static_argnums=2)

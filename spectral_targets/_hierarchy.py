@@ -18,8 +18,9 @@ matrix-free product.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from importlib import resources
 
 import jax
@@ -30,26 +31,79 @@ from spectral_targets import _operators
 from spectral_targets import _validation as v
 
 
-@dataclasses.dataclass(frozen=True)
+@jax.tree_util.register_static
+@dataclasses.dataclass(frozen=True, eq=False)
 class Tree:
-  """A validated rooted tree and the classes (leaves) a kernel is built over.
+  r"""A validated rooted tree and the classes (leaves) it is used over.
+
+  Built by ``build_tree``. The depth of a node counts edges from the root,
+  its height edges down to its deepest leaf:
+
+  .. math::
+    \mathrm{depth}(\mathrm{root}) = 0,\quad
+    \mathrm{depth}(n) = 1 + \mathrm{depth}(\mathrm{parent}(n));\qquad
+    h(\mathrm{leaf}) = 0,\quad h(n) = 1 + \max_{c\,\in\,\mathrm{children}(n)} h(c).
+
+  A tree is immutable and hashable (by value), and registered as a static
+  JAX pytree (no array leaves): pass it to a jitted function as a constant
+  or as an ordinary argument; each distinct tree compiles once.
 
   Attributes:
     nodes: every node id, in order of first appearance in the edges.
     parent: (num_nodes,) index of each node's parent; -1 for the root.
-    height: (num_nodes,) height of each node (leaves 0; a node is 1 + the
-      largest height of its children).
-    classes: the class ids, in kernel order.
+    height: (num_nodes,) height of each node.
+    depth: (num_nodes,) depth of each node.
+    classes: the class ids, in kernel (logit) order.
     class_nodes: (C,) node index of each class.
+
+  Examples:
+    >>> import spectral_targets as st
+    >>> tree = st.build_tree([("root", "animal"), ("animal", "cat"),
+    ...                       ("animal", "dog"), ("root", "car")])
+    >>> tree.classes, tree.num_classes
+    (('cat', 'dog', 'car'), 3)
+    >>> tree.depth[tree.class_nodes].tolist()
+    [2, 2, 1]
   """
   nodes: tuple[Hashable, ...]
   parent: np.ndarray
   height: np.ndarray
+  depth: np.ndarray
   classes: tuple[Hashable, ...]
   class_nodes: np.ndarray
+  _key: tuple = dataclasses.field(init=False, repr=False)
+  _hash: int = dataclasses.field(init=False, repr=False)
+
+  def __post_init__(self):
+    for name in ("parent", "height", "depth", "class_nodes"):
+      getattr(self, name).flags.writeable = False  # hashed by value
+    key = (self.nodes, self.classes, self.parent.tobytes(),
+           self.class_nodes.tobytes())
+    object.__setattr__(self, "_key", key)
+    object.__setattr__(self, "_hash", hash(key))
+
+  def __hash__(self) -> int:
+    return self._hash
+
+  def __eq__(self, other) -> bool:
+    if self is other:
+      return True
+    if not isinstance(other, Tree):
+      return NotImplemented
+    return self._hash == other._hash and self._key == other._key
+
+  def __repr__(self) -> str:
+    return (f"Tree(num_nodes={len(self.nodes)}, num_classes="
+            f"{self.num_classes}, height={int(self.height[self.root])})")
+
+  @property
+  def num_classes(self) -> int:
+    """C, the number of classes."""
+    return int(self.class_nodes.size)
 
   @property
   def root(self) -> int:
+    """Index of the root node."""
     return int(np.flatnonzero(self.parent < 0)[0])
 
   def weights(self) -> np.ndarray:
@@ -73,10 +127,88 @@ class Tree:
       index, current = index[keep], up[keep]
     return np.concatenate(rows), np.concatenate(cols)
 
+  @functools.cached_property
+  def operator(self) -> _operators.TreeKernel:
+    """The LCA-height kernel as a ``TreeKernel`` (built once per tree): the
+    nodes with a class below them, one array per depth level."""
+    # Concrete even when first asked for inside a trace: it is cached.
+    with jax.ensure_compile_time_eval():
+      return _operators.tree_kernel(self.parent, self.weights(),
+                                    self.class_nodes)
 
-def build_tree(edges: Iterable[tuple[Hashable, Hashable]],
+
+def _check_hashable(value, where: str) -> None:
+  try:
+    hash(value)
+  except TypeError:
+    raise TypeError(
+        f"{where} is not hashable: {value!r} ({type(value).__name__}); node "
+        "ids must be hashable (str, int, or tuples of those).") from None
+
+
+def _cycle(parent_of: dict[int, int], start: int) -> list[int]:
+  """The cycle reached by following parents from ``start``, listed in the
+  edges' parent-to-child direction."""
+  seen: dict[int, int] = {}
+  node = start
+  while node not in seen:
+    seen[node] = len(seen)
+    node = parent_of[node]
+  upward = list(seen)[seen[node]:]
+  return upward[:1] + upward[:0:-1]
+
+
+def build_tree(edges: Iterable[tuple[Hashable, Hashable]]
+               | Mapping[Hashable, Hashable],
                classes: Sequence[Hashable] | None = None) -> Tree:
-  """Validates ``(parent, child)`` edges as a rooted tree; see ``Tree``."""
+  r"""Validates a class hierarchy as one rooted tree.
+
+  The tree every hierarchy function uses: ``from_hierarchy`` builds its
+  kernel from it, ``hierarchical_cross_entropy`` factorises the class
+  probability along it. Every node has one parent except the root; depth
+  and height are as defined in ``Tree``:
+
+  .. math::
+    \mathrm{depth}(n) = |\mathrm{path}(n \to \mathrm{root})|,\qquad
+    h(n) = \max_{\ell\ \text{leaf below}\ n} |\mathrm{path}(\ell \to n)|.
+
+  Args:
+    edges: iterable of ``(parent, child)`` pairs of hashable node ids, or a
+      mapping ``{child: parent}``.
+    classes: the classes, as leaf ids, in the order of the logits and the
+      kernel. Default: every leaf, in order of first appearance in
+      ``edges``.
+
+  Returns:
+    A ``Tree``: immutable, hashable, a static pytree (usable inside
+    ``jit`` as a constant or an argument).
+
+  Raises:
+    ValueError: a malformed edge, a node with two parents, several roots, a
+      cycle (the message names its nodes), or classes that repeat, are
+      missing, or are inner nodes.
+    TypeError: an unhashable node or class id.
+
+  Examples:
+    >>> import spectral_targets as st
+    >>> edges, classes = st.cifar100_hierarchy("wordnet")
+    >>> tree = st.build_tree(edges, classes)
+    >>> tree
+    Tree(num_nodes=163, num_classes=100, height=8)
+    >>> st.build_tree([("a", "b"), ("b", "a")])
+    Traceback (most recent call last):
+    ...
+    ValueError: edges contain a cycle through ['a', 'b'] and no root ...
+
+  References:
+    Bertinetto et al., "Making Better Mistakes: Leveraging Class Hierarchies
+    with Deep Networks", CVPR 2020.
+  """
+  if isinstance(edges, Mapping):
+    edges = [(p, c) for c, p in edges.items()]
+  elif isinstance(edges, (str, bytes)) or not isinstance(edges, Iterable):
+    raise TypeError(f"edges must be an iterable of (parent, child) pairs or "
+                    f"a {{child: parent}} mapping, got {type(edges).__name__}.")
   index: dict[Hashable, int] = {}
   parent_of: dict[int, int] = {}
   for k, edge in enumerate(edges):
@@ -85,15 +217,17 @@ def build_tree(edges: Iterable[tuple[Hashable, Hashable]],
     except (TypeError, ValueError):
       raise ValueError(
           f"edges[{k}] must be a (parent, child) pair, got {edge!r}.") from None
+    _check_hashable(p, f"the parent in edges[{k}]")
+    _check_hashable(c, f"the child in edges[{k}]")
     if p == c:
       raise ValueError(f"edges[{k}] joins {p!r} to itself.")
     pi = index.setdefault(p, len(index))
     ci = index.setdefault(c, len(index))
     if ci in parent_of and parent_of[ci] != pi:
-      nodes = list(index)
+      names = list(index)
       raise ValueError(
           f"edges do not form a tree: {c!r} has two parents, "
-          f"{nodes[parent_of[ci]]!r} and {p!r}.")
+          f"{names[parent_of[ci]]!r} and {p!r}.")
     parent_of[ci] = pi
   if not index:
     raise ValueError("edges is empty: a hierarchy needs at least one edge.")
@@ -103,22 +237,32 @@ def build_tree(edges: Iterable[tuple[Hashable, Hashable]],
   for ci, pi in parent_of.items():
     parent[ci] = pi
   roots = np.flatnonzero(parent < 0)
+  if roots.size == 0:
+    # Every node has a parent: following parents must come back round.
+    cycle = [nodes[u] for u in _cycle(parent_of, 0)]
+    raise ValueError(f"edges contain a cycle through {cycle[:5]}"
+                     f"{' ...' if len(cycle) > 5 else ''} and no root (every "
+                     "node has a parent).")
   if roots.size != 1:
     shown = [nodes[r] for r in roots[:5]]
     raise ValueError(f"edges must describe one tree with a single root; "
                      f"found {roots.size} roots: {shown}"
                      f"{' ...' if roots.size > 5 else ''}.")
   # Breadth-first order from the root; nodes never reached sit on a cycle.
-  children = [[] for _ in range(n)]
+  children: list[list[int]] = [[] for _ in range(n)]
   for ci, pi in parent_of.items():
     children[pi].append(ci)
   order = [int(roots[0])]
+  depth = np.zeros(n, dtype=np.int64)
   for node in order:
     order.extend(children[node])
+    depth[children[node]] = depth[node] + 1
   if len(order) != n:
-    unreached = sorted(set(range(n)) - set(order))[:5]
-    raise ValueError(f"edges contain a cycle through "
-                     f"{[nodes[u] for u in unreached]}.")
+    unreached = sorted(set(range(n)) - set(order))
+    cycle = [nodes[u] for u in _cycle(parent_of, unreached[0])]
+    raise ValueError(f"edges contain a cycle through {cycle[:5]}"
+                     f"{' ...' if len(cycle) > 5 else ''}, detached from the "
+                     f"root {nodes[roots[0]]!r}.")
   height = np.zeros(n, dtype=np.int64)
   for node in reversed(order):
     if parent[node] >= 0:
@@ -127,7 +271,12 @@ def build_tree(edges: Iterable[tuple[Hashable, Hashable]],
   if classes is None:
     class_nodes = np.flatnonzero(is_leaf)
   else:
+    if isinstance(classes, (str, bytes)):
+      raise TypeError(f"classes must be a sequence of class ids, not a "
+                      f"string ({classes!r}).")
     classes = list(classes)
+    for k, c in enumerate(classes):
+      _check_hashable(c, f"classes[{k}]")
     if len(set(classes)) != len(classes):
       raise ValueError("classes must not repeat a class.")
     missing = [c for c in classes if c not in index]
@@ -140,7 +289,7 @@ def build_tree(edges: Iterable[tuple[Hashable, Hashable]],
                        f"inner nodes: {inner[:5]}.")
     if not classes:
       raise ValueError("classes must name at least one class.")
-  return Tree(nodes=nodes, parent=parent, height=height,
+  return Tree(nodes=nodes, parent=parent, height=height, depth=depth,
               classes=tuple(nodes[i] for i in class_nodes),
               class_nodes=class_nodes)
 
@@ -193,9 +342,9 @@ def from_hierarchy(edges: Iterable[tuple[Hashable, Hashable]], *,
     Array([1. , 0.5, 0. ], dtype=float32)
   """
   tree = build_tree(edges, classes)
-  w = tree.weights()
   if implicit:
-    return _operators.tree_kernel(tree.parent, w, tree.class_nodes)
+    return tree.operator
+  w = tree.weights()
   rows, cols = tree.ancestors()
   C = tree.class_nodes.size
   # Only the nodes that lie above some class take part.
@@ -229,8 +378,20 @@ def load_hierarchy(path: str | os.PathLike) -> list[tuple[str, str]]:
     >>> st.from_hierarchy(edges).tolist()
     [[1.0, 0.5], [0.5, 1.0]]
   """
-  with open(path, encoding="utf-8") as f:
-    return _parse_edges(f, str(path))
+  with open(path, "rb") as f:
+    return _parse_edges(_decoded(f, str(path)), str(path))
+
+
+def _decoded(lines: Iterable[bytes], where: str) -> Iterator[str]:
+  """UTF-8 lines (a leading byte-order mark dropped); an undecodable line
+  is an error naming the file, line and byte."""
+  for number, raw in enumerate(lines, 1):
+    try:
+      yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
+    except UnicodeDecodeError as e:
+      raise ValueError(
+          f"{where}:{number}: not valid UTF-8 (byte {raw[e.start]:#04x} at "
+          f"column {e.start + 1}); save the file as UTF-8.") from None
 
 
 def _parse_edges(lines: Iterable[str], where: str) -> list[tuple[str, str]]:
@@ -311,7 +472,7 @@ def random_hierarchy(num_classes: int, *, depth: int = 8,
     depth: the largest depth of a leaf (>= 1).
     branching: mean number of children of an inner node (>= 2).
     unevenness: > 0; larger makes sibling subtrees more unequal.
-    seed: seed of the NumPy generator.
+    seed: seed of the NumPy generator, an int >= 0.
 
   Returns:
     ``(parent, child)`` edges between integer node ids (the root is 0);
@@ -329,6 +490,7 @@ def random_hierarchy(num_classes: int, *, depth: int = 8,
   if branching < 2:
     raise ValueError(f"branching must be >= 2, got {branching}.")
   v.check_positive(unevenness, "unevenness")
+  seed = v.check_int(seed, "seed", minimum=0)
   rng = np.random.default_rng(seed)
   edges: list[tuple[int, int]] = []
   stack = [(0, C, 0)]

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from spectral_targets import _numerics as num
 from spectral_targets import _validation as v
 
 
@@ -50,8 +51,10 @@ def blocks(groups: Sequence[int] | jax.typing.ArrayLike) -> jax.Array:
     S_{ij} = [g_i = g_j]
 
   Args:
-    groups: length-C sequence of group ids (any hashable values), one per
-      class.
+    groups: length-C sequence (list, tuple, range or 1-D array) of group
+      ids, any hashable values, one per class. A string is not taken for a
+      sequence of one-character ids (pass ``list("aab")`` for that), nor is
+      a number for a count of classes: both raise ``TypeError``.
 
   Returns:
     The (C, C) kernel.
@@ -63,13 +66,36 @@ def blocks(groups: Sequence[int] | jax.typing.ArrayLike) -> jax.Array:
            [1., 1., 0.],
            [0., 0., 1.]], dtype=float32)
   """
-  groups = list(np.asarray(groups).reshape(-1)) if not isinstance(
-      groups, (list, tuple)) else list(groups)
+  groups = _group_ids(groups)
   if not groups:
     raise ValueError("groups must name the group of at least one class.")
   ids = {g: k for k, g in enumerate(dict.fromkeys(groups))}
   codes = np.array([ids[g] for g in groups])
   return jnp.asarray(codes[:, None] == codes[None, :], dtype=float)
+
+
+def _group_ids(groups) -> list:
+  if isinstance(groups, (str, bytes)):
+    raise TypeError(
+        f"groups must be a sequence of group ids, one per class, got the "
+        f"string {groups!r}; pass list({groups!r}) for one class per "
+        "character.")
+  if isinstance(groups, (np.ndarray, jax.Array)):
+    if groups.ndim != 1:
+      raise ValueError(f"groups must be one-dimensional (one id per class), "
+                       f"got shape {groups.shape}.")
+    return np.asarray(groups).tolist()
+  if not isinstance(groups, (Sequence, range)) or groups is None:
+    raise TypeError(f"groups must be a sequence of group ids, one per "
+                    f"class, got {type(groups).__name__} {groups!r}.")
+  groups = list(groups)
+  for i, g in enumerate(groups):
+    try:
+      hash(g)
+    except TypeError:
+      raise TypeError(f"groups must hold hashable group ids, one per class; "
+                      f"groups[{i}] is {g!r} ({type(g).__name__}).") from None
+  return groups
 
 
 def graded(num_classes: int, width: float) -> jax.Array:
@@ -195,6 +221,9 @@ def from_confusion(confusion: jax.typing.ArrayLike) -> jax.Array:
   if M.ndim != 2 or M.shape[0] != M.shape[1]:
     raise ValueError(f"confusion must be a square matrix, got shape "
                      f"{M.shape}.")
+  if M.shape[0] == 0:
+    raise ValueError(f"confusion must have at least one class, got shape "
+                     f"{M.shape}.")
   v.check_finite(M, "confusion")
   rows = M.sum(axis=1, keepdims=True)
   if v.is_concrete(M):
@@ -218,8 +247,12 @@ def from_class_means(features: jax.typing.ArrayLike,
     S_{cd} = \frac{\mu_c^\top \mu_d}{\lVert\mu_c\rVert\,\lVert\mu_d\rVert}
 
   Works under ``jit`` with ``num_classes`` static. A class with no samples
-  (or a zero mean) raises ``ValueError`` when the inputs are concrete; under
-  tracing its row is 0.
+  (or a zero mean) raises ``ValueError`` when the inputs are concrete, and
+  so does a class whose features hold NaN or inf (the error names the
+  classes); under tracing such rows are 0 and NaN respectively. The
+  cosines are scale-free in practice too: features are rescaled by their
+  largest magnitude before anything is summed or squared, so features of
+  size 1e-30 or 1e30 give the same kernel as features of size 1.
 
   Args:
     features: (N, D) features.
@@ -243,14 +276,17 @@ def from_class_means(features: jax.typing.ArrayLike,
   chex.assert_shape(y, (Z.shape[0],), custom_message="labels must be (N,) "
                     "with N the number of feature rows.",
                     exception_type=ValueError)
+  Z = num.rescale(Z)  # the cosines do not see the scale; sums cannot overflow
   sums = jax.ops.segment_sum(Z, y, num_segments=C)
-  counts = jax.ops.segment_sum(jnp.ones_like(y, Z.dtype), y, num_segments=C)
-  means = sums / jnp.maximum(counts, 1)[:, None]
-  norms = jnp.linalg.norm(means, axis=1)
-  if v.is_concrete(norms):
-    bad = np.flatnonzero(np.asarray(norms) == 0)
+  if v.is_concrete(sums):
+    host = np.asarray(sums)
+    bad = np.flatnonzero(~np.isfinite(host).all(axis=1))
+    if bad.size:
+      raise ValueError(f"features of class(es) {bad.tolist()} are not "
+                       "finite (NaN or inf); their means are undefined.")
+    bad = np.flatnonzero(~host.any(axis=1))
     if bad.size:
       raise ValueError(f"class(es) {bad.tolist()} have no samples or a zero "
                        "mean; their cosine similarity is undefined.")
-  unit = means / jnp.where(norms > 0, norms, 1)[:, None]
+  unit = num.unit_rows(sums)  # the mean's direction: counts cancel
   return unit @ unit.T

@@ -7,12 +7,7 @@ import jax.numpy as jnp
 
 from spectral_targets import _numerics as num
 from spectral_targets import _validation as v
-
-
-def unit_rows(x, eps: float = 1e-12):
-  """x / ‖x‖ along the last axis; a zero row stays 0 with finite gradients."""
-  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, -1, keepdims=True),
-                                       eps))
+from spectral_targets._numerics import unit_rows
 
 
 def check_codebook(features, codebook, name: str = "codebook"):
@@ -38,8 +33,13 @@ def codebook_logits(features: jax.typing.ArrayLike,
   A fixed codebook head (Hoffer et al., 2018; Barz & Denzler, 2019): feed
   the result to ``optax.softmax_cross_entropy_with_integer_labels``
   unchanged. The scale s sets the softmax's sharpness (cosines lie in
-  [-1, 1]); a zero feature gives zero logits and finite gradients.
-  Low-precision inputs are computed and returned in float32.
+  [-1, 1]). Low-precision inputs are computed and returned in float32.
+
+  The formula has no epsilon, and neither has its evaluation: each row is
+  divided by its largest magnitude before its norm is taken (as LAPACK's
+  ``nrm2`` does), so every non-zero feature or code, of norm 1e-30 or 1e30,
+  gives exactly its cosine. A zero feature gives zero logits, and finite
+  gradients (those of the identity at 0, where the cosine has none).
 
   Args:
     features: (..., d) features.
@@ -62,5 +62,10 @@ def codebook_logits(features: jax.typing.ArrayLike,
   z = num.as_compute(features, "features")
   W = num.as_compute(codebook, "codebook")
   check_codebook(z, W)
+  return cosine_logits(z, W, scale)
+
+
+def cosine_logits(z, W, scale):
+  """s·cos(z, w_c) for checked float arrays: the head's logits."""
   v.check_positive(scale, "scale")
   return scale * (unit_rows(z) @ unit_rows(W).T)

@@ -290,6 +290,7 @@ def low_rank_kernel(factor: jax.typing.ArrayLike,
            [0. , 4.5]], dtype=float32)
   """
   F = v.as_float_array(factor, "factor")
+  F = F.astype(v.compute_dtype(F.dtype))
   v.check_rank(F, 2, "factor")
   if F.shape[0] == 0:
     raise ValueError("factor must have at least one row (class).")
@@ -333,11 +334,9 @@ class DenseKernel(KernelOperator):
     return self.matrix
 
 
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
-class CenteredKernel(KernelOperator):
-  r"""The double-centred kernel :math:`JSJ`, :math:`J = I - \tfrac1C 11^\top`,
-  of another operator, by products only."""
+class _Derived(KernelOperator):
+  """A kernel computed from another operator, ``inner``: same classes, same
+  dtype."""
   inner: KernelOperator
 
   @property
@@ -347,6 +346,14 @@ class CenteredKernel(KernelOperator):
   @property
   def dtype(self):
     return self.inner.dtype
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class CenteredKernel(_Derived):
+  r"""The double-centred kernel :math:`JSJ`, :math:`J = I - \tfrac1C 11^\top`,
+  of another operator, by products only."""
+  inner: KernelOperator
 
   def matmul(self, x):
     center = lambda y: y - jnp.mean(y, axis=0, keepdims=True)
@@ -381,10 +388,43 @@ class _ProductKernel(KernelOperator):
 
   @property
   def dtype(self):
-    return v.float_dtype(jnp.zeros((), self.matrix.dtype), "kernel")
+    return v.compute_dtype(v.float_dtype(jnp.zeros((), self.matrix.dtype),
+                                         "kernel"))
 
   def matmul(self, x):
     return jnp.asarray(self.matrix @ jnp.asarray(x, self.dtype), self.dtype)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class _ScaledKernel(_Derived):
+  """c·S for another operator S; the block is scaled before the product, so
+  a kernel of entries near 1e30 times a block of size 1e-30 stays in
+  range."""
+  inner: KernelOperator
+  factor: jax.Array  # scalar: data, so a new factor does not recompile
+
+  def matmul(self, x):
+    return self.inner.matmul(self.factor * jnp.asarray(x, self.dtype))
+
+  def diagonal(self):
+    return self.factor * self.inner.diagonal()
+
+  def squared_norm(self):
+    return float(self.factor) ** 2 * self.inner.squared_norm()
+
+
+def scaled(op: KernelOperator, factor: float) -> KernelOperator:
+  """The kernel ``factor * op`` (factor > 0) as an operator of the same
+  kind where there is one: dense and low-rank kernels scale their arrays
+  (so ``alignment``'s special cases still apply), others are wrapped."""
+  if isinstance(op, DenseKernel):
+    return DenseKernel(op.matrix * jnp.asarray(factor, op.dtype))
+  if isinstance(op, LowRankKernel):
+    root = jnp.asarray(factor**0.5, op.dtype)
+    return LowRankKernel(factor=op.factor * root,
+                         diag=op.diag * root * root)
+  return _ScaledKernel(op, jnp.asarray(factor, op.dtype))
 
 
 def is_operator(kernel) -> bool:

@@ -7,7 +7,8 @@ import jax.numpy as jnp
 
 from spectral_targets import _numerics as num
 from spectral_targets import _validation as v
-from spectral_targets._logits import check_codebook, unit_rows
+from spectral_targets._logits import check_codebook
+from spectral_targets._numerics import unit_rows
 
 
 def cosine_regression_loss(features: jax.typing.ArrayLike,
@@ -19,7 +20,9 @@ def cosine_regression_loss(features: jax.typing.ArrayLike,
     L = 1 - \frac{z^\top w_y}{\lVert z\rVert\,\lVert w_y\rVert}
 
   The correlation loss of Barz & Denzler (2019) for hierarchy-based
-  embeddings. A zero feature gives L = 1 with finite gradients.
+  embeddings. Norms are taken after rescaling by the largest magnitude
+  (no epsilon), so any non-zero feature, of norm 1e-30 or 1e30, gives its
+  exact cosine; a zero feature gives L = 1 with finite gradients.
 
   Args:
     features: (..., d) features.
@@ -67,8 +70,10 @@ def similarity_regression_loss(features: jax.typing.ArrayLike,
     features: (..., d) features.
     labels: (...) integer labels in [0, C).
     codebook: (C, d) class codes.
-    kernel: (C, C) target similarities.
-    where: (..., C) or (C,) boolean mask of the classes to include.
+    kernel: (C, C) target similarities (real, finite, symmetric; checked
+      when concrete).
+    where: boolean mask of the classes to include, read as in
+      ``distillation_loss``: (..., C), the batch shape (...), or (C,).
 
   Returns:
     (...) per-example losses.
@@ -87,7 +92,7 @@ def similarity_regression_loss(features: jax.typing.ArrayLike,
   z = num.as_compute(features, "features")
   W = num.as_compute(codebook, "codebook")
   check_codebook(z, W)
-  S = num.as_compute(v.as_float_array(kernel, "kernel"), "kernel")
+  S = v.as_kernel(kernel)
   C = W.shape[0]
   if S.shape != (C, C):
     raise ValueError(f"kernel must have shape ({C}, {C}) to match codebook, "
@@ -95,7 +100,7 @@ def similarity_regression_loss(features: jax.typing.ArrayLike,
   y = _check_labels(labels, z, W)
   cos = unit_rows(z) @ unit_rows(W).T
   err = (cos - S[y]) ** 2
-  mask = num.class_mask(where, err.shape, None)
+  mask = num.class_mask(where, err.shape, -1)
   return jnp.sum(err if mask is None else jnp.where(mask, err, 0), axis=-1)
 
 

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from spectral_targets import _eigensolvers
+from spectral_targets import _numerics as num
 from spectral_targets import _operators
 from spectral_targets import _validation as v
 from spectral_targets._kernels import centered as double_centered
@@ -92,8 +93,11 @@ def gram_error(kernel, d: int, *, method: str = "auto", tol: float = 1e-5,
     = \sqrt{1 - \frac{\sum_{i\le d,\,\lambda_i>0}\lambda_i^2}
       {\lVert S\rVert_F^2}}.
 
-  It is non-increasing in d and reaches 0 at d = C only for PSD S. The zero
-  kernel has error 0.
+  It is non-increasing in d and reaches 0 at d = C only for PSD S, and
+  invariant to positive scaling, in float32 too: the kernel is divided by
+  its largest entry (an operator by its Frobenius norm) before any
+  eigenvalue is squared. The zero kernel has error 0. Under ``jit``, ``d``
+  must be static (``jax.jit(gram_error, static_argnames="d")``).
 
   The dense solver sums the lost eigenvalues (first form). An iterative
   solver (``method``, see ``top_eigenmodes``) finds only the top d and uses
@@ -132,13 +136,16 @@ def gram_error(kernel, d: int, *, method: str = "auto", tol: float = 1e-5,
   if method == "dense":
     return _gram_error(op.to_dense(), d)
   total = _squared_norm(op, "gram_error")
-  top = _eigensolvers.top_eigenmodes(op, d, method=method, tol=tol,
+  if total == 0:
+    return jnp.asarray(0.0, op.dtype)
+  # Scale-free: solve for S / ||S||_F, whose eigenvalues are at most 1.
+  top = _eigensolvers.top_eigenmodes(_operators.scaled(op, total**-0.5), d,
+                                     method=method, tol=tol,
                                      max_iter=max_iter)
   warn_unconverged(top, tol)
   lam = np.asarray(top.eigenvalues, np.float64)
   kept = float(np.sum(np.where(lam > 0, lam, 0.0) ** 2))
-  error = math.sqrt(max(total - kept, 0.0) / total) if total > 0 else 0.0
-  return jnp.asarray(error, op.dtype)
+  return jnp.asarray(math.sqrt(max(1.0 - kept, 0.0)), op.dtype)
 
 
 def warn_unconverged(top: _eigensolvers.TopEigenmodes, tol: float) -> None:
@@ -162,7 +169,9 @@ def _squared_norm(op, caller: str) -> float:
 @jax.jit
 def _gram_error(S, d):
   # d is traced: one compilation per kernel shape, not per (shape, d).
-  lam = jnp.linalg.eigvalsh(S)[::-1]
+  # The error is scale-free: rescaled, the squares neither overflow nor
+  # underflow (1e30 * S squares to inf in float32).
+  lam = jnp.linalg.eigvalsh(num.rescale(S))[::-1]
   sq = lam**2
   kept = jnp.arange(lam.shape[0]) < d
   lost = jnp.where(kept & (lam >= 0), 0, sq).sum()
@@ -180,8 +189,10 @@ def alignment(a, b, *, centered: bool = False) -> jax.Array:
   (:math:`K \to JKJ`), which makes the score invariant to adding constants:
   centred kernel alignment (Cortes et al., 2012; CKA of Kornblith et al.,
   2019, for linear kernels). Symmetric in its arguments, invariant to
-  positive scaling, in [-1, 1] (in [0, 1] for PSD kernels). A kernel with
-  zero norm raises ``ValueError`` when concrete; under ``jit`` it gives NaN.
+  positive scaling (in float32 too: each kernel is divided by its largest
+  entry, an operator by its Frobenius norm, before anything is squared),
+  in [-1, 1] (in [0, 1] for PSD kernels). A kernel with zero norm raises
+  ``ValueError`` when concrete; under ``jit`` it gives NaN.
 
   **Operators.** Either kernel may be a ``KernelOperator`` (e.g.
   ``from_hierarchy(..., implicit=True)``) when the other is low rank
@@ -246,6 +257,11 @@ def _operator_alignment(K, L, centered):
         "alignment of two operators needs one of them low rank (e.g. a "
         "codebook's Gram matrix, low_rank_kernel(codes)) or a dense array; "
         "pass kernel.to_dense() for the other when C is small.")
+  # Scale-free: each kernel divided by its Frobenius norm (from the host, in
+  # float64) before any product, so no float32 product overflows.
+  K, L = (_operators.scaled(op, n2**-0.5) if n2 > 0 else op
+          for op, n2 in ((K, _squared_norm(K, "alignment")),
+                         (L, _squared_norm(L, "alignment"))))
   if centered:
     Kc, Lc = _operators.CenteredKernel(K), _operators.CenteredKernel(L)
     inner = _inner(Kc, L)  # <JKJ, JLJ> = <JKJ, L>
@@ -269,6 +285,7 @@ def _inner(K, L) -> float:
 
 @functools.partial(jax.jit, static_argnums=2)
 def _alignment_terms(K, L, centered):
+  K, L = num.rescale(K), num.rescale(L)  # scale-free: no overflow
   if centered:
     K, L = double_centered(K), double_centered(L)
   return jnp.linalg.norm(K), jnp.linalg.norm(L), jnp.vdot(K, L)
@@ -305,7 +322,10 @@ def procrustes(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike) -> jax.Array:
 
 @jax.jit
 def _procrustes(X, Y):
-  u, _, vt = jnp.linalg.svd(X.T @ Y, full_matrices=False)
+  # R is invariant to positive scalings of x and y: rescaled, XᵀY cannot
+  # overflow.
+  u, _, vt = jnp.linalg.svd(num.rescale(X).T @ num.rescale(Y),
+                            full_matrices=False)
   return u @ vt
 
 
@@ -332,18 +352,17 @@ def coherence(codes: jax.typing.ArrayLike) -> jax.Array:
   v.check_rank(X, 2, "codes")
   if X.shape[0] < 2:
     raise ValueError(f"codes must hold at least 2 rows, got shape {X.shape}.")
-  norms = jnp.linalg.norm(X, axis=1)
-  if v.is_concrete(norms):
-    zero = np.flatnonzero(np.asarray(norms) == 0)
+  if v.is_concrete(X):
+    zero = np.flatnonzero(~np.asarray(X).any(axis=1))
     if zero.size:
       raise ValueError(f"codes has zero rows {zero.tolist()}; their cosine "
                        "is undefined.")
-  return _coherence(X, norms)
+  return _coherence(X)
 
 
 @jax.jit
-def _coherence(X, norms):
-  U = X / norms[:, None]
+def _coherence(X):
+  U = num.unit_rows(X)
   G = jnp.abs(U @ U.T)
   return jnp.max(jnp.where(jnp.eye(X.shape[0], dtype=bool), -jnp.inf, G))
 

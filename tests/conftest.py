@@ -19,6 +19,7 @@ hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE",
 HIERARCHIES = (pathlib.Path(__file__).resolve().parents[1].parent / "shared"
                / "data" / "hierarchies")
 
-# Needs its own process (4 simulated devices); tests/test_multidevice.py
-# runs it.
-collect_ignore = ["multidevice"]
+# multidevice needs its own process (4 simulated devices) and is run by
+# tests/test_multidevice.py; multiprocess holds the worker that
+# tests/test_multiprocess.py starts as several processes.
+collect_ignore = ["multidevice", "multiprocess"]

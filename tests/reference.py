@@ -99,6 +99,24 @@ def dkd(s, t, y, tau, alpha, beta):
   return np.array(out)
 
 
+def class_covariances(Z, y, C):
+  """(Σ_B, Σ_W) by a loop over classes and one outer product per sample."""
+  Z = np.asarray(Z, np.float64)
+  N, D = Z.shape
+  mu = Z.mean(0)
+  between = np.zeros((D, D))
+  within = np.zeros((D, D))
+  for c in range(C):
+    Zc = Z[y == c]
+    if len(Zc) == 0:
+      continue
+    m = Zc.mean(0)
+    between += len(Zc) / N * np.outer(m - mu, m - mu)
+    for z in Zc:
+      within += np.outer(z - m, z - m) / N
+  return between, within
+
+
 # --- Frames of a flat kernel: the best known tie-breaking -------------------
 
 

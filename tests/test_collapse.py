@@ -3,34 +3,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import reference as ref
 from hypothesis import given
 from hypothesis import strategies as hs
 
 import spectral_targets as st
-
+from spectral_targets import _class_statistics as cs
 
 # -- NumPy float64 references, written from the definitions ------------------
 
-def ref_covariances(Z, y, C):
-  Z = np.asarray(Z, np.float64)
-  N, D = Z.shape
-  mu = Z.mean(0)
-  between = np.zeros((D, D))
-  within = np.zeros((D, D))
-  for c in range(C):
-    Zc = Z[y == c]
-    if len(Zc) == 0:
-      continue
-    m = Zc.mean(0)
-    between += len(Zc) / N * np.outer(m - mu, m - mu)
-    for z in Zc:
-      within += np.outer(z - m, z - m) / N
-  return between, within
-
-
 def ref_collapse(Z, y, C, W=None, b=None):
   Z = np.asarray(Z, np.float64)
-  between, within = ref_covariances(Z, y, C)
+  between, within = ref.class_covariances(Z, y, C)
   present = [c for c in range(C) if np.any(y == c)]
   K = len(present)
   means = np.stack([Z[y == c].mean(0) for c in present])
@@ -65,7 +49,7 @@ def _data(seed, N=120, D=6, C=5, spread=1.0, offset=0.0):
 def test_class_covariances_reference():
   Z, y = _data(0)
   between, within = st.class_covariances(Z, y, 5)
-  rb, rw = ref_covariances(Z, y, 5)
+  rb, rw = ref.class_covariances(Z, y, 5)
   np.testing.assert_allclose(between, rb, rtol=1e-4, atol=1e-4)
   np.testing.assert_allclose(within, rw, rtol=1e-4, atol=1e-4)
   f = jax.jit(st.class_covariances, static_argnums=2)
@@ -77,7 +61,7 @@ def test_stable_with_large_offsets():
   # cancel in float32; centred scatter does not.
   Z, y = _data(1, spread=1e-2, offset=1e3)
   _, within = st.class_covariances(Z, y, 5)
-  _, rw = ref_covariances(Z, y, 5)
+  _, rw = ref.class_covariances(Z, y, 5)
   np.testing.assert_allclose(within, rw, rtol=2e-2, atol=1e-7)
   stats = st.ClassStatistics.zeros(5, 6)
   for chunk in np.array_split(np.arange(len(y)), 7):
@@ -138,7 +122,7 @@ def test_collapse_metrics_reference():
     assert float(getattr(m, k)) == pytest.approx(val, rel=1e-3, abs=1e-5), k
   assert int(m.num_present) == 5
   assert int(m.prototype_modes) == 4
-  bt, wt = ref_covariances(Z, y, 5)
+  bt, wt = ref.class_covariances(Z, y, 5)
   np.testing.assert_allclose(m.between_spectrum,
                              np.sort(np.linalg.eigvalsh(bt))[::-1], atol=1e-3)
   np.testing.assert_allclose(m.within_spectrum,
@@ -221,3 +205,112 @@ def test_from_statistics_and_errors():
     stats.merge(st.ClassStatistics.zeros(4, 6))
   with pytest.raises(TypeError, match="stats must be a ClassStatistics"):
     st.collapse_metrics_from_statistics((1, 2))
+
+
+# -- the within-class product, blocked, and its accuracy ----------------------
+
+def _large(kind, seed=0, N=4000, D=8, C=10):
+  rng = np.random.default_rng(seed)
+  y = rng.integers(0, C, size=N)
+  noise = rng.normal(size=(N, D))
+  if kind == "offset":   # a large common offset: 1e3 + N(0, 1)
+    Z = 1e3 + noise
+  else:                  # class means spread over 1e3 against unit noise
+    Z = 1e3 * rng.normal(size=(C, D))[y] + noise
+  return Z.astype(np.float32), y
+
+
+@pytest.mark.parametrize("kind", ["offset", "spread"])
+@pytest.mark.parametrize("block_bytes", [None, 7 * 8 * 4],
+                         ids=["one-block", "blocks-of-7-rows"])
+def test_within_accurate_at_large_offset_and_class_spread(kind, block_bytes,
+                                                          monkeypatch):
+  # ZᵀZ − Σ n_c μ_c μ_cᵀ would lose every digit here in float32 (ZᵀZ is
+  # ~1e6 times Σ_W); centring by the class means keeps ~1e-6.
+  if block_bytes:
+    monkeypatch.setattr(cs, "BLOCK_BYTES", block_bytes)
+  Z, y = _large(kind)
+  between, within = st.class_covariances(Z, y, 10)
+  rb, rw = ref.class_covariances(Z, y, 10)
+  assert np.abs(np.asarray(within) - rw).max() <= 1e-5 * np.abs(rw).max()
+  # Σ_B is as accurate as the class means, whose float32 spacing near 1e3
+  # is 6e-5 (Σ_B itself is ~1e-3 for the common offset).
+  scale = max(np.abs(rb).max(), np.abs(rw).max())
+  assert np.abs(np.asarray(between) - rb).max() <= 1e-4 * scale
+  stats = st.ClassStatistics.zeros(10, 8)
+  for chunk in np.array_split(np.arange(len(y)), 5):
+    stats = stats.update(Z[chunk], y[chunk])
+  got = np.asarray(stats.covariances()[1])
+  assert np.abs(got - rw).max() <= 1e-5 * np.abs(rw).max()
+
+
+@pytest.mark.parametrize("rows", [1, 7, 30, 120, 1000])
+def test_blocked_product_equals_one_product(rows, monkeypatch):
+  # Blocks of `rows` rows (with and without a remainder, one block, and
+  # more rows per block than there are rows) give the same statistics.
+  Z, y = _data(7)
+  want = st.class_covariances(Z, y, 5)
+  monkeypatch.setattr(cs, "BLOCK_BYTES", rows * Z.shape[1] * 4)
+  got = st.class_covariances(Z, y, 5)
+  for a, b in zip(got, want):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  jitted = jax.jit(st.class_covariances, static_argnums=2)(Z, y, 5)
+  np.testing.assert_allclose(jitted[1], want[1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("rows", [7, 1000])
+def test_within_gradient(rows, monkeypatch):
+  # d tr(R Σ_W)/dZ = (Z − M[y])(R + Rᵀ)/N: the class means' own derivative
+  # drops out because the centred rows of a class sum to zero.
+  monkeypatch.setattr(cs, "BLOCK_BYTES", rows * 6 * 4)
+  Z, y = _data(8)
+  R = np.random.default_rng(8).normal(size=(6, 6))
+  grad = jax.grad(lambda Z: jnp.sum(st.class_covariances(Z, y, 5)[1] * R))(Z)
+  Z64 = Z.astype(np.float64)
+  means = np.stack([Z64[y == k].mean(0) for k in range(5)])
+  want = (Z64 - means[y]) @ (R + R.T) / len(y)
+  np.testing.assert_allclose(grad, want, rtol=1e-4, atol=1e-5)
+
+
+def test_blocked_product_needs_no_copy_of_the_features():
+  # The compiled program's temporaries stay far below one N × D copy.
+  N, D = 100_000, 64
+  Z = jnp.zeros((N, D))
+  y = jnp.zeros((N,), jnp.int32)
+  compiled = jax.jit(st.class_covariances, static_argnums=2).lower(
+      Z, y, 10).compile()
+  assert compiled.memory_analysis().temp_size_in_bytes < N * D * 4 / 4
+
+
+def test_statistics_methods_reject_wrong_types():
+  Z, y = _data(9)
+  stats = st.ClassStatistics.zeros(5, 6)
+  with pytest.raises(TypeError, match="other must be a ClassStatistics"):
+    stats.merge(3)
+  with pytest.raises(TypeError, match="other must be a ClassStatistics"):
+    stats.merge((stats.counts, stats.mu, stats.scatter))
+  for bad in (None, "features", object()):
+    with pytest.raises(TypeError, match="features must be a(n| numeric) array"):
+      stats.update(bad, y)
+    with pytest.raises(TypeError, match="labels must be a(n| numeric) array"):
+      stats.update(Z, bad)
+  with pytest.raises(TypeError, match="labels must have an integer dtype"):
+    stats.update(Z, y.astype(np.float32))
+  with pytest.raises(TypeError, match="axis_name must be a mesh axis name"):
+    stats.all_reduce(3)
+  with pytest.raises(TypeError, match="axis_name must be a mesh axis name"):
+    stats.all_reduce(("batch", None))
+  with pytest.raises(TypeError, match="num_classes must be an int"):
+    st.ClassStatistics.zeros("5", 6)
+  with pytest.raises(TypeError, match="dim must be an int"):
+    st.ClassStatistics.zeros(5, 6.0)
+  with pytest.raises(TypeError, match="dtype must be a floating dtype"):
+    st.ClassStatistics.zeros(5, 6, dtype=jnp.int32)
+  with pytest.raises(TypeError, match="dtype must be a floating dtype"):
+    st.ClassStatistics.zeros(5, 6, dtype="no such dtype")
+  with pytest.raises(TypeError, match="num_classes must be an int"):
+    st.class_covariances(Z, y, 5.0)
+  with pytest.raises(TypeError, match="classifier must be a(n| numeric) array"):
+    st.collapse_metrics(Z, y, 5, classifier="W")
+  with pytest.raises(TypeError, match="bias must be a(n| numeric) array"):
+    st.collapse_metrics(Z, y, 5, classifier=np.ones((5, 6)), bias=object())

@@ -8,9 +8,9 @@ import sys
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
 
 
-def _run(name):
-  return subprocess.run([sys.executable, str(EXAMPLES / name)], check=True,
-                        capture_output=True, text=True).stdout
+def _run(name, *args):
+  return subprocess.run([sys.executable, str(EXAMPLES / name), *args],
+                        check=True, capture_output=True, text=True).stdout
 
 
 def test_codebooks():
@@ -37,3 +37,19 @@ def test_collapse_during_training():
   nc1 = [float(r[2]) for r in rows]
   assert len(nc1) >= 3 and nc1[-1] < 0.5 * nc1[0]
   assert all(int(r[-1]) <= 9 for r in rows)  # Σ_B has at most C - 1 modes
+
+
+def test_multiprocess_training():
+  # Two local processes joined by jax.distributed; the launcher's --timeout
+  # kills both should a collective hang (kill-safety, not a speed check).
+  out = _run("multiprocess_training.py", "--num-processes", "2", "--steps",
+             "60", "--report-every", "20", "--timeout", "600").splitlines()
+  out = [line for line in out if not line.startswith("[Gloo]")]  # gloo's
+  assert out[0].startswith("2 processes, mesh {'data': 1, 'classes': 2}")
+  assert "codebook shard (5, 9) of (10, 9) per process" in out[0]
+  rows = [line.split() for line in out[2:] if line[:5].strip().isdigit()]
+  assert [int(r[0]) for r in rows] == [20, 40, 60]
+  loss, nc1 = [float(r[1]) for r in rows], [float(r[2]) for r in rows]
+  assert loss[-1] < loss[0] and nc1[-1] < nc1[0]
+  assert all(int(r[-1]) <= 9 for r in rows)  # Σ_B has at most C - 1 modes
+  assert float(out[-1].split()[-1]) > 0.8     # test accuracy

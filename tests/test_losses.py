@@ -60,7 +60,7 @@ def test_kernel_soft_labels_expresses_bertinetto():
   y = np.array([0, 57, 99])
   heights = 1 - S  # h(lca)/h(root)
   want = ref.softmax(-beta * heights[y])
-  got = st.kernel_soft_labels(y, S, temperature=1 / beta)
+  got = st.kernel_soft_labels(y, S, alpha=1.0, temperature=1 / beta)
   np.testing.assert_allclose(got, want, atol=1e-6)
 
 
@@ -149,11 +149,12 @@ def test_where_equals_slicing(name):
 
 def test_where_equals_slicing_for_targets_assignments_regression():
   keep = WHERE[0]
-  q = st.kernel_soft_labels(Y[:1], KERNEL, temperature=0.8, where=WHERE[:1])
+  q = st.kernel_soft_labels(Y[:1], KERNEL, alpha=1.0, temperature=0.8,
+                            where=WHERE[:1])
   sub = KERNEL[np.ix_(keep, keep)]
   yi = int(np.flatnonzero(np.flatnonzero(keep) == Y[0])[0])
   np.testing.assert_allclose(
-      q[0, keep], st.kernel_soft_labels(np.array([yi]), sub,
+      q[0, keep], st.kernel_soft_labels(np.array([yi]), sub, alpha=1.0,
                                         temperature=0.8)[0], atol=1e-6)
   assert np.all(np.asarray(q)[0, ~keep] == 0)
   got = st.soft_assignment_distillation_loss(Z_S[:1], Z_T[:1], CODES,
@@ -180,7 +181,7 @@ def test_fully_masked_row_is_zero_with_finite_grads():
   assert float(out[0]) == 0 and np.all(np.isfinite(out))
   g = jax.grad(lambda s: loss(s, T_LOG, where=where).sum())(S_LOG)
   assert np.all(np.isfinite(g)) and np.all(np.asarray(g)[0] == 0)
-  q = st.kernel_soft_labels(Y, KERNEL, where=where)
+  q = st.kernel_soft_labels(Y, KERNEL, alpha=0.5, where=where)
   assert np.all(np.asarray(q)[0] == 0)
 
 
@@ -191,8 +192,8 @@ def test_axis_equals_moveaxis(name):
   np.testing.assert_allclose(got, loss(S_LOG, T_LOG), rtol=1e-6)
   got = loss(S_LOG.T, T_LOG.T, axis=0, where=WHERE.T)
   np.testing.assert_allclose(got, loss(S_LOG, T_LOG, where=WHERE), rtol=1e-6)
-  q = st.kernel_soft_labels(Y, KERNEL, axis=0)
-  np.testing.assert_allclose(q, st.kernel_soft_labels(Y, KERNEL).T)
+  q = st.kernel_soft_labels(Y, KERNEL, alpha=0.3, axis=0)
+  np.testing.assert_allclose(q, st.kernel_soft_labels(Y, KERNEL, alpha=0.3).T)
   p = ref.softmax(S_LOG).astype(np.float32)
   np.testing.assert_allclose(st.entropy(p.T, axis=0), st.entropy(p))
   np.testing.assert_allclose(st.dark_knowledge_mass(p.T, Y, axis=0),
@@ -263,7 +264,7 @@ def test_low_precision_inputs_are_finite():
                 st.decoupled_distillation_loss(big, big[::-1], Y,
                                                temperature=1e-2),
                 st.soft_assignment(z, CODES.astype(dtype), temperature=1e-3),
-                st.kernel_soft_labels(Y, KERNEL.astype(dtype),
+                st.kernel_soft_labels(Y, KERNEL.astype(dtype), alpha=1.0,
                                       temperature=1e-4)):
       assert out.dtype == jnp.float32 and np.all(np.isfinite(out))
 
@@ -290,10 +291,10 @@ def test_errors():
   with pytest.raises(ValueError, match="prototypes must have shape"):
     st.soft_assignment(Z_S, CODES[0])
   with pytest.raises(ValueError, match=r"labels must lie in \[0, 6\)"):
-    st.kernel_soft_labels(np.array([0, -1]), KERNEL)
+    st.kernel_soft_labels(np.array([0, -1]), KERNEL, alpha=0.1)
   with pytest.raises(TypeError, match="labels must have an integer dtype"):
-    st.kernel_soft_labels(Y.astype(float), KERNEL)
-  with pytest.raises(ValueError, match="alpha must lie"):
+    st.kernel_soft_labels(Y.astype(float), KERNEL, alpha=0.1)
+  with pytest.raises(ValueError, match=r"alpha must be a scalar in \[0, 1\]"):
     st.kernel_soft_labels(Y, KERNEL, alpha=1.5)
   with pytest.raises(ValueError, match="kernel must have shape"):
     st.similarity_regression_loss(Z_S, Y, CODES, KERNEL[:3, :3])

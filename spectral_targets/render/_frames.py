@@ -113,32 +113,81 @@ class CollapseFrame:
 def collapse_frames(frames: int = 40, *, steps: int = 1200,
                     num_classes: int = 4, width: int = 16,
                     seed: int = 0) -> list[CollapseFrame]:
-  """Σ_B and Σ_W of a small encoder's features while it trains.
+  r"""Σ_B and Σ_W of a small encoder's features while it trains.
 
   An MLP (64 → 64 → ``width``, tanh) with a Dense head is trained with
   cross-entropy and Adam on the first ``num_classes`` digits of
   scikit-learn's bundled 8 × 8 digits; at ``frames`` evenly spaced steps
-  the penultimate features' ``class_covariances`` and NC1 are recorded
-  (NC1 = tr(Σ_W Σ_B⁺) / C, Papyan et al. 2020).
+  the penultimate features' spectra and NC1 are recorded with
+  ``collapse_metrics`` (NC1 = tr(Σ_W Σ_B⁺) / C, Papyan et al. 2020).
+
+  Reproducible to the bit: XLA's CPU sums run in an order that follows
+  the number of threads, which moved a float32 run by ~1e-5 over 1,200
+  steps (and the GIF's pixels with it). Training runs in float64 instead,
+  where that order moves the results by ~1e-15, far below the float32 the
+  frames are returned in: the same frames (and, with the same matplotlib
+  and Pillow, GIF bytes) with any number of threads, and on another CPU
+  barring a rounding tie (~1e-8 a value).
+  Eigenvalues within rounding of zero,
+
+  .. math::
+    |\lambda_i| \le D\,\varepsilon_{64} \max_j |\lambda_j|,
+
+  (``numpy.linalg.matrix_rank``'s tolerance) are reported as 0, so Σ_B's
+  null space (rank ≤ C − 1) is exactly zero rather than rounding noise.
+
+  Args:
+    frames: number of frames (>= 2).
+    steps: training steps in all (>= 1).
+    num_classes: C, the digits 0 … C − 1 (2 to 10).
+    width: D, the feature dimension (>= 1).
+    seed: seed of the initial weights.
+
+  Returns:
+    One ``CollapseFrame`` per distinct step, float32 arrays.
 
   Examples:
     >>> from spectral_targets import render
     >>> frames = render.collapse_frames(2, steps=10)
     >>> [f.step for f in frames], frames[-1].between.shape
     ([0, 10], (16,))
+    >>> float(frames[-1].between[3:].max())   # rank C - 1 = 3
+    0.0
+
+  References:
+    Papyan, Han & Donoho, "Prevalence of neural collapse during the terminal
+    phase of deep learning training", PNAS 2020.
   """
   v.check_int(frames, "frames", minimum=2)
   v.check_int(steps, "steps", minimum=1)
   v.check_int(num_classes, "num_classes", minimum=2, maximum=10)
+  v.check_int(width, "width", minimum=1)
+  v.check_int(seed, "seed", minimum=0)
   from sklearn.datasets import load_digits
   x, y = load_digits(return_X_y=True)
   keep = y < num_classes
-  x = jnp.asarray(x[keep] / 16.0, jnp.float32)
-  y = jnp.asarray(y[keep])
   rng = np.random.default_rng(seed)
   sizes = [(64, 64), (64, width), (width, num_classes)]
-  params = [(jnp.asarray(rng.normal(size=s) / np.sqrt(s[0]), jnp.float32),
-             jnp.zeros(s[1], jnp.float32)) for s in sizes]
+  weights = [rng.normal(size=s) / np.sqrt(s[0]) for s in sizes]
+  marks = np.unique(np.linspace(0, steps, frames).round().astype(int))
+  with jax.enable_x64(True):
+    spectra = _collapse_run(x[keep] / 16.0, y[keep], weights, marks,
+                            num_classes)
+  out, curve = [], []
+  for mark, (between, within, nc1) in zip(marks, spectra):
+    curve.append(nc1)
+    out.append(CollapseFrame(int(mark), _zero_rounding(between),
+                             _zero_rounding(within), marks[:len(curve)].copy(),
+                             np.array(curve, np.float32)))
+  return out
+
+
+def _collapse_run(x, y, weights, marks, num_classes):
+  """(Σ_B spectrum, Σ_W spectrum, NC1) in float64 after each mark's step."""
+  x = jnp.asarray(x, jnp.float64)
+  y = jnp.asarray(y)
+  params = [(jnp.asarray(W, jnp.float64), jnp.zeros(W.shape[1], jnp.float64))
+            for W in weights]
 
   def features(params, x):
     for W, b in params[:-1]:
@@ -155,32 +204,32 @@ def collapse_frames(frames: int = 40, *, steps: int = 1200,
 
   @jax.jit
   def train(params, state, n):
-    def step(carry, _):
+    def step(_, carry):
       params, state = carry
       g = jax.grad(loss)(params, x, y)
       updates, state = tx.update(g, state, params)
-      return (optax.apply_updates(params, updates), state), None
-    return jax.lax.fori_loop(0, n, lambda i, c: step(c, None)[0],
-                             (params, state))
+      return optax.apply_updates(params, updates), state
+    return jax.lax.fori_loop(0, n, step, (params, state))
 
   @jax.jit
   def measure(params):
-    z = features(params, x)
-    between, within = st.class_covariances(z, y, num_classes)
-    nc1 = jnp.trace(within @ jnp.linalg.pinv(between)) / num_classes
-    return (jnp.linalg.eigvalsh(between)[::-1],
-            jnp.linalg.eigvalsh(within)[::-1], nc1)
+    m = st.collapse_metrics(features(params, x), y, num_classes)
+    return m.between_spectrum, m.within_spectrum, m.nc1
 
-  marks = np.unique(np.linspace(0, steps, frames).round().astype(int))
-  out, done, curve = [], 0, []
+  out, done = [], 0
   for mark in marks:
     params, state = train(params, state, int(mark - done))
     done = int(mark)
-    between, within, nc1 = measure(params)
-    curve.append(float(nc1))
-    out.append(CollapseFrame(done, np.asarray(between), np.asarray(within),
-                             marks[:len(curve)].copy(), np.array(curve)))
+    between, within, nc1 = jax.device_get(measure(params))
+    out.append((between, within, float(nc1)))
   return out
+
+
+def _zero_rounding(eigenvalues):
+  """float32 eigenvalues, those within float64 rounding of 0 set to 0."""
+  lam = np.asarray(eigenvalues, np.float64)
+  tol = lam.size * np.finfo(np.float64).eps * np.abs(lam).max()
+  return np.where(np.abs(lam) <= tol, 0.0, lam).astype(np.float32)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,6 +12,7 @@ from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import spectral_targets as st
+from spectral_targets import _sharding
 
 C, D, N = 7, 5, 400
 RNG = np.random.default_rng(0)
@@ -94,3 +95,32 @@ def test_all_reduce_equals_pairwise_merges():
   got = reduce(stacked)
   for a, b in zip(got.covariances(), merged.covariances()):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_sharded_features_are_never_gathered(mesh):
+  # Rows split over devices take the one partitionable product: each device
+  # reduces its own rows; only C × D and D × D sums cross devices.
+  z, y = _sharded(mesh)
+  hlo = jax.jit(st.class_covariances, static_argnums=2).lower(
+      z, y, C).compile().as_text()
+  assert "all-reduce" in hlo
+  assert "all-gather" not in hlo and "all-to-all" not in hlo
+
+
+def test_which_rows_may_be_split(mesh):
+  # The blocked product runs only where the rows are known to be whole.
+  split = _sharding.may_split_rows
+  z, _ = _sharded(mesh)
+  assert split(z)
+  assert not split(jax.device_put(Z, NamedSharding(mesh, P())))
+  assert not split(jax.device_put(Z, jax.devices()[0]))
+  whole = jax.device_put(Z, NamedSharding(mesh, P()))
+  seen = []
+  jax.jit(lambda z: seen.append(split(z)))(z)
+  jax.jit(lambda z: seen.append(split(z)))(whole)
+  jax.jit(jax.shard_map(lambda z: seen.append(split(z)) or z, mesh=mesh,
+                        in_specs=P("batch", None), out_specs=P("batch")))(z)
+  # An Explicit mesh types the sharding; under Auto axes jit cannot know
+  # yet; inside shard_map the rows are local.
+  explicit = mesh.axis_types[0] == AxisType.Explicit
+  assert seen == [True, not explicit, False]
