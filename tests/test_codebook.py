@@ -272,13 +272,12 @@ def test_exact_ties_are_resolved_near_ties_are_not():
 
 
 def test_iterative_ties_follow_the_residuals():
-  # 2,100 classes; eigenvalue 5 three times (an exact tie) and 4, 4 - 1e-3:
-  # distinct, and resolved by a solve to tol 1e-5 (a tie under the old
-  # sqrt(eps) max|λ| rule). Randomized subspace iteration sees both as a
-  # dense eigh does.
+  # Eigenvalue 5 three times (an exact tie) and 4, 4 - 1e-3: distinct, and
+  # resolved by a solve to tol 5e-5 (a tie under the old sqrt(eps) max|λ|
+  # rule). Randomized subspace iteration sees both as a dense eigh does.
   from spectral_targets import _codebook
   lam = np.concatenate([[5.0, 5.0, 5.0, 4.0, 4.0 - 1e-3, 3.0],
-                        np.linspace(1, 0, 2094)])
+                        np.linspace(1, 0, 494)])
   S = _spread(lam, seed=1).astype(np.float32)
   op = _codebook._operators.as_operator(S)
   modes = _codebook._modes(op, 4, None, method="randomized", tol=5e-5,
@@ -542,3 +541,20 @@ def test_an_operator_that_returns_nan_is_named():
   with pytest.raises(ValueError, match="non-finite eigenvalues"), \
       pytest.warns(st.ConvergenceWarning):
     st.spectral_codebook(Broken(), 4)
+
+
+def test_blas_runs_on_one_thread_while_a_codebook_is_built(monkeypatch):
+  threadpoolctl = pytest.importorskip("threadpoolctl")
+  from spectral_targets import _eigensolvers
+  seen = []
+  original = _eigensolvers.host_eigenmodes
+
+  def spy(op):
+    seen.append([lib["num_threads"] for lib in
+                 threadpoolctl.threadpool_info()
+                 if lib["user_api"] == "blas"])
+    return original(op)
+
+  monkeypatch.setattr(_eigensolvers, "host_eigenmodes", spy)
+  st.spectral_codebook(st.flat(5), 2)
+  assert seen and seen[0] and all(n == 1 for n in seen[0])
