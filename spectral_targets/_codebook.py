@@ -307,6 +307,10 @@ def separating_dimension(kernel, *,
     >>> st.separating_dimension(st.double_center(
     ...     st.from_hierarchy(edges, classes=classes)))
     99
+
+  References:
+    Torgerson, "Multidimensional scaling: I. Theory and method",
+    Psychometrika 1952 (classical MDS).
   """
   _check_concrete(kernel, "separating_dimension")
   op = _operators.as_operator(kernel)

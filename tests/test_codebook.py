@@ -558,3 +558,20 @@ def test_blas_runs_on_one_thread_while_a_codebook_is_built(monkeypatch):
   monkeypatch.setattr(_eigensolvers, "host_eigenmodes", spy)
   st.spectral_codebook(st.flat(5), 2)
   assert seen and seen[0] and all(n == 1 for n in seen[0])
+
+
+def test_separating_dimension_inputs():
+  edges = st.random_hierarchy(60, seed=2)
+  dense = st.double_center(st.from_hierarchy(edges))
+  assert st.separating_dimension(dense) == ref.separating_dimension(
+      np.asarray(dense), 128 * np.finfo(np.float32).eps,
+      np.sqrt(np.finfo(np.float32).eps))
+  # An operator is made dense: the same answer.
+  assert st.separating_dimension(st.from_hierarchy(edges, implicit=True)) \
+      == st.separating_dimension(st.from_hierarchy(edges))
+  with pytest.raises(TypeError, match="needs a concrete kernel"):
+    jax.jit(st.separating_dimension)(dense)
+  with pytest.raises(ValueError, match="degeneracy_rtol must be a positive"):
+    st.separating_dimension(dense, degeneracy_rtol=0.0)
+  with pytest.raises(ValueError, match="square"):
+    st.separating_dimension(np.ones((2, 3)))
