@@ -22,7 +22,8 @@ def main():
         f" = Welch bound {st.welch_bound(10, 9):.4f}")
 
   S = st.blocks([0, 0, 0, 1, 1, 1, 2, 2, 2])
-  G = np.asarray(st.spectral_codebook(S, 2))
+  # The classes of a block are identical to this kernel: one code each.
+  G = np.asarray(st.spectral_codebook(S, 2, allow_merged=True))
   print("blocks of 3, d=2 -> three clusters; cosines of class 0 to all:")
   print("  ", (G @ G[0]).round(3))
 
@@ -32,10 +33,15 @@ def main():
 
   edges, classes = st.cifar100_hierarchy()
   S = st.from_hierarchy(edges, classes=classes)
-  codes = st.spectral_codebook(st.double_center(S), 19)
-  print(f"CIFAR-100 superclasses, d=19: {codes.shape[0]} codes, "
-        f"alignment with the tree kernel "
-        f"{float(st.alignment(codes @ codes.T, S, centered=True)):.3f}")
+  B = st.double_center(S)
+  supers = st.spectral_codebook(B, 19, allow_merged=True)  # siblings merge
+  d = st.separating_dimension(B)
+  codes = st.spectral_codebook(B, d)
+  for name, c in (("d=19 (superclasses)", supers), (f"d={d}", codes)):
+    print(f"CIFAR-100 tree, {name}: "
+          f"{len(np.unique(np.asarray(c).round(4), axis=0))} distinct codes, "
+          f"alignment with the tree kernel "
+          f"{float(st.alignment(c @ c.T, S, centered=True)):.3f}")
 
 
 if __name__ == "__main__":

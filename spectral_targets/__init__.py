@@ -7,6 +7,7 @@ codebook, one unit vector per class, whose Gram matrix best approximates S.
 from spectral_targets._calibration import fit_temperature as fit_temperature
 from spectral_targets._class_statistics import ClassStatistics as ClassStatistics
 from spectral_targets._class_statistics import class_covariances as class_covariances
+from spectral_targets._codebook import separating_dimension as separating_dimension
 from spectral_targets._codebook import spectral_codebook as spectral_codebook
 from spectral_targets._collapse import CollapseMetrics as CollapseMetrics
 from spectral_targets._collapse import collapse_metrics as collapse_metrics

@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.experimental.sparse import linalg as sparse_linalg
+import numpy as np
 
 from spectral_targets import _operators
 from spectral_targets import _validation as v
@@ -21,6 +21,10 @@ from spectral_targets import _validation as v
 METHODS = ("auto", "dense", "randomized", "lobpcg")
 # "auto" goes iterative from this many classes on, when the block is small.
 ITERATIVE_FROM = 2048
+# ``host_eigenmodes`` runs LAPACK in float64 through NumPy up to this many
+# classes (no compilation: a first call costs what the eigh costs), and the
+# jitted float32 eigh above, where it is faster.
+HOST_EIGH_MAX = 1024
 
 
 class ConvergenceWarning(RuntimeWarning):
@@ -174,8 +178,8 @@ def _orthonormal(Y):
   """Orthonormal basis of span(Y) by Cholesky QR, twice ("CholQR2"): two
   (C, b) x (b, b) products instead of a Householder QR, several times
   faster on CPU. Y's columns must be roughly unit and far from dependent
-  (random, or normalised Ritz directions); a shift of b eps tr(G) / b in the first pass keeps
-  the factorisation finite when a few columns are."""
+  (random, or normalised Ritz directions); a shift of b eps tr(G) / b in
+  the first pass keeps the factorisation finite when a few columns are."""
   b = Y.shape[1]
   eye = jnp.eye(b, dtype=Y.dtype)
   eps = jnp.finfo(Y.dtype).eps
@@ -213,11 +217,14 @@ def _subspace_iteration(op, start, tol, k, max_iter):
 
   def body(state):
     X, _, it = state
-    _, _, SU, res = ritz(X)
+    _, U, SU, res = ritz(X)
     # The next block spans S X; columns rescaled to unit norm first so the
-    # Cholesky QR sees a well-conditioned Gram matrix.
+    # Cholesky QR sees a well-conditioned Gram matrix. A column S maps to
+    # (numerically) nothing keeps its Ritz vector: a zero or low-rank
+    # kernel then still gives an orthonormal block, not 0 / 0.
     norms = jnp.linalg.norm(SU, axis=0)
-    Y = SU / jnp.where(norms > 0, norms, 1)
+    null = norms <= jnp.finfo(SU.dtype).eps * jnp.max(norms)
+    Y = jnp.where(null, U, SU / jnp.where(null, 1, norms))
     return _orthonormal(Y), res, it + 1
 
   X0 = _orthonormal(start)
@@ -229,4 +236,41 @@ def _subspace_iteration(op, start, tol, k, max_iter):
 
 @functools.partial(jax.jit, static_argnums=2)
 def _lobpcg(op, start, max_iter, tol):
+  # Imported here: jax.experimental.sparse (and the SciPy it loads) is a
+  # fifth of a second of ``import spectral_targets``.
+  from jax.experimental.sparse import linalg as sparse_linalg
   return sparse_linalg.lobpcg_standard(op.matmul, start, m=max_iter, tol=tol)
+
+
+def host_eigenmodes(op: _operators.KernelOperator
+                    ) -> tuple[np.ndarray, np.ndarray]:
+  """Every eigenpair of a kernel as NumPy arrays, eigenvalues descending,
+  eigenvector signs fixed by ``fix_signs``.
+
+  Up to ``HOST_EIGH_MAX`` classes LAPACK's float64 eigh through NumPy (the
+  eigenvalues in float64, the vectors float64); above, the jitted eigh in
+  the kernel's dtype. Eager: a codebook is built once, and a 100-class
+  eigh costs less than compiling one.
+  """
+  if op.num_classes <= HOST_EIGH_MAX:
+    S = np.asarray(op.to_dense()).astype(np.float64)
+    lam, U = np.linalg.eigh(S)
+    lam, U = lam[::-1], U[:, ::-1]
+  else:
+    lam, U = map(np.asarray, _dense_top(op.to_dense(), op.num_classes))
+  return np.asarray(lam, np.float64), fix_signs(U)
+
+
+def fix_signs(U: np.ndarray) -> np.ndarray:
+  """Eigenvectors with a sign convention: the first entry whose magnitude is
+  within 0.1% of the column's largest is positive. eigh's signs are
+  arbitrary (and differ between LAPACK builds and dtypes); this makes a
+  codebook a function of the kernel alone. The 0.1% margin keeps entries of
+  equal magnitude (symmetric kernels have many) from flipping the choice on
+  rounding."""
+  U = np.array(U, copy=True)
+  mag = np.abs(U)
+  first = np.argmax(mag >= (1 - 1e-3) * mag.max(axis=0), axis=0)
+  flip = U[first, np.arange(U.shape[1])] < 0
+  U[:, flip] *= -1
+  return U

@@ -115,3 +115,182 @@ def class_covariances(Z, y, C):
     for z in Zc:
       within += np.outer(z - m, z - m) / N
   return between, within
+
+
+# --- Frames of a flat kernel: the best known tie-breaking -------------------
+
+
+def harmonic_frame_max_cosine(C, k):
+  """The smallest largest cosine of a real harmonic frame of C centred
+  vectors in R^k: k columns cos(2π f t/C), sin(2π f t/C) of the DFT basis
+  (one column for f = C/2), f = 1..C//2, every such set tried; its cosine
+  at row difference t is (1/k) Σ_f dim_f cos(2π f t / C). inf if no set
+  has exactly k columns."""
+  dims = {f: 1 if 2 * f == C else 2 for f in range(1, C // 2 + 1)}
+  best = np.inf
+
+  def walk(f, left, chosen):
+    nonlocal best
+    if left == 0:
+      t = np.arange(1, C)
+      cos = sum(dims[g] * np.cos(2 * np.pi * g * t / C) for g in chosen) / k
+      best = min(best, float(cos.max()))
+      return
+    for g in range(f, C // 2 + 1):
+      if dims[g] <= left:
+        walk(g + 1, left - dims[g], chosen + [g])
+
+  walk(1, k, [])
+  return best
+
+
+def equal_norm_frame_search(C, k, *, starts, seed=0, maxiter=200):
+  """The smallest largest cosine SLSQP finds, from random starts, among
+  equal-norm tight frames of C centred vectors in R^k (the codes a flat
+  kernel allows with equal norms):
+
+      min t  s.t.  <x_i, x_j> <= t,  |x_i| = 1,  Σ x_i = 0,  XᵀX = (C/k) I.
+
+  inf if no start ends feasible."""
+  from scipy.optimize import minimize
+  rng = np.random.default_rng(seed)
+  iu, ju = np.triu_indices(C, 1)
+  pu, qu = np.triu_indices(k)
+  n_eq = pu.size + k + C - 1
+
+  def eq(z):
+    X = z[:-1].reshape(C, k)
+    return np.concatenate([(X.T @ X)[pu, qu] - C / k * (pu == qu),
+                           X.sum(0), (X**2).sum(1)[1:] - 1])
+
+  def eq_jac(z):
+    X = z[:-1].reshape(C, k)
+    J = np.zeros((n_eq, C, k))
+    r = np.arange(pu.size)
+    J[r, :, pu] += X[:, qu].T
+    J[r, :, qu] += X[:, pu].T
+    J[pu.size + np.arange(k), :, np.arange(k)] = 1
+    J[pu.size + k + np.arange(C - 1), np.arange(1, C), :] = 2 * X[1:]
+    return np.concatenate([J.reshape(n_eq, -1), np.zeros((n_eq, 1))], 1)
+
+  def ineq(z):
+    X = z[:-1].reshape(C, k)
+    return z[-1] - np.sum(X[iu] * X[ju], 1)
+
+  def ineq_jac(z):
+    X = z[:-1].reshape(C, k)
+    J = np.zeros((iu.size, C, k))
+    r = np.arange(iu.size)
+    J[r, iu] -= X[ju]
+    J[r, ju] -= X[iu]
+    return np.concatenate([J.reshape(iu.size, -1), np.ones((iu.size, 1))], 1)
+
+  basis = np.linalg.qr(np.eye(C) - 1 / C)[0][:, :C - 1]
+  best = np.inf
+  for _ in range(starts):
+    X = basis @ np.linalg.qr(rng.normal(size=(C - 1, k)))[0]
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    z0 = np.r_[X.ravel(), np.max(np.sum(X[iu] * X[ju], 1))]
+    res = minimize(lambda z: z[-1], z0,
+                   jac=lambda z: np.r_[np.zeros(C * k), 1.0],
+                   constraints=[dict(type="eq", fun=eq, jac=eq_jac),
+                                dict(type="ineq", fun=ineq, jac=ineq_jac)],
+                   method="SLSQP", options=dict(maxiter=maxiter, ftol=1e-10))
+    if np.abs(eq(res.x)).max() < 1e-7:
+      X = res.x[:-1].reshape(C, k)
+      best = min(best, float(np.max(np.sum(X[iu] * X[ju], 1))))
+  return best
+
+
+def complement_frame_search(C, *, starts, seed=0):
+  """For odd C at k = C - 2, where no equal-norm frame exists: the codes are
+  the rows of X with [X, v] an orthonormal basis of the centred vectors, so
+  |x_i|² = (C - 1)/C - v_i² and <x_i, x_j> = -1/C - v_i v_j for a unit
+  centred v. Returns (the smallest dispersion Var|x|²/mean², the smallest
+  largest cosine at that dispersion), each minimised over v by SLSQP from
+  random starts."""
+  from scipy.optimize import minimize
+  rng = np.random.default_rng(seed)
+  iu, ju = np.triu_indices(C, 1)
+  mean = (C - 2) / C
+
+  def disp(v):
+    return np.var(v**2) / mean**2
+
+  def cosines(v):
+    n2 = (C - 1) / C - v**2
+    return (-1 / C - v[iu] * v[ju]) / np.sqrt(n2[iu] * n2[ju])
+
+  sphere = [dict(type="eq", fun=lambda v: [v.sum(), v @ v - 1])]
+  ends = []
+  for _ in range(starts):
+    v = rng.normal(size=C)
+    v -= v.mean()
+    res = minimize(disp, v / np.linalg.norm(v), constraints=sphere,
+                   method="SLSQP", options=dict(maxiter=500, ftol=1e-14))
+    ends.append(res.x)
+  lowest = min(disp(v) for v in ends)
+  best = np.inf
+  for v in ends:
+    if disp(v) > lowest + 1e-6:
+      continue
+    cons = sphere + [dict(type="ineq", fun=lambda z: lowest + 1e-6
+                          - disp(z[:-1]))]
+    ineq = dict(type="ineq", fun=lambda z: z[-1] - cosines(z[:-1]))
+    res = minimize(lambda z: z[-1], np.r_[v, cosines(v).max()],
+                   constraints=[dict(type="eq",
+                                     fun=lambda z: [z[:-1].sum(),
+                                                    z[:-1] @ z[:-1] - 1]),
+                                cons[-1], ineq],
+                   method="SLSQP", options=dict(maxiter=500, ftol=1e-12))
+    best = min(best, float(cosines(res.x[:-1]).max()))
+  return lowest, best
+
+
+# --- Codes that tell classes apart --------------------------------------------
+
+
+def coincident_groups(X, radius):
+  """Groups (sorted lists, >= 2 classes) of rows whose unit vectors lie
+  within radius_i + radius_j of each other, chained: every pair compared,
+  then a union-find."""
+  U = X / np.linalg.norm(X, axis=1, keepdims=True)
+  C = len(U)
+  parent = list(range(C))
+
+  def find(i):
+    while parent[i] != i:
+      i = parent[i]
+    return i
+
+  for i in range(C):
+    for j in range(i + 1, C):
+      if np.linalg.norm(U[i] - U[j]) <= radius[i] + radius[j]:
+        parent[find(i)] = find(j)
+  groups = {}
+  for i in range(C):
+    groups.setdefault(find(i), []).append(i)
+  return sorted(g for g in groups.values() if len(g) > 1)
+
+
+def separating_dimension(S, tie_rtol, code_rtol):
+  """The smallest d, among cuts where λ_d - λ_{d+1} > tie_rtol max|λ| (or
+  d = C), whose MDS codes are all non-zero and pairwise distinct; None if
+  none. Every cut tried in turn, every pair compared."""
+  lam, U = np.linalg.eigh(np.asarray(S, np.float64))
+  lam, U = lam[::-1], U[:, ::-1]
+  C = len(lam)
+  scale = np.abs(lam).max()
+  for d in range(1, C + 1):
+    if d < C and lam[d - 1] - lam[d] <= tie_rtol * scale:
+      continue
+    if lam[d - 1] <= tie_rtol * scale / 2:
+      break
+    X = U[:, :d] * np.sqrt(np.maximum(lam[:d], 0))
+    n2 = (X**2).sum(1)
+    if n2.min() <= code_rtol * n2.max():
+      continue
+    norms = np.sqrt(n2)
+    if not coincident_groups(X, code_rtol * norms.max() / norms):
+      return d
+  return None

@@ -40,7 +40,7 @@ def test_blocks_d2_three_clusters_120_degrees():
   S = st.blocks(groups)
   np.testing.assert_allclose(st.spectrum(S), [3, 3, 3, 0, 0, 0, 0, 0, 0],
                              atol=1e-5)
-  codes = np.asarray(st.spectral_codebook(S, 2))
+  codes = np.asarray(st.spectral_codebook(S, 2, allow_merged=True))
   G = codes @ codes.T
   same = np.equal.outer(groups, groups)
   np.testing.assert_allclose(G[same], 1, atol=1e-5)
@@ -65,7 +65,7 @@ def test_hierarchy_codebook_superclasses():
   # share one and superclasses spread out.
   edges, classes = st.cifar100_hierarchy()
   S = st.from_hierarchy(edges, classes=classes)
-  codes = np.asarray(st.spectral_codebook(S, 10))
+  codes = np.asarray(st.spectral_codebook(S, 10, allow_merged=True))
   G = codes @ codes.T
   np.testing.assert_allclose(np.linalg.norm(codes, axis=1), 1, atol=1e-5)
   sib = np.asarray(S) == 0.5
@@ -74,10 +74,11 @@ def test_hierarchy_codebook_superclasses():
   assert G[np.asarray(S) == 0].max() < 0.6
   # At d = 20 (a gap) the superclass codes are orthogonal; centred, they
   # form a regular simplex.
-  codes = np.asarray(st.spectral_codebook(S, 20))
+  codes = np.asarray(st.spectral_codebook(S, 20, allow_merged=True))
   np.testing.assert_allclose((codes @ codes.T)[np.asarray(S) == 0], 0,
                              atol=1e-4)
-  codes = np.asarray(st.spectral_codebook(st.double_center(S), 19))
+  codes = np.asarray(st.spectral_codebook(st.double_center(S), 19,
+                                        allow_merged=True))
   np.testing.assert_allclose((codes @ codes.T)[np.asarray(S) == 0], -1 / 19,
                              atol=1e-4)
 
@@ -108,6 +109,12 @@ def test_unit_rows_and_relabelling_invariance(C, seed, data):
   X = ref.best_rank_psd(S, d)
   n2 = np.diag(X)
   assume(n2.min() > 1e-2 * n2.max())  # else a zero-code error is right
+  cos = X / np.sqrt(np.outer(n2, n2))
+  if (cos - 2 * np.eye(C)).max() > 1 - 1e-6:  # e.g. d = 1: signs repeat
+    with pytest.raises(ValueError, match="share a code"):
+      st.spectral_codebook(S, d)
+    return
+  assume((cos - 2 * np.eye(C)).max() < 1 - 1e-3)
   codes = np.asarray(st.spectral_codebook(S, d))
   np.testing.assert_allclose(np.linalg.norm(codes, axis=1), 1, atol=1e-5)
   perm = rng.permutation(C)
@@ -138,9 +145,13 @@ def test_zero_code_is_an_error_naming_the_class():
   # Class 2 is unrelated to the others and its mode is the smallest.
   S = np.array([[1.0, 0.9, 0.0], [0.9, 1.0, 0.0], [0.0, 0.0, 0.5]])
   with pytest.raises(ValueError, match=r"class\(es\) \[2\] get a zero code "
-                     r"at d=1"):
+                     r"at d=1.*d=2 gives them one"):
     st.spectral_codebook(S, 1)
-  assert st.spectral_codebook(S, 2).shape == (3, 2)
+  # At d = 2 classes 0 and 1 still share their mode: d = 3 separates them.
+  with pytest.raises(ValueError, match=r"share a code at d=2.*\[\[0, 1\]\]; "
+                     r"d=3 separates them"):
+    st.spectral_codebook(S, 2)
+  assert st.spectral_codebook(S, 3).shape == (3, 3)
 
 
 def test_bad_input():
@@ -155,8 +166,10 @@ def test_bad_input():
     st.spectral_codebook(S, 2, degeneracy_rtol=-1.0)
   with pytest.raises(TypeError, match="complex"):
     st.spectral_codebook(np.eye(3) * 1j, 2)
+  with pytest.raises(ValueError, match="restarts must be >= 1"):
+    st.spectral_codebook(S, 2, restarts=0)
   # Integer kernels work.
-  assert st.spectral_codebook(np.array([[2, 1], [1, 2]]), 1).shape == (2, 1)
+  assert st.spectral_codebook(np.array([[2, 1], [1, 2]]), 2).shape == (2, 2)
 
 
 def test_traced_kernel_raises_clearly():
@@ -169,3 +182,396 @@ def test_deterministic():
   b = st.spectral_codebook(st.flat(7), 3)
   np.testing.assert_array_equal(a, b)
   assert isinstance(a, jax.Array) and a.dtype == jnp.float32
+
+
+# --- Tie-breaking reaches the best known frame --------------------------------
+
+
+def _dispersion_and_max_cosine(X):
+  X = np.asarray(X, np.float64)
+  n2 = np.sum(X**2, axis=1)
+  U = X / np.sqrt(n2)[:, None]
+  return np.var(n2) / np.mean(n2)**2, float(np.max(U @ U.T - 3 * np.eye(len(X))))
+
+
+def test_flat_7_at_d_4_is_the_harmonic_frame():
+  # Issue 14: the default start used to stop at 0.2437.
+  _, worst = _dispersion_and_max_cosine(
+      st.spectral_codebook(st.flat(7), 4, normalize=False))
+  assert worst == pytest.approx(ref.harmonic_frame_max_cosine(7, 4), abs=1e-5)
+  assert worst == pytest.approx(0.2005, abs=1e-4)
+
+
+@pytest.mark.parametrize("C", range(4, 13))
+def test_flat_frames_reach_the_best_known(C):
+  # Every cut through flat(C)'s (C-1)-fold eigenvalue: the codes are C
+  # centred vectors in R^d. Against the best of the harmonic frames (all
+  # frequency sets, closed form) and SLSQP from random starts over
+  # equal-norm tight frames (reference.py), or, for odd C at d = C - 2 where
+  # no equal-norm frame exists, the smallest dispersion and then the
+  # smallest largest cosine over the complement vector. Cuts where a frame
+  # is provably optimal (d = 2: the regular C-gon; largest cosine 0, which
+  # no C >= d + 2 vectors beat) need no search.
+  for d in range(2, C - 1):
+    disp, worst = _dispersion_and_max_cosine(
+        st.spectral_codebook(st.flat(C), d, normalize=False))
+    if C % 2 and d == C - 2:
+      best_disp, best = ref.complement_frame_search(C, starts=6)
+      assert disp <= best_disp + 1e-4, (C, d)
+    else:
+      best = ref.harmonic_frame_max_cosine(C, d)
+      if not (d == 2 or best <= 1e-9):
+        best = min(best, ref.equal_norm_frame_search(C, d, starts=3))
+      assert disp <= 1e-4, (C, d)
+    assert worst <= best + 1e-3, (C, d, worst, best)
+
+
+def test_flat_d1_merges_and_says_d2():
+  with pytest.raises(ValueError, match=r"share a code at d=1.*: \[\[\d, \d\]\]; "
+                     r"d=2 separates them"):
+    st.spectral_codebook(st.flat(3), 1)
+  # Two classes are ±1: distinct.
+  np.testing.assert_allclose(np.sort(np.asarray(
+      st.spectral_codebook(st.flat(2), 1))[:, 0]), [-1, 1], atol=1e-6)
+
+
+# --- The tie rule ----------------------------------------------------------------
+
+
+def _spread(lam, seed=0):
+  return ref.with_spectrum(np.random.default_rng(seed), np.asarray(lam))
+
+
+def test_exact_ties_are_resolved_near_ties_are_not():
+  # Three modes at 1 (an exact tie, split only by rounding), then distinct
+  # eigenvalues 1e-4 apart. The first is a tie; the second is left to the
+  # eigenvectors, whose top-d subspace is unique: the codes are plain MDS.
+  from spectral_targets import _codebook
+  S = _spread([1.0, 1.0, 1.0, 0.5, 0.5 - 1e-4, 0.1, 0.0, 0.0, 0.0, 0.0])
+  S = S.astype(np.float32)
+  modes = _codebook._modes(_codebook._operators.as_operator(S), 4, None,
+                           method="dense", tol=1e-5, max_iter=10, seed=0)
+  assert _codebook._tie_block(modes, 2) == (0, 3)
+  assert _codebook._tie_block(modes, 4) == (3, 4)
+  lam, U = np.linalg.eigh(S.astype(np.float64))
+  Y = U[:, ::-1][:, :4] * np.sqrt(lam[::-1][:4])
+  X = np.asarray(st.spectral_codebook(S, 4, normalize=False), np.float64)
+  np.testing.assert_allclose(X @ X.T, Y @ Y.T, atol=1e-5)
+  # Asked to, the near tie is lumped and resolved too: among the rank-4
+  # approximations that cost at most 1e-4 more, the one with the most equal
+  # norms.
+  modes = modes._replace(err=_codebook._errors(modes.lam, None, S.dtype,
+                                               1e-3))
+  assert _codebook._tie_block(modes, 4) == (3, 5)
+  Z = np.asarray(st.spectral_codebook(S, 4, normalize=False,
+                                      degeneracy_rtol=1e-3), np.float64)
+  assert np.var((Z**2).sum(1)) < np.var((X**2).sum(1))
+  # The exact tie at d = 2 is resolved: more equal norms than eigh's basis.
+  X2 = np.asarray(st.spectral_codebook(S, 2, normalize=False), np.float64)
+  assert np.var((X2**2).sum(1)) < np.var((Y[:, :2]**2).sum(1))
+
+
+def test_iterative_ties_follow_the_residuals():
+  # Eigenvalue 5 three times (an exact tie) and 4, 4 - 1e-3: distinct, and
+  # resolved by a solve to tol 5e-5 (a tie under the old sqrt(eps) max|λ|
+  # rule). Randomized subspace iteration sees both as a dense eigh does.
+  from spectral_targets import _codebook
+  lam = np.concatenate([[5.0, 5.0, 5.0, 4.0, 4.0 - 1e-3, 3.0],
+                        np.linspace(1, 0, 494)])
+  S = _spread(lam, seed=1).astype(np.float32)
+  op = _codebook._operators.as_operator(S)
+  modes = _codebook._modes(op, 4, None, method="randomized", tol=5e-5,
+                           max_iter=500, seed=0)
+  assert _codebook._tie_block(modes, 2) == (0, 3)
+  assert _codebook._tie_block(modes, 4) == (3, 4)
+  X = np.asarray(st.spectral_codebook(S, 4, normalize=False,
+                                      method="randomized", tol=5e-5),
+                 np.float64)
+  want = ref.best_rank_psd(S, 4)
+  np.testing.assert_allclose(X @ X.T, want, atol=2e-3 * np.abs(want).max())
+
+
+def test_float32_kernels_built_with_rounding_keep_their_ties():
+  # double_center in float32 splits the tie by rounding: still one tie.
+  C = 12
+  S = st.double_center(st.double_center(st.flat(C)) * 3.0 + 0.1)
+  disp, worst = _dispersion_and_max_cosine(
+      st.spectral_codebook(S, 4, normalize=False))
+  assert disp < 1e-6
+  assert worst == pytest.approx(ref.harmonic_frame_max_cosine(C, 4),
+                                abs=1e-3)
+
+
+# --- Merged codes ---------------------------------------------------------------
+
+
+def test_cifar_tree_at_d19_merges_siblings():
+  edges, classes = st.cifar100_hierarchy()
+  S = st.double_center(st.from_hierarchy(edges, classes=classes))
+  with pytest.raises(ValueError, match=r"share a code at d=19.*\(20 groups\)\]; "
+                     r"d=99 separates them.*allow_merged=True"):
+    st.spectral_codebook(S, 19)
+  codes = np.asarray(st.spectral_codebook(S, 19, allow_merged=True))
+  assert len(np.unique(codes.round(4), axis=0)) == 20
+  assert st.separating_dimension(S) == 99
+  codes = np.asarray(st.spectral_codebook(S, 99))
+  assert len(np.unique(codes.round(4), axis=0)) == 100
+
+
+def test_identical_classes_are_separated_by_no_d():
+  S = st.blocks([0, 0, 1, 1, 1, 2])
+  with pytest.raises(ValueError, match=r"\[\[0, 1\], \[2, 3, 4\]\]; no d "
+                     "separates them"):
+    st.spectral_codebook(S, 3)
+  with pytest.raises(ValueError, match=r"classes \[\[0, 1\], \[2, 3, 4\]\] "
+                     "have the same code at every d"):
+    st.separating_dimension(S)
+  assert st.spectral_codebook(S, 3, allow_merged=True).shape == (6, 3)
+
+
+def test_zero_kernel_is_a_zero_code_error_on_every_path():
+  zero = np.zeros((50, 50), np.float32)
+  with pytest.raises(ValueError, match=r"get a zero code at d=2.*no d gives "
+                     "them one"):
+    st.spectral_codebook(zero, 2, method="dense")
+  # (Issue 14: NumPy's "zero-size array to reduction operation minimum".)
+  with pytest.raises(ValueError, match=r"get a zero code at d=2.*none of the "
+                     r"\d+ modes computed gives them one"):
+    st.spectral_codebook(zero, 2, method="randomized")
+  K = st.low_rank_kernel(np.zeros((3000, 2), np.float32))
+  with pytest.raises(ValueError, match="get a zero code at d=4"):
+    st.spectral_codebook(K, 4)
+
+
+@given(seed=hs.integers(0, 2**31), C=hs.integers(3, 16),
+       kind=hs.sampled_from(["tree", "blocks", "graded", "random"]))
+def test_separating_dimension_matches_brute_force(seed, C, kind):
+  rng = np.random.default_rng(seed)
+  if kind == "tree":
+    S = np.asarray(st.double_center(st.from_hierarchy(
+        st.random_hierarchy(C, seed=seed % 1000))))
+  elif kind == "blocks":
+    S = np.asarray(st.blocks(rng.integers(0, C, size=C))) + np.diag(
+        rng.uniform(0.5, 1, size=C))  # every class its own row
+  elif kind == "graded":
+    S = np.asarray(st.double_center(st.graded(C, float(rng.uniform(0.5, 3)))))
+  else:
+    S = ref.random_psd(rng, C, rank=int(rng.integers(1, C + 1)))
+  S = np.asarray(S, np.float32)
+  eps = np.finfo(np.float32).eps
+  want = ref.separating_dimension(S, 128 * eps, np.sqrt(eps))
+  if want is None:
+    with pytest.raises(ValueError, match="no d separates every class"):
+      st.separating_dimension(S)
+    return
+  got = st.separating_dimension(S)
+  assert got == want
+  codes = np.asarray(st.spectral_codebook(S, got))  # no error
+  assert len(np.unique(codes.round(3), axis=0)) == C
+
+
+def test_coincident_codes_found_without_a_pairwise_matrix():
+  # Near-duplicates planted across grid cells and within the radius, among
+  # random codes: the sorted-projection search finds what all pairs find.
+  from spectral_targets import _codebook
+  rng = np.random.default_rng(0)
+  X = rng.normal(size=(400, 6))
+  dup = rng.integers(0, 400, size=60)
+  X[rng.integers(0, 400, size=60)] = X[dup] * rng.uniform(0.5, 2, size=(60, 1)) \
+      + rng.normal(size=(60, 6)) * 1e-4
+  radius = rng.uniform(2e-4, 1e-3, size=400)
+  got = [g.tolist() for g in _codebook._coincident(
+      X / np.linalg.norm(X, axis=1, keepdims=True), radius)]
+  assert got == ref.coincident_groups(X, radius)
+  assert got  # the test plants some
+
+
+@given(seed=hs.integers(0, 2**31), n=hs.integers(2, 60), d=hs.integers(1, 4))
+def test_coincident_codes_match_every_pair(seed, n, d):
+  # Clustered points with distances near the radii, so pairs straddle the
+  # grid's cells and the test's threshold alike.
+  from spectral_targets import _codebook
+  rng = np.random.default_rng(seed)
+  centres = rng.normal(size=(max(n // 4, 1), d))
+  X = centres[rng.integers(0, len(centres), size=n)] + rng.normal(
+      size=(n, d)) * 0.03
+  radius = rng.uniform(0.005, 0.03, size=n)
+  got = [g.tolist() for g in _codebook._coincident(
+      X / np.linalg.norm(X, axis=1, keepdims=True), radius)]
+  assert got == ref.coincident_groups(X, radius)
+
+
+def test_merged_classes_of_an_implicit_tree():
+  # 3,000 leaves under 30 parents: d = 30 keeps the 30 parent modes only,
+  # so the leaves of a parent share a code; found on the operator path
+  # without a C x C matrix.
+  edges = [("root", f"p{i}") for i in range(30)] + [
+      (f"p{i}", f"c{i}.{j}") for i in range(30) for j in range(100)]
+  K = st.from_hierarchy(edges, implicit=True)
+  with pytest.raises(ValueError, match=r"share a code at d=30.*\(30 groups\)"
+                     r"\]; none of the \d+ modes computed separates them"):
+    st.spectral_codebook(K, 30, method="randomized")
+  codes = st.spectral_codebook(K, 30, method="randomized", allow_merged=True)
+  assert len(np.unique(np.asarray(codes).round(3), axis=0)) == 30
+
+
+# --- One objective, two backends -----------------------------------------------
+
+
+def _problem(C, d, seed=0, rows=None):
+  from spectral_targets import _codebook
+  _, U = np.linalg.eigh(np.asarray(st.flat(C), np.float64))
+  group = U[:, ::-1][:, :C - 1]
+  rng = np.random.default_rng(seed)
+  fixed = rng.normal(size=(C, 2)) * 0.3
+  w = rng.uniform(1, 2, size=C)
+  rows = np.arange(C) if rows is None else np.asarray(rows)
+  mask = ~np.eye(rows.size, dtype=bool)
+  mask[0, 1] = mask[1, 0] = False
+  select = None if rows.size == C else np.eye(C)[:, rows]
+  return _codebook._Problem(
+      fixed_n2=(fixed**2).sum(1), group=group, weights=w / w.sum(),
+      select=select, fixed=fixed[rows], bias=np.where(mask, 0.0, -1e3),
+      log_pairs=np.log(mask.sum())), rng.normal(size=(3, C - 1, d))
+
+
+def _reference_objective(A, beta, rho, problem):
+  """The objective written out per start, pair by pair: equal norms, then
+  the smooth maximum over unordered pairs."""
+  out = []
+  for a, b, r in zip(A, beta, rho):
+    Q, R = np.linalg.qr(a)
+    Q = Q * np.sign(np.diag(R))
+    X = np.concatenate([np.sqrt(problem.fixed_n2)[:, None],
+                        problem.group @ Q], axis=1)
+    n2 = (X**2).sum(1)
+    w = problem.weights
+    mean = w @ n2
+    disp = w @ (n2 - mean) ** 2 / mean**2
+    rows = (np.arange(len(n2)) if problem.select is None
+            else problem.select.argmax(0))
+    Z = np.concatenate([problem.fixed, (problem.group @ Q)[rows]], axis=1)
+    cos = [Z[i] @ Z[j] / np.linalg.norm(Z[i]) / np.linalg.norm(Z[j])
+           for i in range(len(rows)) for j in range(i + 1, len(rows))
+           if problem.bias[i, j] == 0]
+    cos = np.array(cos)
+    smooth = (np.log(np.mean(np.exp(b * (cos - cos.max())))) / b
+              + cos.max())
+    out.append(r * disp + smooth)
+  return np.array(out)
+
+
+def test_objective_and_gradient_match_references():
+  from spectral_targets import _codebook
+  beta, rho = np.array([5.0, 20.0, 50.0]), np.array([1.0, 3.0, 10.0])
+  for rows in (None, [0, 2, 3, 5]):  # all rows, or a sample of pair rows
+    problem, A = _problem(6, 3, rows=rows)
+    loss, grad, *_ = _codebook._objective(np, A, beta, rho, problem)
+    np.testing.assert_allclose(loss, _reference_objective(A, beta, rho,
+                                                          problem), rtol=1e-12)
+    f = lambda A, p=problem: _codebook._objective(np, A, beta, rho, p)[0].sum()
+    numeric = np.zeros_like(A)
+    for i in np.ndindex(A.shape):
+      h = np.zeros_like(A)
+      h[i] = 1e-6
+      numeric[i] = (f(A + h) - f(A - h)) / 2e-6
+    np.testing.assert_allclose(grad, numeric, atol=1e-6)
+
+
+def test_numpy_and_jax_optimisers_agree():
+  # The same objective and Adam steps run in NumPy (float64) for small
+  # problems and jitted (float32) for large ones.
+  from spectral_targets import _codebook
+  problem, A = _problem(9, 3)
+  beta, rho = np.array([5.0, 20.0, 50.0]), np.array([1.0, 3.0, 10.0])
+  np_out = _codebook._objective(np, A, beta, rho, problem)
+  jx = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), problem)
+  jax_out = _codebook._objective(jnp, jnp.asarray(A, jnp.float32),
+                                 jnp.asarray(beta, jnp.float32),
+                                 jnp.asarray(rho, jnp.float32), jx)
+  for a, b in zip(np_out, jax_out):
+    np.testing.assert_allclose(np.asarray(b), a, rtol=2e-4, atol=2e-5)
+  A = np.linalg.qr(A)[0]
+  plan = _codebook._Plan(np.array([False, True, False]),
+                         np.array([10.0, 10.0, 100.0]))
+  _, Q1, d1, w1 = _codebook._optimise_numpy(problem, A, plan, 300, False)
+  _, Q2, d2, w2 = _codebook._optimise_jax(problem, A, plan, 300, False)
+  np.testing.assert_allclose(d2, d1, atol=1e-4)
+  np.testing.assert_allclose(w2, w1, atol=2e-3)
+  gram = lambda Q: np.einsum("nm,rmk,pl,rlk->rnp", problem.group, Q,
+                             problem.group, Q)
+  np.testing.assert_allclose(gram(Q2), gram(Q1), atol=5e-3)
+
+
+def test_large_tie_problems_run_jitted(monkeypatch):
+  from spectral_targets import _codebook
+  used = []
+  for name in ("_optimise_numpy", "_optimise_jax"):
+    original = getattr(_codebook, name)
+    monkeypatch.setattr(_codebook, name, lambda *a, f=original, n=name:
+                        used.append(n) or f(*a))
+  st.spectral_codebook(st.flat(9), 3)
+  assert set(used) == {"_optimise_numpy"}
+  monkeypatch.setattr(_codebook, "JAX_WORK", 0)
+  used.clear()
+  disp, worst = _dispersion_and_max_cosine(
+      st.spectral_codebook(st.flat(9), 3, normalize=False))
+  assert set(used) == {"_optimise_jax"}
+  assert disp < 1e-4 and worst < 0.3536 + 1e-3
+
+
+def test_codes_do_not_depend_on_the_eigh_backend(monkeypatch):
+  # LAPACK float64 below HOST_EIGH_MAX classes, the jitted float32 eigh
+  # above: the sign convention makes them give the same codes.
+  from spectral_targets import _eigensolvers
+  S = st.double_center(st.graded(40, 3.0))
+  host = np.asarray(st.spectral_codebook(S, 5))
+  monkeypatch.setattr(_eigensolvers, "HOST_EIGH_MAX", 10)
+  np.testing.assert_allclose(st.spectral_codebook(S, 5), host, atol=1e-4)
+
+
+def test_an_operator_that_returns_nan_is_named():
+  @jax.tree_util.register_static
+  class Broken(st.KernelOperator):
+    num_classes, dtype = 3000, jnp.float32
+
+    def matmul(self, x):
+      return jnp.asarray(x, self.dtype) * jnp.nan
+
+  with pytest.raises(ValueError, match="non-finite eigenvalues"), \
+      pytest.warns(st.ConvergenceWarning):
+    st.spectral_codebook(Broken(), 4)
+
+
+def test_blas_runs_on_one_thread_while_a_codebook_is_built(monkeypatch):
+  threadpoolctl = pytest.importorskip("threadpoolctl")
+  from spectral_targets import _eigensolvers
+  seen = []
+  original = _eigensolvers.host_eigenmodes
+
+  def spy(op):
+    seen.append([lib["num_threads"] for lib in
+                 threadpoolctl.threadpool_info()
+                 if lib["user_api"] == "blas"])
+    return original(op)
+
+  monkeypatch.setattr(_eigensolvers, "host_eigenmodes", spy)
+  st.spectral_codebook(st.flat(5), 2)
+  assert seen and seen[0] and all(n == 1 for n in seen[0])
+
+
+def test_separating_dimension_inputs():
+  edges = st.random_hierarchy(60, seed=2)
+  dense = st.double_center(st.from_hierarchy(edges))
+  assert st.separating_dimension(dense) == ref.separating_dimension(
+      np.asarray(dense), 128 * np.finfo(np.float32).eps,
+      np.sqrt(np.finfo(np.float32).eps))
+  # An operator is made dense: the same answer.
+  assert st.separating_dimension(st.from_hierarchy(edges, implicit=True)) \
+      == st.separating_dimension(st.from_hierarchy(edges))
+  with pytest.raises(TypeError, match="needs a concrete kernel"):
+    jax.jit(st.separating_dimension)(dense)
+  with pytest.raises(ValueError, match="degeneracy_rtol must be a positive"):
+    st.separating_dimension(dense, degeneracy_rtol=0.0)
+  with pytest.raises(ValueError, match="square"):
+    st.separating_dimension(np.ones((2, 3)))

@@ -172,3 +172,44 @@ def test_alignment_of_operators_equals_dense(centered):
                              rtol=1e-5)
   np.testing.assert_allclose(st.alignment(K, S, centered=centered), 1.0,
                              rtol=1e-5)
+
+
+def test_zero_and_low_rank_operators_converge():
+  # A block column S maps to nothing keeps its Ritz vector (it used to
+  # become 0 / 0, and every eigenpair NaN).
+  zero = st.low_rank_kernel(np.zeros((3000, 2), np.float32))
+  top = st.top_eigenmodes(zero, 4, method="randomized")
+  assert top.converged
+  np.testing.assert_array_equal(top.eigenvalues, 0)
+  U = np.asarray(top.eigenvectors, np.float64)
+  np.testing.assert_allclose(U.T @ U, np.eye(4), atol=1e-5)
+  rng = np.random.default_rng(0)
+  F = rng.normal(size=(3000, 3)).astype(np.float32)
+  top = st.top_eigenmodes(st.low_rank_kernel(F), 5, method="randomized")
+  want = np.linalg.eigvalsh(F.T.astype(np.float64) @ F)[::-1]
+  assert top.converged
+  np.testing.assert_allclose(top.eigenvalues[:3], want, rtol=1e-5)
+  np.testing.assert_allclose(top.eigenvalues[3:], 0, atol=1e-5 * want[0])
+
+
+def test_host_eigenmodes_signs_do_not_depend_on_the_backend(monkeypatch):
+  # LAPACK float64 up to HOST_EIGH_MAX classes, the jitted float32 eigh
+  # above: with the sign convention they give the same vectors, not just
+  # the same vectors up to sign.
+  from spectral_targets import _operators
+  op = _operators.as_operator(st.double_center(st.graded(60, 4.0)))
+  lam, U = _eigensolvers.host_eigenmodes(op)
+  assert lam.dtype == np.float64 and U.dtype == np.float64
+  np.testing.assert_allclose(lam, np.linalg.eigvalsh(
+      np.asarray(op.matrix, np.float64))[::-1], atol=1e-12)
+  monkeypatch.setattr(_eigensolvers, "HOST_EIGH_MAX", 10)
+  lam32, U32 = _eigensolvers.host_eigenmodes(op)
+  assert U32.dtype == np.float32
+  np.testing.assert_allclose(lam32, lam, atol=1e-5 * lam[0])
+  top = lam > 1e-3 * lam[0]  # the resolved modes (distinct eigenvalues)
+  np.testing.assert_allclose(U32[:, top], U[:, top], atol=2e-3)
+  # The convention: each column's first entry of (near-)largest magnitude
+  # is positive.
+  mag = np.abs(U)
+  first = np.argmax(mag >= (1 - 1e-3) * mag.max(0), axis=0)
+  assert np.all(U[first, np.arange(U.shape[1])] > 0)

@@ -225,7 +225,8 @@ def test_from_class_means():
 
 @pytest.mark.parametrize("fn", [
     st.double_center, st.spectrum, lambda S: st.gram_error(S, 1),
-    lambda S: st.alignment(S, S), lambda S: st.spectral_codebook(S, 1)])
+    lambda S: st.alignment(S, S),
+    lambda S: st.spectral_codebook(S, 1, allow_merged=True)])
 def test_kernel_validation(fn):
   with pytest.raises(ValueError, match="square"):
     fn(np.ones((2, 3)))

@@ -20,6 +20,7 @@ def test_readme_usage_runs(capsys):
     exec(compile(code, "README.md", "exec"), {})
   out = capsys.readouterr().out
   assert "40. 40. 40." in out
+  assert "99 100 distinct codes" in out  # CIFAR-100: a code per class
 
 
 def test_readme_test_command_is_what_ci_runs():

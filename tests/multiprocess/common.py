@@ -41,11 +41,12 @@ def classifier():
 
 
 def codebook():
-  """Built eagerly, by every process alike: a taxonomy whose sibling
-  classes tie, so the codebook's tie-breaking optimisation runs."""
+  """Built eagerly, by every process alike, from a taxonomy; at d = 8
+  siblings share codes (spectral_codebook would refuse them without
+  allow_merged)."""
   edges = st.random_hierarchy(CLASSES, seed=0)
   return np.asarray(st.spectral_codebook(
-      st.double_center(st.from_hierarchy(edges)), d))
+      st.double_center(st.from_hierarchy(edges)), d, allow_merged=True))
 
 
 def batch_rows(index, parts):
