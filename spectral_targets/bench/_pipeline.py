@@ -75,6 +75,8 @@ class TaskRunner:
     self.C, self.F = task.num_classes, executor.F
     self.steps_per_epoch = executor.n // executor.batch
     self.kernels, self.codebooks, self.small_d = {}, {}, {}
+    #: Methods left out, with the reason (for the report).
+    self.notes: dict[str, str] = {}
 
   # -- kernels and codebooks ----------------------------------------------------
 
@@ -105,6 +107,11 @@ class TaskRunner:
         [1 - self.kernels[s] for s in self.data.seeds]).astype(np.float32)
 
   def build_codebooks(self):
+    """Each seed's codebooks. The small spectral codebook takes the task's
+    small d or, if that merges classes, ``separating_dimension`` (the
+    smallest d that gives every class its own code); where even that is
+    C − 1 (a tree whose siblings differ only in their own leaf modes),
+    there is no small codebook and the method is left out, with a note."""
     C, F = self.C, self.F
     simplex = np.asarray(st.spectral_codebook(st.flat(C), C - 1))
     for s in self.data.seeds:
@@ -117,8 +124,16 @@ class TaskRunner:
           "simplex": simplex, "online": simplex,
           "random": random / np.linalg.norm(random, axis=1, keepdims=True),
           "spectral": np.asarray(st.spectral_codebook(centred, C - 1)),
-          "spectral-small": np.asarray(st.spectral_codebook(centred, d)),
       }
+      if d < F:
+        self.codebooks[s]["spectral-small"] = np.asarray(
+            st.spectral_codebook(centred, d))
+    if any(d >= F for d in self.small_d.values()):
+      self.notes["spectral-small"] = (
+          f"left out: no d below C − 1 = {F} gives every class its own code "
+          f"(separating_dimension is {max(self.small_d.values())}); at the "
+          f"task's small d = {self.task.small_d} the codebook merges classes")
+      self.methods = [m for m in self.methods if m.codes != "spectral-small"]
 
   def context(self, seed, epochs=None) -> Context:
     epochs = self.budget.epochs if epochs is None else epochs

@@ -143,6 +143,8 @@ def task_section(name: str, report: dict) -> str:
            f"tuning seeds {report['tuning_seeds']}; body: {report['body']}; "
            f"distances: {report['distance_unit']}.", ""]
   lines += methods_table(report) + [""]
+  for method, why in report.get("left_out", {}).items():
+    lines += [f"{method}: {why}.", ""]
   paired = paired_table(report)
   if len(paired) > 2:
     lines += ["Paired differences (95% interval over seeds):", ""]

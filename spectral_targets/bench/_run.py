@@ -152,7 +152,7 @@ def run_task(task, options: Options, data: SeedData, *, programs, progress,
              "estimated per seed: cosine similarity of a one-hot model's "
              "class means on the validation split",
       small_d={str(s): runner.small_d[s] for s in budget.eval_seeds},
-      methods=method_reports, references={})
+      left_out=runner.notes, methods=method_reports, references={})
   if not options.quick:
     progress(f"{task.name}: step timing")
     first = data.index(budget.eval_seeds[0])
