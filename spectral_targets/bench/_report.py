@@ -292,3 +292,36 @@ def _jsonable(x):
   if isinstance(x, float) and not math.isfinite(x):
     return None
   return x
+
+
+#: The methods the README's summary shows, per task kind.
+SUMMARY_METHODS = ("one-hot", "cosine", "simplex", "spectral",
+                   "kernel-soft-labels", "hxe")
+
+
+def summary_table(results: dict) -> str:
+  """The README's summary of a run: per task, accuracy and mistake
+  severity side by side, each with its paired difference against one-hot,
+  and each codebook head's accuracy against the learned cosine classifier
+  (its control). No method is singled out as best."""
+  lines = ["| task | method | accuracy ↑ | Δ vs one-hot | Δ vs control | "
+           "severity ↓ | Δ vs one-hot |", "|---" * 7 + "|"]
+  for task, report in results["tasks"].items():
+    if "methods" not in report:
+      continue
+    for name in SUMMARY_METHODS:
+      r = report["methods"].get(name)
+      if r is None:
+        continue
+      control = r.get("control", "one-hot")
+      vs_control = (_diff(r[f"vs {control}"]["accuracy"], "accuracy")
+                    + f" ({control})" if control != "one-hot"
+                    and f"vs {control}" in r else "")
+      lines.append(" | ".join([
+          f"| {task}", name,
+          _cell(r["summary"]["accuracy"], "{:.3f}"),
+          _diff(r.get("vs one-hot", {}).get("accuracy"), "accuracy"),
+          vs_control, _cell(r["summary"]["severity"], "{:.3f}"),
+          _diff(r.get("vs one-hot", {}).get("severity"), "severity")])
+                   + " |")
+  return "\n".join(lines)
