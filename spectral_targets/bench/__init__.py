@@ -25,7 +25,7 @@ import platform
 import sys
 import time
 
-BENCH_REQUIREMENTS = ("mnist1d", "sklearn", "tqdm", "matplotlib")
+BENCH_REQUIREMENTS = ("mnist1d", "sklearn", "threadpoolctl", "tqdm", "matplotlib")
 INSTALL_HINT = ('pip install "spectral-targets[bench]"   (from a checkout: '
                 'pip install -e ".[bench]")')
 #: The tasks, in the order they run and are reported (``_run.TASK_ORDER``).
@@ -145,11 +145,18 @@ def run_benchmark(*, tasks=None, seeds: int = 5, quick: bool = False,
     echo(_report.SMOKE_BANNER + "\n")
   echo("\n".join(_report.legend(meta["methods"])))
   progress = _Progress()
+  # BLAS on one thread for the whole run. JAX's CPU LAPACK kernels (eigh,
+  # svd: the scorer's collapse metrics, refresh_codebook's procrustes)
+  # call OpenBLAS, whose own threads fight XLA's for the cores: on 2 cores
+  # a 99 x 99 procrustes took 0.5 s with two BLAS threads and 1-10 ms with
+  # one. threadpoolctl comes with scikit-learn (the bench extra).
+  import threadpoolctl
   try:
-    reports = _run.run(names, options, progress=progress.phase,
-                       on_epoch=progress.epoch,
-                       on_task=lambda name, report: echo(
-                           _report.section(name, report)))
+    with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
+      reports = _run.run(names, options, progress=progress.phase,
+                         on_epoch=progress.epoch,
+                         on_task=lambda name, report: echo(
+                             _report.section(name, report)))
   finally:
     progress.close()
   meta["wall_time"] = f"{time.perf_counter() - started:.0f} s"

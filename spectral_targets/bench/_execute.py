@@ -158,9 +158,11 @@ class Executor:
 
   # -- training ----------------------------------------------------------------
 
-  def train(self, runs: list[Run], epochs: int):
+  def train(self, runs: list[Run], epochs: int, *, padding: int = 0):
     """Trains ``runs`` together for ``epochs``; returns the stacked final
-    parameters (leading axis in the order of ``runs``)."""
+    parameters (leading axis in the order of ``runs``). The last
+    ``padding`` runs only fill the program's fixed size: their results are
+    discarded, and nothing is refreshed for them between epochs."""
     M = len(runs)
     self.submit_train(M)
     program = self.programs[self._key("epoch", M)]
@@ -170,7 +172,7 @@ class Executor:
         self.body, self.C, self.F, [int(s) for s in seeds],
         self.sample_shape)
     cfgs = m.stack([r.cfg for r in runs])
-    online_codes = [i for i, r in enumerate(runs)
+    online_codes = [i for i, r in enumerate(runs[:M - padding])
                     if r.method.codes == "online"]
     device_cfgs = jax.device_put(cfgs)
     teacher = self._teacher_args()

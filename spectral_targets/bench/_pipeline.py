@@ -152,7 +152,8 @@ class TaskRunner:
     for start in range(0, len(runs), k):
       chunk = runs[start:start + k]
       padded = chunk + [chunk[-1]] * (k - len(chunk))
-      params, cfgs = self.ex.train(padded, epochs)
+      params, cfgs = self.ex.train(padded, epochs,
+                                   padding=k - len(chunk))
       outs.append((params, cfgs, len(chunk)))
     return _concat(outs)
 
