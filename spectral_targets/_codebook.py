@@ -337,26 +337,20 @@ def separating_dimension(kernel, *,
   return cut
 
 
-@functools.cache
-def _blas_threads():
-  """threadpoolctl's view of the loaded BLAS, if threadpoolctl is there."""
+def _one_blas_thread():
+  """Every loaded BLAS on one thread while a codebook is built (when
+  threadpoolctl is installed). The products and eigh here are small; with
+  the cores busy (pytest workers, a data loader, XLA's own threads)
+  OpenBLAS's threads wait on each other: a 256-class codebook took 1.9 s
+  instead of 13 ms, a 1,000-class one 19 s instead of 0.26 s, and JAX's
+  SVD of a 99 x 99 matrix (SciPy's OpenBLAS) 0.5 s instead of 5 ms. The
+  libraries are looked up afresh each time (~2 ms): JAX loads SciPy's
+  OpenBLAS only at its first LAPACK call, after a cached lookup."""
   try:
     import threadpoolctl
   except ImportError:
-    return None
-  return threadpoolctl.ThreadpoolController()
-
-
-def _one_blas_thread():
-  """NumPy's BLAS on one thread while a codebook is built (when
-  threadpoolctl is installed). The products and eigh here are small; with
-  the cores busy (pytest workers, a data loader) OpenBLAS's threads wait on
-  each other: a 256-class codebook took 1.9 s instead of 13 ms, a
-  1,000-class one 19 s instead of 0.26 s."""
-  controller = _blas_threads()
-  if controller is None:
     return contextlib.nullcontext()
-  return controller.limit(limits=1, user_api="blas")
+  return threadpoolctl.threadpool_limits(limits=1, user_api="blas")
 
 
 def _check_concrete(kernel, caller):
