@@ -381,7 +381,7 @@ class CenteredKernel(_Derived):
                + np.sum(r) ** 2 / C**2, 0.0)
 
 
-class _Matmul(Protocol):
+class SupportsMatmul(Protocol):
   """What ``is_operator`` accepts besides a ``KernelOperator``."""
 
   @property
@@ -398,7 +398,7 @@ class _Matmul(Protocol):
 class _ProductKernel(KernelOperator):
   """Wraps any object with a square ``shape`` and a ``@`` (e.g. a
   ``jax.experimental.sparse.BCOO`` matrix)."""
-  matrix: _Matmul
+  matrix: SupportsMatmul
 
   @property
   def num_classes(self) -> int:
@@ -458,10 +458,12 @@ def scaled(op: KernelOperator, factor: float) -> KernelOperator:
 
 # What a kernel argument accepts: a (C, C) array, a ``KernelOperator``, or
 # any object with a square ``shape`` and a ``@`` (e.g. a BCOO matrix).
-KernelLike: TypeAlias = "jax.typing.ArrayLike | KernelOperator | _Matmul"
+KernelLike: TypeAlias = (
+    "jax.typing.ArrayLike | KernelOperator | SupportsMatmul")
 
 
-def is_operator(kernel: object) -> TypeGuard[KernelOperator | _Matmul]:
+def is_operator(kernel: object
+                ) -> TypeGuard[KernelOperator | SupportsMatmul]:
   """True for a kernel given as a product rather than as an array."""
   if isinstance(kernel, KernelOperator):
     return True
