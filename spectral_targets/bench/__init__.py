@@ -112,7 +112,8 @@ def run_benchmark(*, tasks=None, seeds: int = 5, quick: bool = False,
        concurrent.futures.ThreadPoolExecutor(
            1, thread_name_prefix="bench-data") as data:
     built = {name: data.submit(build, name) for name in order}
-    seen, runs = set(), {}
+    seen: set[int] = set()
+    runs: dict[str, _run.TaskRun] = {}
 
     def progress(msg, epochs):
       bar.set_postfix_str(msg)

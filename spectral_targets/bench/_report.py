@@ -76,7 +76,9 @@ def plot(out: pathlib.Path, results: dict) -> list[pathlib.Path]:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  palette = plt.get_cmap("tab10").colors  # colour-blind-safe enough, distinct
+  # colour-blind-safe enough, distinct. tab10 is a ListedColormap, which
+  # has colors; get_cmap is typed as returning any Colormap.
+  palette = plt.get_cmap("tab10").colors  # type: ignore[attr-defined]
   paths = []
   for name, report in results["tasks"].items():
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)

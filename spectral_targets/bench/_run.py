@@ -13,7 +13,7 @@ import numpy as np
 import optax
 
 import spectral_targets as st
-from spectral_targets._logits import unit_rows
+from spectral_targets._numerics import unit_rows
 from spectral_targets.bench import _models as m
 from spectral_targets.bench._compile import Compiler
 from spectral_targets.bench._tasks import Task
@@ -269,6 +269,7 @@ class TaskRun:
                                      t_feats_all[:, n:n_val],
                                      t_logits_all[:, n_val:])
 
+    distances: np.ndarray | None
     if task.kernel is None:
       # Estimated from the seed-0 teacher's class means on the validation
       # split: nothing is fitted on the test split.
@@ -293,7 +294,8 @@ class TaskRun:
       trained = self._train(self.body, scale_cfgs, [0] * len(scale_cfgs))
       _, logits = self._predict(self.body, trained, scale_cfgs, self.x_val)
       val_acc = _accuracy(logits, self.y_val)
-      chosen = dict(zip(map(str, self.budget.scales), map(float, val_acc)))
+      chosen: dict[str, float | None] = dict(
+          zip(map(str, self.budget.scales), map(float, val_acc)))
     else:  # --quick: nothing to choose from
       val_acc, chosen = np.zeros(1), {str(self.budget.scales[0]): None}
     scale = float(self.budget.scales[int(np.argmax(val_acc))])
@@ -330,6 +332,7 @@ class TaskRun:
                            teacher_features=t_feats[seed_of])
 
     self.progress(f"{task.name}: evaluation")
+    assert self.programs is not None  # run() set it
     scores = self.programs[self._key("score")](
         students, _stack(cfgs), self.x_test, self.y_test, _f32(distances))
     scores = {k: np.asarray(v) for k, v in scores.items()}
@@ -337,7 +340,7 @@ class TaskRun:
                  for i in range(len(cfgs))]
     self.progress(f"{task.name}: train-step timing")
     ratios = self.step_time_ratios(configs)
-    methods = {}
+    methods: dict[str, dict] = {}
     for j, name in enumerate(METHODS):
       rows = per_model[j * S:(j + 1) * S]
       values = {k: [r[k] for r in rows] for k in rows[0]}
@@ -366,6 +369,7 @@ class TaskRun:
     round) in this process and the medians compared. Compilation of later tasks' programs is waited out
     first, so no background work shares the cores with the timings.
     """
+    assert self.programs is not None  # run() set it
     self.programs.wait()
     teacher = jax.tree_util.tree_map(lambda a: a[0], m.init_params(
         self._single_teacher, self.C, self.F, [1], self.x))
@@ -390,7 +394,7 @@ class TaskRun:
       state = (params, m.initial_state(m.optimizer(1000), params))
       steps[name] = (self.programs[self._key("step", *program)], state,
                      batch)
-    times = {name: [] for name in METHODS}
+    times: dict[str, list[float]] = {name: [] for name in METHODS}
     # A fresh method order every round (fixed seed): no method always runs
     # right after the same neighbour.
     order = np.random.default_rng(0)
