@@ -4,6 +4,8 @@ A label kernel S (C x C) is diagonalised; its top-d eigenmodes give a
 codebook, one unit vector per class, whose Gram matrix best approximates S.
 """
 
+from typing import TYPE_CHECKING
+
 from spectral_targets._calibration import fit_temperature as fit_temperature
 from spectral_targets._class_statistics import ClassStatistics as ClassStatistics
 from spectral_targets._class_statistics import class_covariances as class_covariances
@@ -58,10 +60,17 @@ from spectral_targets._targets import kernel_soft_labels as kernel_soft_labels
 
 __version__ = "0.1.0"
 
+if TYPE_CHECKING:
+  # Seen by type checkers as attributes, and every other name stays an
+  # error there (a module __getattr__ would type any name as a module).
+  from spectral_targets import linen as linen
+  from spectral_targets import nnx as nnx
+else:
 
-def __getattr__(name):
-  # The Flax heads import flax; load them on first use only.
-  if name in ("nnx", "linen"):
-    import importlib
-    return importlib.import_module(f"spectral_targets.{name}")
-  raise AttributeError(f"module 'spectral_targets' has no attribute {name!r}")
+  def __getattr__(name: str) -> object:
+    # The Flax heads import flax; load them on first use only.
+    if name in ("nnx", "linen"):
+      import importlib
+      return importlib.import_module(f"spectral_targets.{name}")
+    raise AttributeError(
+        f"module 'spectral_targets' has no attribute {name!r}")

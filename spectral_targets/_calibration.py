@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 
 from spectral_targets import _evaluation
 from spectral_targets import _validation as v
+from spectral_targets._jit import jit
 
 # The search in u = log(1/τ) (logits scaled to unit spread) stays within
 # this bound: beyond it the softmax is one-hot or uniform to float precision.
@@ -109,7 +108,8 @@ _FAILURES = {
 }
 
 
-def _slope(z, y, u):
+def _slope(z: jax.Array, y: jax.Array, u: jax.Array
+           ) -> tuple[jax.Array, jax.Array]:
   """g(u) = dNLL/dβ and dg/du = β·mean Var_p(z) at β = exp(u)."""
   beta = jnp.exp(u)
   p = jax.nn.softmax(beta * z, axis=1)
@@ -119,8 +119,12 @@ def _slope(z, y, u):
   return jnp.mean(mean - zy), beta * jnp.mean(var)
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3))
-def _fit(z, y, max_iter, tol):
+_Bracket = tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]
+
+
+@jit(static_argnums=(2, 3))
+def _fit(z: jax.Array, y: jax.Array, max_iter: int, tol: float
+         ) -> tuple[jax.Array, jax.Array]:
   spread = jnp.max(jnp.max(z, axis=1) - jnp.min(z, axis=1))
   z = z / jnp.where(spread > 0, spread, 1)
   zy = jnp.take_along_axis(z, y[:, None], axis=1)[:, 0]
@@ -130,20 +134,20 @@ def _fit(z, y, max_iter, tol):
       [~jnp.isfinite(spread), spread == 0, at_zero >= 0, at_infinity <= 0],
       [_SOLVED, _NO_SPREAD, _TO_INFINITY, _TO_ZERO], _SOLVED)
 
-  def slope(u):
+  def slope(u: jax.Array) -> jax.Array:
     return _slope(z, y, u)[0]
 
   # Grow a bracket [lo, hi] with g(lo) < 0 < g(hi) from u = 0 (τ = spread).
-  def grow(state):
+  def grow(state: _Bracket) -> _Bracket:
     lo, hi, g_lo, g_hi, step = state
     lo = jnp.where(g_lo < 0, lo, jnp.maximum(lo - step, -_U_LIMIT))
     hi = jnp.where(g_hi > 0, hi, jnp.minimum(hi + step, _U_LIMIT))
     return lo, hi, slope(lo), slope(hi), 2 * step
 
-  def bracketed(g_lo, g_hi):
+  def bracketed(g_lo: jax.Array, g_hi: jax.Array) -> jax.Array:
     return (g_lo < 0) & (g_hi > 0)
 
-  def growing(state):
+  def growing(state: _Bracket) -> jax.Array:
     lo, hi, g_lo, g_hi, _ = state
     inside = (lo > -_U_LIMIT) & (hi < _U_LIMIT)
     return (status == _SOLVED) & inside & ~bracketed(g_lo, g_hi)
@@ -156,7 +160,7 @@ def _fit(z, y, max_iter, tol):
                      & jnp.isfinite(g0), _OUT_OF_RANGE, status)
 
   # Safeguarded Newton on g(u) = 0 inside the bracket (rtsafe).
-  def newton(state):
+  def newton(state: _Bracket) -> _Bracket:
     k, u, lo, hi, _ = state
     g, dg = _slope(z, y, u)
     lo = jnp.where(g <= 0, u, lo)
@@ -167,7 +171,7 @@ def _fit(z, y, max_iter, tol):
     new = jnp.where(ok, trial, (lo + hi) / 2)
     return k + 1, new, lo, hi, jnp.abs(new - u)
 
-  def running(state):
+  def running(state: _Bracket) -> jax.Array:
     k, _, lo, hi, moved = state
     return (k < max_iter) & (moved > tol) & (hi - lo > tol)
 

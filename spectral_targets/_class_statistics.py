@@ -17,13 +17,15 @@ import jax.numpy as jnp
 
 from spectral_targets import _sharding
 from spectral_targets import _validation as v
+from spectral_targets._jit import jit
 
 #: Bytes of features per block of the within-class product: small enough
 #: that a centred block is still in cache when its matmul reads it.
 BLOCK_BYTES = 4 * 2**20
 
 
-def _check_inputs(features, labels, num_classes):
+def _check_inputs(features: object, labels: object, num_classes: object
+                  ) -> tuple[jax.Array, jax.Array, int]:
   C = v.check_int(num_classes, "num_classes", minimum=1)
   Z = v.as_array(features, "features")
   if not jnp.issubdtype(Z.dtype, jnp.floating):
@@ -37,7 +39,10 @@ def _check_inputs(features, labels, num_classes):
   return Z, y, C
 
 
-def _moments(Z, y, C):
+_Moments = tuple[jax.Array, jax.Array, jax.Array]
+
+
+def _moments(Z: jax.Array, y: jax.Array, C: int) -> _Moments:
   """Counts, class means and pooled centred scatter of one batch.
 
   Rows that may be split across devices go through one partitionable
@@ -50,9 +55,10 @@ def _moments(Z, y, C):
   return _batch_moments(Z, y, C, rows)
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3))
-def _batch_moments(Z, y, C, block_rows):
-  def moments(Z, y):
+@jit(static_argnums=(2, 3))
+def _batch_moments(Z: jax.Array, y: jax.Array, C: int, block_rows: int | None
+                   ) -> _Moments:
+  def moments(Z: jax.Array, y: jax.Array) -> _Moments:
     counts = jax.ops.segment_sum(jnp.ones_like(y), y, num_segments=C)
     sums = jax.ops.segment_sum(Z, y, num_segments=C)
     means = sums / jnp.maximum(counts, 1)[:, None].astype(Z.dtype)
@@ -62,7 +68,8 @@ def _batch_moments(Z, y, C, block_rows):
   return _sharding.replicated_outputs(moments, 3)(Z, y)
 
 
-def _centred_scatter(Z, y, means, block_rows):
+def _centred_scatter(Z: jax.Array, y: jax.Array, means: jax.Array,
+                     block_rows: int | None) -> jax.Array:
   """Σ_i (z_i − μ_{y_i})(z_i − μ_{y_i})ᵀ, in blocks of ``block_rows`` rows.
 
   Centring by the class means before the product keeps float32 accurate
@@ -73,7 +80,7 @@ def _centred_scatter(Z, y, means, block_rows):
   once. ``block_rows=None``: one product, which XLA can partition.
   """
 
-  def product(z, labels):
+  def product(z: jax.Array, labels: jax.Array) -> jax.Array:
     centred = z - means[labels]
     return centred.T @ centred
 
@@ -83,18 +90,20 @@ def _centred_scatter(Z, y, means, block_rows):
   blocks = N // block_rows
   tail = blocks * block_rows
 
-  def add_block(total, k):
+  def add_block(total: jax.Array, k: jax.Array) -> tuple[jax.Array, None]:
     start = k * block_rows
     z = jax.lax.dynamic_slice_in_dim(Z, start, block_rows)
     labels = jax.lax.dynamic_slice_in_dim(y, start, block_rows)
     return total + product(z, labels), None
 
+  total: jax.Array
   total, _ = jax.lax.scan(add_block, product(Z[tail:], y[tail:]),
                           jnp.arange(blocks))
   return total
 
 
-def _covariances(counts, means, scatter):
+def _covariances(counts: jax.Array, means: jax.Array, scatter: jax.Array
+                 ) -> tuple[jax.Array, jax.Array]:
   """(Σ_B, Σ_W) from counts, class means and the pooled within scatter."""
   n = counts.astype(means.dtype)
   N = jnp.maximum(n.sum(), 1)
@@ -195,19 +204,19 @@ class ClassStatistics:
 
   @classmethod
   def zeros(cls, num_classes: int, dim: int,
-            dtype=jnp.float32) -> "ClassStatistics":
+            dtype: jax.typing.DTypeLike = jnp.float32) -> ClassStatistics:
     """An empty accumulator for C classes of D-dimensional features."""
     C = v.check_int(num_classes, "num_classes", minimum=1)
     D = v.check_int(dim, "dim", minimum=1)
     try:
-      dtype = jnp.dtype(dtype)
+      dt = jnp.dtype(dtype)
     except TypeError:
       raise TypeError(f"dtype must be a floating dtype, got {dtype!r}."
                       ) from None
-    if not jnp.issubdtype(dtype, jnp.floating):
-      raise TypeError(f"dtype must be a floating dtype, got {dtype}.")
-    return cls(jnp.zeros((C,), jnp.int32), jnp.zeros((C, D), dtype),
-               jnp.zeros((D, D), dtype))
+    if not jnp.issubdtype(dt, jnp.floating):
+      raise TypeError(f"dtype must be a floating dtype, got {dt}.")
+    return cls(jnp.zeros((C,), jnp.int32), jnp.zeros((C, D), dt),
+               jnp.zeros((D, D), dt))
 
   @property
   def num_classes(self) -> int:
@@ -218,7 +227,7 @@ class ClassStatistics:
     return self.mu.shape[1]
 
   def update(self, features: jax.typing.ArrayLike,
-             labels: jax.typing.ArrayLike) -> "ClassStatistics":
+             labels: jax.typing.ArrayLike) -> ClassStatistics:
     """A new accumulator with a batch of (N, D) features added."""
     Z, y, _ = _check_inputs(features, labels, self.num_classes)
     if Z.shape[1] != self.dim:
@@ -228,7 +237,7 @@ class ClassStatistics:
                                       self.num_classes))
     return self.merge(batch)
 
-  def merge(self, other: "ClassStatistics") -> "ClassStatistics":
+  def merge(self, other: ClassStatistics) -> ClassStatistics:
     """The statistics of the union of both data sets (Chan et al.)."""
     if not isinstance(other, ClassStatistics):
       raise TypeError(f"other must be a ClassStatistics, got "
@@ -239,7 +248,7 @@ class ClassStatistics:
           f"D={other.dim}) into (C={self.num_classes}, D={self.dim}).")
     return _merge(self, other)
 
-  def all_reduce(self, axis_name: str | tuple[str, ...]) -> "ClassStatistics":
+  def all_reduce(self, axis_name: str | tuple[str, ...]) -> ClassStatistics:
     """Merges the statistics of every device along ``axis_name``.
 
     For use inside ``shard_map``/``pmap`` (also across processes: the mesh
@@ -268,8 +277,8 @@ class ClassStatistics:
     return _covariances(self.counts, self.mu, self.scatter)
 
 
-@jax.jit
-def _merge(a, b):
+@jit
+def _merge(a: ClassStatistics, b: ClassStatistics) -> ClassStatistics:
   na = a.counts.astype(a.mu.dtype)
   nb = b.counts.astype(a.mu.dtype)
   n = na + nb

@@ -47,7 +47,8 @@ def _folder(text: str) -> pathlib.Path:
   return path
 
 
-def _command(sub, name: str, summary: str) -> argparse.ArgumentParser:
+def _command(sub: argparse._SubParsersAction[argparse.ArgumentParser],
+             name: str, summary: str) -> argparse.ArgumentParser:
   """A subcommand whose --help opens with its one-line summary."""
   return sub.add_parser(name, help=summary,
                         description=summary[0].upper() + summary[1:] + ".")

@@ -20,10 +20,10 @@ tie-breaking problem the jitted form of the same objective.
 from __future__ import annotations
 
 import contextlib
-import functools
 import itertools
 import math
-from typing import NamedTuple
+from types import ModuleType
+from typing import Any, NamedTuple, TypeAlias, TypedDict
 
 import jax
 import jax.numpy as jnp
@@ -33,6 +33,7 @@ from spectral_targets import _eigensolvers
 from spectral_targets import _operators
 from spectral_targets import _spectral
 from spectral_targets import _validation as v
+from spectral_targets._jit import jit
 
 # The separation objective compares pairs among at most this many classes.
 MAX_PAIR_CLASSES = 512
@@ -71,10 +72,24 @@ AUTO_RESTARTS = (2, 48)
 JAX_WORK = 2e8
 
 
-def spectral_codebook(kernel, d: int, *,
+class CodebookOptions(TypedDict, total=False):
+  """``spectral_codebook``'s keyword options, for functions that pass them
+  on (``refresh_codebook``)."""
+  normalize: bool
+  allow_merged: bool
+  method: _eigensolvers.Method
+  tol: float
+  max_iter: int
+  degeneracy_rtol: float | None
+  steps: int
+  restarts: int | None
+  seed: int
+
+
+def spectral_codebook(kernel: _operators.KernelLike, d: int, *,
                       normalize: bool = True,
                       allow_merged: bool = False,
-                      method: str = "auto", tol: float = 1e-5,
+                      method: _eigensolvers.Method = "auto", tol: float = 1e-5,
                       max_iter: int = 500,
                       degeneracy_rtol: float | None = None,
                       steps: int = 400, restarts: int | None = None,
@@ -222,8 +237,11 @@ def spectral_codebook(kernel, d: int, *,
                               restarts=restarts, seed=seed)
 
 
-def _spectral_codebook(kernel, d, *, normalize, allow_merged, method, tol,
-                       max_iter, degeneracy_rtol, steps, restarts, seed):
+def _spectral_codebook(kernel: _operators.KernelLike, d: int, *,
+                       normalize: bool, allow_merged: bool,
+                       method: _eigensolvers.Method, tol: float, max_iter: int,
+                       degeneracy_rtol: float | None, steps: int,
+                       restarts: int | None, seed: int) -> jax.Array:
   op = _operators.as_operator(kernel)
   C = op.num_classes
   d = v.check_int(d, "d", minimum=1, maximum=C)
@@ -257,7 +275,7 @@ def _spectral_codebook(kernel, d, *, normalize, allow_merged, method, tol,
   return jnp.asarray(X, dtype)
 
 
-def separating_dimension(kernel, *,
+def separating_dimension(kernel: _operators.KernelLike, *,
                          degeneracy_rtol: float | None = None) -> int:
   r"""The smallest d at which ``spectral_codebook`` tells every class apart.
 
@@ -337,29 +355,25 @@ def separating_dimension(kernel, *,
   return cut
 
 
-@functools.cache
-def _blas_threads():
-  """threadpoolctl's view of the loaded BLAS, if threadpoolctl is there."""
+def _one_blas_thread() -> contextlib.AbstractContextManager[object]:
+  """Every loaded BLAS on one thread while a codebook is built (when
+  threadpoolctl is installed). The products and eigh here are small; with
+  the cores busy (pytest workers, a data loader, XLA's own threads)
+  OpenBLAS's threads wait on each other: a 256-class codebook took 1.9 s
+  instead of 13 ms, a 1,000-class one 19 s instead of 0.26 s, and JAX's
+  SVD of a 99 x 99 matrix (SciPy's OpenBLAS) 0.5 s instead of 5 ms. The
+  libraries are looked up afresh each time (~2 ms): JAX loads SciPy's
+  OpenBLAS only at its first LAPACK call, after a cached lookup."""
   try:
     import threadpoolctl
   except ImportError:
-    return None
-  return threadpoolctl.ThreadpoolController()
-
-
-def _one_blas_thread():
-  """NumPy's BLAS on one thread while a codebook is built (when
-  threadpoolctl is installed). The products and eigh here are small; with
-  the cores busy (pytest workers, a data loader) OpenBLAS's threads wait on
-  each other: a 256-class codebook took 1.9 s instead of 13 ms, a
-  1,000-class one 19 s instead of 0.26 s."""
-  controller = _blas_threads()
-  if controller is None:
     return contextlib.nullcontext()
-  return controller.limit(limits=1, user_api="blas")
+  limited: contextlib.AbstractContextManager[object] = (
+      threadpoolctl.threadpool_limits(limits=1, user_api="blas"))
+  return limited
 
 
-def _check_concrete(kernel, caller):
+def _check_concrete(kernel: object, caller: str) -> None:
   if not all(map(v.is_concrete, jax.tree.leaves(kernel))):
     raise TypeError(
         f"{caller} needs a concrete kernel: how a repeated eigenvalue "
@@ -367,7 +381,7 @@ def _check_concrete(kernel, caller):
         "jit, and pass the (C, d) result into the traced function.")
 
 
-def _code_rtol(dtype) -> float:
+def _code_rtol(dtype: jax.typing.DTypeLike) -> float:
   """Relative accuracy of codes: sqrt(eps) of the dtype (3.5e-4 in f32)."""
   return float(np.sqrt(np.finfo(dtype).eps))
 
@@ -380,7 +394,8 @@ class _Modes(NamedTuple):
   complete: bool         # k == C
 
 
-def _errors(lam, residuals, dtype, rtol):
+def _errors(lam: np.ndarray, residuals: np.ndarray | None,
+            dtype: jax.typing.DTypeLike, rtol: float | None) -> np.ndarray:
   """Each eigenvalue's error bound e_i: ``rtol`` max|λ| / 2 if given
   (so that |Δλ| <= rtol max|λ| ties), else max(r_i, TIE_ULPS eps) max|λ|."""
   scale = max(float(np.max(np.abs(lam))), np.finfo(np.float64).tiny)
@@ -390,21 +405,24 @@ def _errors(lam, residuals, dtype, rtol):
                                                       jnp.float32)).eps)
   if residuals is None:
     return np.full(lam.shape, floor * scale)
-  return np.maximum(residuals, floor) * scale
+  err: np.ndarray = np.maximum(residuals, floor) * scale
+  return err
 
 
-def _tied(modes, i):
+def _tied(modes: _Modes, i: int) -> np.ndarray:
   """Which eigenvalues are equal to eigenvalue i within their errors."""
-  return np.abs(modes.lam - modes.lam[i]) <= modes.err + modes.err[i]
+  tied: np.ndarray = (np.abs(modes.lam - modes.lam[i])
+                      <= modes.err + modes.err[i])
+  return tied
 
 
-def _tie_block(modes, d):
+def _tie_block(modes: _Modes, d: int) -> tuple[int, int]:
   """[a, b): the eigenvalues tied with λ_d (a cut inside is ambiguous)."""
   tied = np.flatnonzero(_tied(modes, d - 1))
   return int(tied.min()), int(tied.max()) + 1
 
 
-def _cuts(modes, start):
+def _cuts(modes: _Modes, start: int) -> np.ndarray:
   """The d >= start that cut the spectrum in a gap and add a positive mode
   (beyond the last positive eigenvalue the codes do not change)."""
   lam, err = modes.lam, modes.err
@@ -422,25 +440,27 @@ def _cuts(modes, start):
   return cuts
 
 
-def _modes(op, d, rtol, *, method, tol, max_iter, seed):
+def _modes(op: _operators.KernelOperator, d: int, rtol: float | None, *,
+           method: _eigensolvers.Method, tol: float, max_iter: int,
+           seed: int) -> _Modes:
   """Eigenpairs: all C from a dense eigh, or from an iterative solver
   enough past d to bracket a tie at the cut."""
   C = op.num_classes
   extra = max(4, d // 32)
-  method = _eigensolvers.resolve_method(method, C, d + extra)
-  if method == "dense":
+  solver = _eigensolvers.resolve_method(method, C, d + extra)
+  if solver == "dense":
     lam, U = _eigensolvers.host_eigenmodes(op)
     return _Modes(lam, U, _errors(lam, None, op.dtype, rtol), complete=True)
   cap = min(C, max(4 * d, d + 256))
   while True:
     k = min(C, d + extra)
-    top = _eigensolvers.top_eigenmodes(op, k, method=method, tol=tol,
+    top = _eigensolvers.top_eigenmodes(op, k, method=solver, tol=tol,
                                        max_iter=max_iter, seed=seed)
     _spectral.warn_unconverged(top, tol)
     lam = np.asarray(top.eigenvalues, np.float64)
     if not np.isfinite(lam).all():
       raise ValueError(
-          f"the {method} eigensolver returned non-finite eigenvalues for "
+          f"the {solver} eigensolver returned non-finite eigenvalues for "
           "this kernel (does its matmul return NaN or inf?).")
     modes = _Modes(lam, _eigensolvers.fix_signs(np.asarray(top.eigenvectors)),
                    _errors(lam, np.asarray(top.residuals, np.float64),
@@ -459,16 +479,18 @@ def _modes(op, d, rtol, *, method, tol, max_iter, seed):
     extra *= 2
 
 
-def _coordinates(modes, a, b):
+def _coordinates(modes: _Modes, a: int, b: int) -> np.ndarray:
   """MDS coordinates U max(Λ, 0)^{1/2} of modes a..b-1."""
   root = np.sqrt(np.maximum(modes.lam[a:b], 0)).astype(modes.U.dtype)
-  return modes.U[:, a:b] * root
+  X: np.ndarray = modes.U[:, a:b] * root
+  return X
 
 
 # --- Codes that do not tell classes apart -----------------------------------
 
 
-def _code_defects(X, tau, *, merged=True):
+def _code_defects(X: np.ndarray, tau: float, *, merged: bool = True
+                  ) -> tuple[np.ndarray, list[np.ndarray]]:
   """Classes whose code is (numerically) zero, and (if ``merged``) groups
   (index arrays, two or more classes each) whose normalised codes
   coincide."""
@@ -481,7 +503,7 @@ def _code_defects(X, tau, *, merged=True):
                            tau * norms.max() / norms)
 
 
-def _coincident(units, radius):
+def _coincident(units: np.ndarray, radius: np.ndarray) -> list[np.ndarray]:
   """Groups of unit rows u_i, u_j with |u_i - u_j| <= r_i + r_j, chained.
 
   Rows in one cell of a grid whose cells are at most 2 min r across
@@ -500,7 +522,7 @@ def _coincident(units, radius):
   direction = np.random.default_rng(0).standard_normal(d)
   proj = points @ (direction / np.linalg.norm(direction))
   order = np.argsort(proj)
-  near = []
+  pairs: list[np.ndarray] = []
   for offset in range(1, rep.size):
     gap = proj[order[offset:]] - proj[order[:-offset]]
     if gap.min() > 2 * reach.max():
@@ -509,8 +531,8 @@ def _coincident(units, radius):
     a, b = order[i], order[i + offset]
     within = (np.linalg.norm(points[a] - points[b], axis=1)
               <= reach[a] + reach[b])
-    near.append(np.stack([a[within], b[within]]))
-  near = np.concatenate(near, axis=1) if near else np.zeros((2, 0), int)
+    pairs.append(np.stack([a[within], b[within]]))
+  near = np.concatenate(pairs, axis=1) if pairs else np.zeros((2, 0), int)
   # A witness pair of rows: the cells' own rows first, then every pair.
   a, b = near
   joined = (np.linalg.norm(points[a] - points[b], axis=1)
@@ -526,7 +548,7 @@ def _coincident(units, radius):
   return sorted(groups, key=lambda g: g[0])
 
 
-def _components(n, edges):
+def _components(n: int, edges: np.ndarray) -> np.ndarray:
   """Connected-component labels (0..) of n nodes joined by edges (2, E)."""
   labels = np.arange(n)
   while edges.shape[1]:
@@ -541,13 +563,14 @@ def _components(n, edges):
   return np.unique(labels, return_inverse=True)[1].reshape(-1)
 
 
-def _separating_cut(modes, start, classes, tau, *, zero_only=False):
+def _separating_cut(modes: _Modes, start: int, classes: np.ndarray | None,
+                    tau: float, *, zero_only: bool = False) -> int | None:
   """The smallest gap cut d >= start at which ``classes`` (default: all)
   get non-zero (and, unless ``zero_only``, distinct) codes; None if no
   computed cut does. Bisection: separation only grows with d."""
   cuts = _cuts(modes, start)
 
-  def separates(cut):
+  def separates(cut: int) -> bool:
     X = _coordinates(modes, 0, cut)
     n2 = np.einsum("ij,ij->i", X, X, dtype=np.float64)
     rows = slice(None) if classes is None else classes
@@ -569,18 +592,18 @@ def _separating_cut(modes, start, classes, tau, *, zero_only=False):
   return int(cuts[lo]) if lo < cuts.size else None
 
 
-def _listing(classes, limit=20):
+def _listing(classes: np.ndarray, limit: int = 20) -> str:
   more = " ..." if len(classes) > limit else ""
   return f"{np.asarray(classes)[:limit].tolist()}{more}"
 
 
-def _groups_listing(groups, limit=8):
+def _groups_listing(groups: list[np.ndarray], limit: int = 8) -> str:
   shown = ", ".join(_listing(g, 10) for g in groups[:limit])
   more = f", ... ({len(groups)} groups)" if len(groups) > limit else ""
   return f"[{shown}{more}]"
 
 
-def _zero_message(zero, d, modes, tau):
+def _zero_message(zero: np.ndarray, d: int, modes: _Modes, tau: float) -> str:
   cut = _separating_cut(modes, d + 1, zero, tau, zero_only=True)
   if cut is not None:
     fix = f"d={cut} gives them one; raise d, or change the kernel"
@@ -594,7 +617,8 @@ def _zero_message(zero, d, modes, tau):
           f"{d} modes of this kernel cannot represent them; {fix}.")
 
 
-def _merged_message(groups, d, modes, tau):
+def _merged_message(groups: list[np.ndarray], d: int, modes: _Modes,
+                    tau: float) -> str:
   members = np.concatenate(groups)
   cut = _separating_cut(modes, d, members, tau)
   if cut is not None:
@@ -613,6 +637,12 @@ def _merged_message(groups, d, modes, tau):
 # --- The basis inside a repeated eigenspace ----------------------------------
 
 
+# The tie-breaking objective runs on NumPy and JAX arrays alike (``xp`` is
+# ``np`` or ``jnp``), through the operations the two share; no type
+# describes both, so its arrays are typed as Any.
+_XArray: TypeAlias = Any
+
+
 class _Problem(NamedTuple):
   """The tie-breaking objective's data, over the distinct rows (n) and the
   rows whose cosines enter it (P of them)."""
@@ -626,7 +656,9 @@ class _Problem(NamedTuple):
   log_pairs: jax.Array | np.ndarray   # () log of the number of 0s in bias
 
 
-def _separating_basis(fixed, group, k, *, steps, restarts, seed, tau):
+def _separating_basis(fixed: np.ndarray, group: np.ndarray, k: int, *,
+                      steps: int, restarts: int | None, seed: int,
+                      tau: float) -> np.ndarray:
   """Q (m, k) with orthonormal columns choosing the kept part of a repeated
   eigenspace: equal code norms first, then maximal separation."""
   m = group.shape[1]
@@ -660,7 +692,8 @@ def _separating_basis(fixed, group, k, *, steps, restarts, seed, tau):
     # Provably optimal, once its codes are checked to be that frame.
     _, Q, disp, worst = _result(harmonic.starts[:1], problem)
     if disp[0] <= 1e-9 and worst[0] <= harmonic.worst[0] + 1e-6:
-      return Q[0]
+      best: np.ndarray = Q[0]
+      return best
   size = pairs.size**2 + n * m
   if restarts is None:
     # As many starts as AUTO_WORK pays for: the best harmonic frames first.
@@ -689,17 +722,18 @@ def _separating_basis(fixed, group, k, *, steps, restarts, seed, tau):
                                   int(POLISH_STEPS * steps), True)
   Q = np.concatenate([Q, Q2])
   disp, worst = np.r_[disp, disp2], np.r_[worst, worst2]
-  return Q[_ranking(disp, worst)[0]]
+  best = Q[_ranking(disp, worst)[0]]
+  return best
 
 
-def _ranking(disp, worst):
+def _ranking(disp: np.ndarray, worst: np.ndarray) -> np.ndarray:
   """Starts in lexicographic order: the most equal norms (to within
   DISPERSION_SLACK) first, then the best separation."""
   ok = disp <= disp.min() + DISPERSION_SLACK
   return np.lexsort((worst, ~ok))
 
 
-def _distinct_rows(x, tau):
+def _distinct_rows(x: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
   """Indices of one row per group of (numerically) equal rows of x, and
   the size of each group."""
   grid = tau * np.sqrt(np.max(np.sum(x.astype(np.float64)**2, axis=1)))
@@ -709,7 +743,8 @@ def _distinct_rows(x, tau):
   return first[order], counts[order].astype(np.float64)
 
 
-def _unique_rows(keys):
+def _unique_rows(keys: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """np.unique(keys, axis=0)'s first indices, inverse and counts for
   integer-valued keys, each row compared as one block of bytes (several
   times faster than a lexicographic sort of wide rows)."""
@@ -721,7 +756,7 @@ def _unique_rows(keys):
   return first, inverse.reshape(-1), counts
 
 
-def _pair_rows(group, tau, seed):
+def _pair_rows(group: np.ndarray, tau: float, seed: int) -> np.ndarray:
   """The rows whose pairwise cosines enter the objective: all of them up to
   MAX_PAIR_CLASSES; else those the eigenspace moves (coordinates in it not
   ~0), sampled down to MAX_PAIR_CLASSES."""
@@ -742,7 +777,8 @@ class _Harmonic(NamedTuple):
   optimal: bool          # the first is provably the best possible
 
 
-def _harmonic_frames(problem, k, limit=HARMONIC_STARTS, candidates=2000):
+def _harmonic_frames(problem: _Problem, k: int, limit: int = HARMONIC_STARTS,
+                     candidates: int = 2000) -> _Harmonic:
   """Starts whose codes are harmonic frames over the distinct rows.
 
   A real harmonic frame takes k columns cos(2π f t / n), sin(2π f t / n)
@@ -769,9 +805,10 @@ def _harmonic_frames(problem, k, limit=HARMONIC_STARTS, candidates=2000):
   single = (freqs == 0) | (2 * freqs == n)
   sin[:, single] = cos[:, single]  # (sin is 0 there; only cos is used)
 
-  def inside(cols):
+  def inside(cols: np.ndarray) -> np.ndarray:
     cols = cols / np.linalg.norm(cols, axis=0)
-    return np.sum((basis.T @ cols)**2, axis=0) > 1 - 1e-8
+    spanned: np.ndarray = np.sum((basis.T @ cols)**2, axis=0) > 1 - 1e-8
+    return spanned
 
   usable = inside(cos) & inside(sin)
   ones, twos = freqs[usable & single], freqs[usable & ~single]
@@ -781,15 +818,17 @@ def _harmonic_frames(problem, k, limit=HARMONIC_STARTS, candidates=2000):
     return none
   counts = np.array([math.comb(ones.size, q) * math.comb(twos.size, p)
                      for q, p in plans], float)
-  weight = []  # (sets, frequencies): 2 for a cos/sin pair, 1 for a single
+  # (sets, frequencies): 2 for a cos/sin pair, 1 for a single
+  weight: np.ndarray
   if counts.sum() <= candidates:
+    sets = []
     for q, p in plans:
       for s1 in itertools.combinations(ones, q):
         for s2 in itertools.combinations(twos, p):
           w = np.zeros(freqs.size)
           w[list(s1)], w[list(s2)] = 1.0, 2.0
-          weight.append(w)
-    weight = np.array(weight)
+          sets.append(w)
+    weight = np.array(sets)
   else:
     rng = np.random.default_rng(0)
     plan = rng.choice(len(plans), candidates, p=counts / counts.sum())
@@ -833,7 +872,7 @@ class _Plan(NamedTuple):
   beta0: np.ndarray | jax.Array        # (R,) β where the search starts
 
 
-def _stiefel(xp, A):
+def _stiefel(xp: ModuleType, A: _XArray) -> tuple[_XArray, _XArray]:
   """Q = A R^{-1} and R^{-1}, for A = QR with R's diagonal positive (so Q
   is smooth in A), by Cholesky: R = chol(AᵀA)ᵀ. A (R, m, k) is small in k
   and stays well conditioned (condition numbers below 20 in the searches
@@ -844,7 +883,7 @@ def _stiefel(xp, A):
   return A @ inverse, inverse
 
 
-def _rows_times(xp, G, B):
+def _rows_times(xp: ModuleType, G: _XArray, B: _XArray) -> _XArray:
   """G (n, m) times each of B (R, m, k), as one (n, m) x (m, R k) product
   (NumPy's stacked matmul does not reach BLAS for this broadcast)."""
   R, m, k = B.shape
@@ -852,14 +891,16 @@ def _rows_times(xp, G, B):
   return xp.transpose(xp.reshape(out, (G.shape[0], R, k)), (1, 0, 2))
 
 
-def _transposed(xp, x):
+def _transposed(xp: ModuleType, x: _XArray) -> _XArray:
   """x with its last two axes swapped; contiguous in NumPy, whose stacked
   matmul reaches BLAS for it (8x faster at (3, 256, 8) than the view)."""
   x = xp.swapaxes(x, -1, -2)
   return np.ascontiguousarray(x) if xp is np else x
 
 
-def _objective(xp, A, beta, rho, p):
+def _objective(xp: ModuleType, A: _XArray, beta: _XArray, rho: _XArray,
+               p: _Problem
+               ) -> tuple[_XArray, _XArray, _XArray, _XArray, _XArray]:
   """The tie-breaking objective at each of R parameter blocks A (R, m, k)
   and its gradient (analytic: this runs in NumPy and in JAX alike).
 
@@ -909,7 +950,8 @@ def _objective(xp, A, beta, rho, p):
   return loss, gA, Q, disp, top[:, 0, 0]
 
 
-def _schedule(xp, t, steps, plan, polish):
+def _schedule(xp: ModuleType, t: _XArray, steps: int, plan: _Plan,
+              polish: bool) -> tuple[_XArray, _XArray, _XArray]:
   """β, ρ and the learning rate of each start at step t.
 
   The search: a homotopy (β rising geometrically, ρ with it) lets
@@ -920,7 +962,9 @@ def _schedule(xp, t, steps, plan, polish):
   The polish of the best ends: β from BETA[1] up by POLISH_BETA with ρ in
   proportion, at a tenth of the learning rate, so the smooth maximum
   approaches the largest cosine itself."""
-  grow = lambda f, lo, hi: lo * (hi / lo) ** f
+  def grow(f: _XArray, lo: _XArray, hi: float) -> _XArray:
+    return lo * (hi / lo) ** f
+
   frac = xp.minimum(t / max(steps - 1, 1), 1.0)
   lr0, alpha = LEARNING_RATE
   decay = (1 - alpha) * 0.5 * (1 + xp.cos(np.pi * t / max(steps, 1))) + alpha
@@ -936,7 +980,12 @@ def _schedule(xp, t, steps, plan, polish):
   return beta, rho, lr0 * decay
 
 
-def _adam_step(xp, t, state, problem, plan, steps, polish):
+_AdamState: TypeAlias = tuple[_XArray, _XArray, _XArray]
+
+
+def _adam_step(xp: ModuleType, t: _XArray, state: _AdamState,
+               problem: _Problem, plan: _Plan, steps: int, polish: bool
+               ) -> _AdamState:
   A, m1, m2 = state
   beta, rho, lr = _schedule(xp, t, steps, plan, polish)
   _, g, *_ = _objective(xp, A, beta, rho, problem)
@@ -948,7 +997,8 @@ def _adam_step(xp, t, state, problem, plan, steps, polish):
   return A - lr * step, m1, m2
 
 
-def _result(A, problem):
+def _result(A: _XArray, problem: _Problem
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
   """A, and the orthonormal Q, norm dispersion and largest cosine of each
   start's end point, in float64 (from either optimiser)."""
   A = np.linalg.qr(np.asarray(A, np.float64))[0]  # orthonormal: same Q
@@ -958,7 +1008,9 @@ def _result(A, problem):
   return A, Q, disp, worst
 
 
-def _optimise_numpy(problem, starts, plan, steps, polish):
+def _optimise_numpy(problem: _Problem, starts: np.ndarray, plan: _Plan,
+                    steps: int, polish: bool
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
   # The steps in float32, as in JAX (3-4x faster than float64 at a hundred
   # rows; the ends are re-evaluated in float64).
   f32 = jax.tree.map(lambda x: np.asarray(x, np.float32), problem)
@@ -969,18 +1021,26 @@ def _optimise_numpy(problem, starts, plan, steps, polish):
   return _result(state[0], problem)
 
 
-def _optimise_jax(problem, starts, plan, steps, polish):
+def _optimise_jax(problem: _Problem, starts: np.ndarray, plan: _Plan,
+                  steps: int, polish: bool
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
   dtype = jnp.result_type(float)
-  cast = lambda x: jnp.asarray(x, dtype)
+
+  def cast(x: np.ndarray) -> jax.Array:
+    return jnp.asarray(x, dtype)
+
   A = _optimise_jitted(jax.tree.map(cast, problem), jnp.asarray(starts, dtype),
                        _Plan(jnp.asarray(plan.equal_first),
                              jnp.asarray(plan.beta0, dtype)), steps, polish)
   return _result(A, problem)
 
 
-@functools.partial(jax.jit, static_argnums=(3, 4))
-def _optimise_jitted(problem, starts, plan, steps, polish):
-  body = lambda t, state: _adam_step(jnp, t, state, problem, plan, steps,
-                                     polish)
+@jit(static_argnums=(3, 4))
+def _optimise_jitted(problem: _Problem, starts: jax.Array, plan: _Plan,
+                     steps: int, polish: bool) -> jax.Array:
+  def body(t: jax.Array, state: _AdamState) -> _AdamState:
+    return _adam_step(jnp, t, state, problem, plan, steps, polish)
+
   zeros = jnp.zeros_like(starts)
-  return jax.lax.fori_loop(0, steps, body, (starts, zeros, zeros))[0]
+  end: jax.Array = jax.lax.fori_loop(0, steps, body, (starts, zeros, zeros))[0]
+  return end

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from spectral_targets import _numerics as num
 from spectral_targets import _validation as v
 from spectral_targets._class_statistics import ClassStatistics, _check_inputs
+from spectral_targets._jit import jit
 
 #: Σ_B eigenvalues above this fraction of the largest count as modes.
 PROTOTYPE_MODE_RTOL = 1e-3
@@ -110,8 +111,9 @@ def collapse_metrics(features: jax.typing.ArrayLike,
   return dataclasses.replace(_from_statistics(stats, W), nc4=nc4)
 
 
-def collapse_metrics_from_statistics(stats: ClassStatistics, *,
-                                     classifier=None) -> CollapseMetrics:
+def collapse_metrics_from_statistics(
+    stats: ClassStatistics, *,
+    classifier: jax.typing.ArrayLike | None = None) -> CollapseMetrics:
   """``collapse_metrics`` from accumulated ``ClassStatistics``.
 
   Everything but NC4, which needs the samples (``nc4`` is None).
@@ -130,7 +132,7 @@ def collapse_metrics_from_statistics(stats: ClassStatistics, *,
   return _from_statistics(stats, W)
 
 
-def _check_present(stats):
+def _check_present(stats: ClassStatistics) -> None:
   counts = stats.counts
   if isinstance(counts, jax.core.Tracer):
     return
@@ -140,23 +142,26 @@ def _check_present(stats):
                      f"classes; got {K}.")
 
 
-def _check_classifier(W, b, C, D):
-  if W is None:
-    if b is not None:
+def _check_classifier(classifier: object, bias: object, C: int, D: int
+                      ) -> tuple[jax.Array | None, jax.Array | None]:
+  if classifier is None:
+    if bias is not None:
       raise ValueError("bias needs a classifier.")
     return None, None
-  W = v.as_array(W, "classifier")
+  W = v.as_array(classifier, "classifier")
   if W.shape != (C, D):
     raise ValueError(f"classifier must have shape ({C}, {D}), got {W.shape}.")
-  if b is not None:
-    b = v.as_array(b, "bias")
+  b = None
+  if bias is not None:
+    b = v.as_array(bias, "bias")
     if b.shape != (C,):
       raise ValueError(f"bias must have shape ({C},), got {b.shape}.")
   return W.astype(jnp.float32), b
 
 
-@jax.jit
-def _from_statistics(stats, W):
+@jit
+def _from_statistics(stats: ClassStatistics, W: jax.Array | None
+                     ) -> CollapseMetrics:
   between, within = stats.covariances()
   present = stats.counts > 0
   K = present.sum()
@@ -192,7 +197,7 @@ def _from_statistics(stats, W):
                       / Kf)
   equinorm = std_norm / mean_norm
 
-  nc3 = None
+  nc3: jax.Array | None = None
   if W is not None:
     Wp = jnp.where(present[:, None], W, 0)
     nc3 = jnp.linalg.norm(num.unit(Wp, None) - num.unit(M, None))
@@ -205,8 +210,9 @@ def _from_statistics(stats, W):
                          between_spectrum=spec_b, within_spectrum=spec_w)
 
 
-@jax.jit
-def _nc4(Z, stats, W, b):
+@jit
+def _nc4(Z: jax.Array, stats: ClassStatistics, W: jax.Array,
+         b: jax.Array | None) -> jax.Array:
   scores = Z @ W.T + (0 if b is None else b)
   # Nearest class centre via ‖z − μ_c‖² = ‖μ_c‖² − 2 zᵀμ_c + const; absent
   # classes are never nearest.

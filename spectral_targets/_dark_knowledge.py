@@ -10,7 +10,9 @@ from spectral_targets import _validation as v
 from spectral_targets._logits import check_codebook, cosine_logits
 
 
-def assignment_logits(features, prototypes, scale):
+def assignment_logits(features: jax.typing.ArrayLike,
+                      prototypes: jax.typing.ArrayLike,
+                      scale: jax.typing.ArrayLike | None) -> jax.Array:
   """The assignment logits before the temperature, in at least float32:
   z·Pᵀ, or s·cos(z, p_c) with a ``scale`` (the codebook head's logits)."""
   z = num.as_compute(features, "features")

@@ -8,8 +8,6 @@ the teacher.
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,9 +15,13 @@ import numpy as np
 from spectral_targets import _numerics as num
 from spectral_targets import _validation as v
 from spectral_targets._dark_knowledge import assignment_logits
+from spectral_targets._jit import jit
 
 
-def _logit_pair(student_logits, teacher_logits, temperature):
+def _logit_pair(student_logits: jax.typing.ArrayLike,
+                teacher_logits: jax.typing.ArrayLike,
+                temperature: jax.typing.ArrayLike
+                ) -> tuple[jax.Array, jax.Array]:
   s = num.as_compute(student_logits, "student_logits")
   t = jax.lax.stop_gradient(num.as_compute(teacher_logits, "teacher_logits"))
   if s.shape != t.shape:
@@ -93,8 +95,10 @@ def distillation_loss(student_logits: jax.typing.ArrayLike,
   return _tempered(t, s, temperature, axis, mask)[0]
 
 
-@functools.partial(jax.jit, static_argnames="axis")
-def _tempered(t, s, temperature, axis, mask):
+@jit(static_argnames="axis")
+def _tempered(t: jax.Array, s: jax.Array, temperature: jax.typing.ArrayLike,
+              axis: int, mask: jax.Array | None
+              ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """τ²·KL(softmax(t/τ) ‖ softmax(s/τ)) over ``axis``, the teacher's top
   class k (kept axis) and E_p[(t − t_k) − (s − s_k)].
 
@@ -103,7 +107,10 @@ def _tempered(t, s, temperature, axis, mask):
   """
   top = jnp.argmax(t if mask is None else jnp.where(mask, t, -jnp.inf),
                    axis=axis, keepdims=True)
-  at_top = lambda x: x - jnp.take_along_axis(x, top, axis=axis)
+
+  def at_top(x: jax.Array) -> jax.Array:
+    return x - jnp.take_along_axis(x, top, axis=axis)
+
   loss, mean = num.tempered_kl(num.log_softmax(t / temperature, axis, mask),
                                num.log_softmax(s / temperature, axis, mask),
                                at_top(t) - at_top(s), temperature, axis, mask)
@@ -196,14 +203,17 @@ def decoupled_distillation_loss(student_logits: jax.typing.ArrayLike,
   return _decoupled(s, t, y, mask, temperature, alpha, beta)
 
 
-@jax.jit
-def _decoupled(s, t, y, mask, temperature, alpha, beta):
+@jit
+def _decoupled(s: jax.Array, t: jax.Array, y: jax.Array,
+               mask: jax.Array | None, temperature: jax.typing.ArrayLike,
+               alpha: jax.typing.ArrayLike, beta: jax.typing.ArrayLike
+               ) -> jax.Array:
   is_target = jax.nn.one_hot(y, s.shape[-1], dtype=bool)
   inside = jnp.ones_like(is_target) if mask is None else mask
   others = ~is_target & inside
   nckd, top, mean_rest = _tempered(t, s, temperature, -1, others)
 
-  def binary(x):
+  def binary(x: jax.Array) -> jax.Array:
     # (log p_y, log(1 - p_y)) as log-sum-exps of the target and the rest.
     x = x / temperature
     target = jnp.sum(jnp.where(is_target, x, 0), axis=-1)
@@ -215,8 +225,10 @@ def _decoupled(s, t, y, mask, temperature, alpha, beta):
   # class k: for the target, (t_y − t_k) − (s_y − s_k); for the rest,
   # τ(LSE(t/τ) − LSE(s/τ)) over the non-target classes, which is
   # E_p̂[t − s] − τ·KL(p̂ᵀ ‖ p̂ˢ) (no cancellation).
-  at_top = lambda x: jnp.sum(jnp.where(is_target, x, 0), axis=-1) - (
-      jnp.take_along_axis(x, top, axis=-1)[..., 0])
+  def at_top(x: jax.Array) -> jax.Array:
+    return jnp.sum(jnp.where(is_target, x, 0), axis=-1) - (
+        jnp.take_along_axis(x, top, axis=-1)[..., 0])
+
   gap = jnp.stack([at_top(t) - at_top(s),
                    mean_rest[..., 0] - nckd / temperature], -1)
   tckd, _ = num.tempered_kl(binary(t), binary(s), gap, temperature)

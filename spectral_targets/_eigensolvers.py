@@ -8,8 +8,7 @@ alike.
 
 from __future__ import annotations
 
-import functools
-from typing import NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 import jax
 import jax.numpy as jnp
@@ -17,8 +16,12 @@ import numpy as np
 
 from spectral_targets import _operators
 from spectral_targets import _validation as v
+from spectral_targets._jit import jit
 
-METHODS = ("auto", "dense", "randomized", "lobpcg")
+Method = Literal["auto", "dense", "randomized", "lobpcg"]
+# What "auto" resolves to.
+Solver = Literal["dense", "randomized", "lobpcg"]
+METHODS: tuple[Method, ...] = get_args(Method)
 # "auto" goes iterative from this many classes on, when the block is small.
 ITERATIVE_FROM = 2048
 # ``host_eigenmodes`` runs LAPACK in float64 through NumPy up to this many
@@ -48,10 +51,11 @@ class TopEigenmodes(NamedTuple):
   residuals: jax.Array
   iterations: int
   converged: bool
-  method: str
+  method: Solver
 
 
-def top_eigenmodes(kernel, k: int, *, method: str = "auto",
+def top_eigenmodes(kernel: _operators.KernelLike, k: int, *,
+                   method: Method = "auto",
                    tol: float = 1e-5, max_iter: int = 500,
                    seed: int = 0) -> TopEigenmodes:
   r"""The k largest eigenvalues of a symmetric kernel and their eigenvectors.
@@ -120,15 +124,15 @@ def top_eigenmodes(kernel, k: int, *, method: str = "auto",
   op = _operators.as_operator(kernel)
   C = op.num_classes
   k = v.check_int(k, "k", minimum=1, maximum=C)
-  method = resolve_method(method, C, k)
+  solver = resolve_method(method, C, k)
   v.check_positive(tol, "tol")
   max_iter = v.check_int(max_iter, "max_iter", minimum=1)
   seed = v.check_int(seed, "seed")
 
-  if method == "dense":
+  if solver == "dense":
     lam, U = _dense_top(op.to_dense(), k)
     return TopEigenmodes(lam, U, jnp.zeros_like(lam), 0, True, "dense")
-  if method == "lobpcg":
+  if solver == "lobpcg":
     if 5 * k >= C:
       raise ValueError(f"method='lobpcg' needs 5 k < C, got k={k}, C={C}; "
                        "use method='dense' or 'randomized'.")
@@ -149,10 +153,10 @@ def top_eigenmodes(kernel, k: int, *, method: str = "auto",
           "subspace iteration cannot separate them: use method='dense' or "
           "'lobpcg'.")
   res_max = float(jnp.max(res))
-  return TopEigenmodes(lam, U, res, int(iters), res_max <= tol, method)
+  return TopEigenmodes(lam, U, res, int(iters), res_max <= tol, solver)
 
 
-def resolve_method(method: str, num_classes: int, k: int) -> str:
+def resolve_method(method: str, num_classes: int, k: int) -> Solver:
   """The solver "auto" stands for at this size (other names checked)."""
   if method not in METHODS:
     raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
@@ -168,13 +172,13 @@ def block_size(k: int, num_classes: int) -> int:
   return min(num_classes, k + max(k // 2, 16))
 
 
-@functools.partial(jax.jit, static_argnums=1)
-def _dense_top(S, k):
+@jit(static_argnums=1)
+def _dense_top(S: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
   lam, U = jnp.linalg.eigh(S)
   return lam[::-1][:k], U[:, ::-1][:, :k]
 
 
-def _orthonormal(Y):
+def _orthonormal(Y: jax.Array) -> jax.Array:
   """Orthonormal basis of span(Y) by Cholesky QR, twice ("CholQR2"): two
   (C, b) x (b, b) products instead of a Householder QR, several times
   faster on CPU. Y's columns must be roughly unit and far from dependent
@@ -190,18 +194,24 @@ def _orthonormal(Y):
   return Y
 
 
-def _residuals(op, lam, U):
+def _residuals(op: _operators.KernelOperator, lam: jax.Array, U: jax.Array
+               ) -> jax.Array:
   R = op.matmul(U) - U * lam
-  return jnp.linalg.norm(R, axis=0) / jnp.maximum(jnp.max(jnp.abs(lam)),
+  norms: jax.Array = jnp.linalg.norm(R, axis=0)
+  return norms / jnp.maximum(jnp.max(jnp.abs(lam)),
                                                   jnp.finfo(lam.dtype).tiny)
 
 
-@functools.partial(jax.jit, static_argnums=(3, 4))
-def _subspace_iteration(op, start, tol, k, max_iter):
+@jit(static_argnums=(3, 4))
+def _subspace_iteration(
+    op: _operators.KernelOperator, start: jax.Array, tol: jax.Array, k: int,
+    max_iter: int
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]:
   """Block power iteration with Rayleigh–Ritz; stops when the top k Ritz
   pairs have residuals <= tol."""
 
-  def ritz(X):
+  def ritz(X: jax.Array
+           ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     Y = op.matmul(X)
     T = X.T @ Y
     theta, V = jnp.linalg.eigh((T + T.T) / 2)
@@ -211,11 +221,13 @@ def _subspace_iteration(op, start, tol, k, max_iter):
     res = jnp.linalg.norm(SU[:, :k] - U[:, :k] * theta[:k], axis=0) / scale
     return theta, U, SU, res
 
-  def cond(state):
+  State = tuple[jax.Array, jax.Array, jax.Array]
+
+  def cond(state: State) -> jax.Array:
     _, res, it = state
     return (it < max_iter) & (jnp.max(res) > tol)
 
-  def body(state):
+  def body(state: State) -> State:
     X, _, it = state
     _, U, SU, res = ritz(X)
     # The next block spans S X; columns rescaled to unit norm first so the
@@ -229,17 +241,20 @@ def _subspace_iteration(op, start, tol, k, max_iter):
 
   X0 = _orthonormal(start)
   inf = jnp.full((k,), jnp.inf, start.dtype)
-  X, _, it = jax.lax.while_loop(cond, body, (X0, inf, 0))
+  X, _, it = jax.lax.while_loop(cond, body, (X0, inf, jnp.asarray(0)))
   theta, U, _, res = ritz(X)
   return theta[:k], U[:, :k], res, it, jnp.min(jnp.abs(theta))
 
 
-@functools.partial(jax.jit, static_argnums=2)
-def _lobpcg(op, start, max_iter, tol):
+@jit(static_argnums=2)
+def _lobpcg(op: _operators.KernelOperator, start: jax.Array, max_iter: int,
+            tol: float) -> tuple[jax.Array, jax.Array, jax.Array]:
   # Imported here: jax.experimental.sparse (and the SciPy it loads) is a
   # fifth of a second of ``import spectral_targets``.
   from jax.experimental.sparse import linalg as sparse_linalg
-  return sparse_linalg.lobpcg_standard(op.matmul, start, m=max_iter, tol=tol)
+  lam, U, iters = sparse_linalg.lobpcg_standard(op.matmul, start, m=max_iter,
+                                                tol=tol)
+  return lam, U, iters
 
 
 def host_eigenmodes(op: _operators.KernelOperator

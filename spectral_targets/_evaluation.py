@@ -3,17 +3,17 @@ mistakes are under a class distance."""
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from spectral_targets import _numerics as num
 from spectral_targets import _validation as v
+from spectral_targets._jit import jit
 
 
-def _check(scores, labels, name):
+def _check(scores: object, labels: jax.typing.ArrayLike, name: str
+           ) -> tuple[jax.Array, jax.Array]:
   p = num.as_compute(scores, name)
   if p.ndim != 2 or p.shape[0] == 0:
     raise ValueError(f"{name} must have shape (N, C) with N >= 1, got "
@@ -25,7 +25,7 @@ def _check(scores, labels, name):
   return p, y
 
 
-def _check_distances(distances, C):
+def _check_distances(distances: object, C: int) -> jax.Array:
   Dm = num.as_compute(v.as_float_array(distances, "distances"), "distances")
   if Dm.shape != (C, C):
     raise ValueError(f"distances must have shape ({C}, {C}), got "
@@ -76,7 +76,8 @@ def expected_calibration_error(probs: jax.typing.ArrayLike,
   return _ece(p, y, B)
 
 
-def _check_distributions(p: np.ndarray, dtype, name: str) -> None:
+def _check_distributions(p: np.ndarray, dtype: jax.typing.DTypeLike,
+                         name: str) -> None:
   """Rows of probabilities: entries in [0, 1], sums 1 (to a tolerance that
   allows the input dtype's rounding)."""
   bad = np.argwhere(~((p >= 0) & (p <= 1)))  # NaN is bad too
@@ -95,8 +96,8 @@ def _check_distributions(p: np.ndarray, dtype, name: str) -> None:
         f"row {i} sums to {sums[i]:.6g}.")
 
 
-@functools.partial(jax.jit, static_argnums=2)
-def _ece(p, y, B):
+@jit(static_argnums=2)
+def _ece(p: jax.Array, y: jax.Array, B: int) -> jax.Array:
   conf = p.max(-1)
   correct = (p.argmax(-1) == y).astype(p.dtype)
   bins = jnp.clip(jnp.ceil(conf * B).astype(jnp.int32) - 1, 0, B - 1)

@@ -13,6 +13,7 @@ import numpy as np
 from spectral_targets import _numerics as num
 from spectral_targets import _validation as v
 from spectral_targets._hierarchy import Tree
+from spectral_targets._jit import jit
 
 
 class _Levels(NamedTuple):
@@ -141,14 +142,15 @@ def hierarchical_cross_entropy(logits: jax.typing.ArrayLike,
   return loss.reshape(batch)
 
 
-@functools.partial(jax.jit, static_argnames=("tree", "normalize"))
-def _hxe(z, y, alpha, tree, normalize):
+@jit(static_argnames=("tree", "normalize"))
+def _hxe(z: jax.Array, y: jax.Array, alpha: jax.Array, tree: Tree,
+         normalize: bool) -> jax.Array:
   lv = _levels(tree)
   C = z.shape[1]
   zt = z.T  # node-major: the segment sums run over the leading axis
   depth = len(lv.sources)
   # log p(n) + lse(z), deepest level first.
-  log_mass = [None] * depth
+  log_mass: dict[int, jax.Array] = {}
   for t in reversed(range(depth)):
     node = zt[np.minimum(lv.sources[t], C - 1)]
     if lv.inner[t].any():

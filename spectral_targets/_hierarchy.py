@@ -22,6 +22,7 @@ import functools
 import os
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from importlib import resources
+from typing import Literal, overload
 
 import jax
 import jax.numpy as jnp
@@ -71,10 +72,10 @@ class Tree:
   depth: np.ndarray
   classes: tuple[Hashable, ...]
   class_nodes: np.ndarray
-  _key: tuple = dataclasses.field(init=False, repr=False)
+  _key: tuple[object, ...] = dataclasses.field(init=False, repr=False)
   _hash: int = dataclasses.field(init=False, repr=False)
 
-  def __post_init__(self):
+  def __post_init__(self) -> None:
     for name in ("parent", "height", "depth", "class_nodes"):
       getattr(self, name).flags.writeable = False  # hashed by value
     key = (self.nodes, self.classes, self.parent.tobytes(),
@@ -85,7 +86,7 @@ class Tree:
   def __hash__(self) -> int:
     return self._hash
 
-  def __eq__(self, other) -> bool:
+  def __eq__(self, other: object) -> bool:
     if self is other:
       return True
     if not isinstance(other, Tree):
@@ -111,7 +112,8 @@ class Tree:
     h = self.height.astype(np.float64)
     H = h[self.root]
     w = np.where(self.parent >= 0, h[self.parent] - h, 0.0)
-    return w / H
+    weights: np.ndarray = w / H
+    return weights
 
   def ancestors(self) -> tuple[np.ndarray, np.ndarray]:
     """Sparse incidence: (rows, cols) with class ``rows[k]`` under node
@@ -137,7 +139,7 @@ class Tree:
                                     self.class_nodes)
 
 
-def _check_hashable(value, where: str) -> None:
+def _check_hashable(value: object, where: str) -> None:
   try:
     hash(value)
   except TypeError:
@@ -294,6 +296,28 @@ def build_tree(edges: Iterable[tuple[Hashable, Hashable]]
               class_nodes=class_nodes)
 
 
+@overload
+def from_hierarchy(edges: Iterable[tuple[Hashable, Hashable]], *,
+                   classes: Sequence[Hashable] | None = None,
+                   implicit: Literal[False] = False) -> jax.Array:
+  ...
+
+
+@overload
+def from_hierarchy(edges: Iterable[tuple[Hashable, Hashable]], *,
+                   classes: Sequence[Hashable] | None = None,
+                   implicit: Literal[True]) -> _operators.TreeKernel:
+  ...
+
+
+@overload
+def from_hierarchy(edges: Iterable[tuple[Hashable, Hashable]], *,
+                   classes: Sequence[Hashable] | None = None,
+                   implicit: bool = False
+                   ) -> jax.Array | _operators.TreeKernel:
+  ...
+
+
 def from_hierarchy(edges: Iterable[tuple[Hashable, Hashable]], *,
                    classes: Sequence[Hashable] | None = None,
                    implicit: bool = False
@@ -356,7 +380,7 @@ def from_hierarchy(edges: Iterable[tuple[Hashable, Hashable]], *,
   return jnp.asarray((M * w[used]) @ M.T, dtype=float)
 
 
-def load_hierarchy(path: str | os.PathLike) -> list[tuple[str, str]]:
+def load_hierarchy(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
   """Reads a tree from a text file of ``PARENT CHILD`` lines.
 
   Blank lines and lines starting with ``#`` are skipped; ids are the two
@@ -413,7 +437,7 @@ def _data_lines(name: str) -> list[str]:
       encoding="utf-8").splitlines()
 
 
-def cifar100_hierarchy(tree: str = "superclasses"
+def cifar100_hierarchy(tree: Literal["superclasses", "wordnet"] = "superclasses"
                        ) -> tuple[list[tuple[str, str]], tuple[str, ...]]:
   """The CIFAR-100 class tree that ships with the package (no download).
 

@@ -6,7 +6,7 @@ Every function here builds a kernel; nothing here diagonalises one (that is
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 import chex
 import jax
@@ -44,7 +44,7 @@ def flat(num_classes: int) -> jax.Array:
   return jnp.asarray(np.eye(C) - 1.0 / C, dtype=float)
 
 
-def blocks(groups: Sequence[int] | jax.typing.ArrayLike) -> jax.Array:
+def blocks(groups: Sequence[Hashable] | jax.typing.ArrayLike) -> jax.Array:
   r"""Superclass blocks: 1 where two classes share a group, 0 elsewhere.
 
   .. math::
@@ -66,15 +66,15 @@ def blocks(groups: Sequence[int] | jax.typing.ArrayLike) -> jax.Array:
            [1., 1., 0.],
            [0., 0., 1.]], dtype=float32)
   """
-  groups = _group_ids(groups)
-  if not groups:
+  ids_given = _group_ids(groups)
+  if not ids_given:
     raise ValueError("groups must name the group of at least one class.")
-  ids = {g: k for k, g in enumerate(dict.fromkeys(groups))}
-  codes = np.array([ids[g] for g in groups])
+  ids = {g: k for k, g in enumerate(dict.fromkeys(ids_given))}
+  codes = np.array([ids[g] for g in ids_given])
   return jnp.asarray(codes[:, None] == codes[None, :], dtype=float)
 
 
-def _group_ids(groups) -> list:
+def _group_ids(groups: object) -> list[Hashable]:
   if isinstance(groups, (str, bytes)):
     raise TypeError(
         f"groups must be a sequence of group ids, one per class, got the "
@@ -84,18 +84,19 @@ def _group_ids(groups) -> list:
     if groups.ndim != 1:
       raise ValueError(f"groups must be one-dimensional (one id per class), "
                        f"got shape {groups.shape}.")
-    return np.asarray(groups).tolist()
+    ids: list[Hashable] = np.asarray(groups).tolist()
+    return ids
   if not isinstance(groups, (Sequence, range)) or groups is None:
     raise TypeError(f"groups must be a sequence of group ids, one per "
                     f"class, got {type(groups).__name__} {groups!r}.")
-  groups = list(groups)
-  for i, g in enumerate(groups):
+  listed = list(groups)
+  for i, g in enumerate(listed):
     try:
       hash(g)
     except TypeError:
       raise TypeError(f"groups must hold hashable group ids, one per class; "
                       f"groups[{i}] is {g!r} ({type(g).__name__}).") from None
-  return groups
+  return listed
 
 
 def graded(num_classes: int, width: float) -> jax.Array:
@@ -152,7 +153,7 @@ def double_center(kernel: jax.typing.ArrayLike) -> jax.Array:
   return centered(v.as_kernel(kernel))
 
 
-def centered(S):
+def centered(S: jax.Array) -> jax.Array:
   """J S J without validation (for callers that validated already)."""
   return (S - S.mean(axis=0, keepdims=True) - S.mean(axis=1, keepdims=True)
           + S.mean())
@@ -188,14 +189,16 @@ def from_distances(distances: jax.typing.ArrayLike, *,
       raise ValueError("distances must be non-negative.")
     if bool(jnp.any(jnp.diag(D) != 0)):
       raise ValueError("distances must have a zero diagonal.")
+  s: jax.typing.ArrayLike
   if scale is None:
     C = D.shape[0]
-    scale = D.sum() / max(C * (C - 1), 1)
-    if v.is_concrete(scale) and not float(scale) > 0:
+    s = D.sum() / max(C * (C - 1), 1)
+    if v.is_concrete(s) and not float(s) > 0:
       raise ValueError("distances are all zero; pass scale explicitly.")
   else:
     v.check_positive(scale, "scale")
-  return jnp.exp(-D / scale)
+    s = scale
+  return jnp.exp(-D / s)
 
 
 def from_confusion(confusion: jax.typing.ArrayLike) -> jax.Array:

@@ -10,7 +10,8 @@ from spectral_targets import _validation as v
 from spectral_targets._numerics import unit_rows
 
 
-def check_codebook(features, codebook, name: str = "codebook"):
+def check_codebook(features: jax.Array, codebook: jax.Array,
+                   name: str = "codebook") -> None:
   """Static checks of a (…, d) feature array against a (C, d) codebook."""
   if jnp.ndim(codebook) != 2:
     raise ValueError(f"{name} must have shape (C, d), got "
@@ -65,7 +66,8 @@ def codebook_logits(features: jax.typing.ArrayLike,
   return cosine_logits(z, W, scale)
 
 
-def cosine_logits(z, W, scale):
+def cosine_logits(z: jax.Array, W: jax.Array, scale: jax.typing.ArrayLike
+                  ) -> jax.Array:
   """s·cos(z, w_c) for checked float arrays: the head's logits."""
   v.check_positive(scale, "scale")
-  return scale * (unit_rows(z) @ unit_rows(W).T)
+  return (unit_rows(z) @ unit_rows(W).T) * scale

@@ -18,6 +18,7 @@ number.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +27,7 @@ import numpy as np
 from spectral_targets import _validation as v
 
 
-def as_compute(x, name: str) -> jax.Array:
+def as_compute(x: object, name: str) -> jax.Array:
   """``x`` as a floating array, raised to at least float32."""
   arr = v.as_array(x, name)
   if not jnp.issubdtype(arr.dtype, jnp.floating):
@@ -36,7 +37,8 @@ def as_compute(x, name: str) -> jax.Array:
 
 # -- scale-robust norms ---------------------------------------------------------
 
-def _rescaled(x, axis):
+def _rescaled(x: jax.Array, axis: int | None
+              ) -> tuple[jax.Array, jax.Array]:
   """x / m over ``axis`` (kept) and m, the largest finite magnitude (1
   for a slice with none).
 
@@ -50,14 +52,15 @@ def _rescaled(x, axis):
   return x / m, m
 
 
-def rescale(x, axis=None) -> jax.Array:
+def rescale(x: jax.Array, axis: int | None = None) -> jax.Array:
   """x divided by its largest finite magnitude over ``axis`` (None: all):
   for quantities invariant to positive scaling, before anything is squared
   or summed."""
   return _rescaled(x, axis)[0]
 
 
-def norm(x, axis=-1, keepdims: bool = False) -> jax.Array:
+def norm(x: jax.Array, axis: int | None = -1, keepdims: bool = False
+         ) -> jax.Array:
   """Euclidean norm over ``axis`` (None: all) without overflow or underflow.
 
   .. math:: \\lVert x\\rVert = m \\lVert x/m\\rVert, \\qquad m = \\max|x|
@@ -67,7 +70,7 @@ def norm(x, axis=-1, keepdims: bool = False) -> jax.Array:
   return out if keepdims else jnp.squeeze(out, axis)
 
 
-def unit(x, axis=-1) -> jax.Array:
+def unit(x: jax.Array, axis: int | None = -1) -> jax.Array:
   r"""x / ‖x‖ over ``axis`` (None: the whole array), without an epsilon.
 
   After division by the largest magnitude, a non-zero slice has
@@ -80,14 +83,15 @@ def unit(x, axis=-1) -> jax.Array:
   return y * jax.lax.rsqrt(jnp.where(sq > 0, sq, 1))
 
 
-def unit_rows(x) -> jax.Array:
+def unit_rows(x: jax.Array) -> jax.Array:
   """``unit(x, axis=-1)``: each row over the last axis."""
   return unit(x, -1)
 
 
 # -- masks ---------------------------------------------------------------------
 
-def class_mask(where, shape, axis, name: str = "where"):
+def class_mask(where: jax.typing.ArrayLike | None, shape: Sequence[int],
+               axis: int, name: str = "where") -> jax.Array | None:
   """``where`` broadcast to ``shape`` (class axis at ``axis``), or None.
 
   One rule for every loss. A mask with as many dimensions as ``shape`` must
@@ -139,7 +143,7 @@ def class_mask(where, shape, axis, name: str = "where"):
       f"it), the batch shape {batch}, or a class mask ({C},).")
 
 
-def _broadcasts(small, big) -> bool:
+def _broadcasts(small: Sequence[int], big: Sequence[int]) -> bool:
   try:
     return np.broadcast_shapes(small, big) == tuple(big)
   except ValueError:
@@ -148,7 +152,8 @@ def _broadcasts(small, big) -> bool:
 
 # -- log-space softmax and KL ----------------------------------------------------
 
-def logsumexp(x, axis, where=None, keepdims: bool = False):
+def logsumexp(x: jax.Array, axis: int, where: jax.Array | None = None,
+              keepdims: bool = False) -> jax.Array:
   """log Σ exp(x) over the entries ``where`` selects; -inf (with zero
   gradient) where it selects none or only -inf."""
   if where is None:
@@ -163,7 +168,8 @@ def logsumexp(x, axis, where=None, keepdims: bool = False):
   return out if keepdims else jnp.squeeze(out, axis)
 
 
-def log_softmax(x, axis, where):
+def log_softmax(x: jax.Array, axis: int, where: jax.Array | None
+                ) -> jax.Array:
   """log softmax over ``axis``; 0 on masked entries.
 
   A row whose included entries are all -inf (or that holds NaN) gives NaN:
@@ -180,7 +186,7 @@ def log_softmax(x, axis, where):
 _SERIES_RADIUS = 0.5
 
 
-def _excess_series(e):
+def _excess_series(e: jax.Array) -> jax.Array:
   eps = float(jnp.finfo(e.dtype).eps)
   terms = next(k for k in range(1, 30)
                if _SERIES_RADIUS**k / math.factorial(k + 2) < eps / 4)
@@ -190,8 +196,10 @@ def _excess_series(e):
   return out
 
 
-def tempered_kl(log_p, log_q, diff, temperature, axis: int = -1,
-                where=None):
+def tempered_kl(log_p: jax.Array, log_q: jax.Array, diff: jax.Array,
+                temperature: jax.typing.ArrayLike, axis: int = -1,
+                where: jax.Array | None = None
+                ) -> tuple[jax.Array, jax.Array]:
   r"""τ²·KL(p ‖ q) over ``axis``, accurate at any τ, and the mean of
   ``diff`` under p.
 
@@ -268,5 +276,6 @@ def tempered_kl(log_p, log_q, diff, temperature, axis: int = -1,
   return jnp.squeeze(loss, axis), mean
 
 
-def check_temperature(temperature, name: str = "temperature") -> None:
+def check_temperature(temperature: object, name: str = "temperature"
+                      ) -> None:
   v.check_positive(temperature, name)

@@ -13,6 +13,7 @@ import numpy as np
 from spectral_targets import _numerics as num
 from spectral_targets import _sharding
 from spectral_targets import _validation as v
+from spectral_targets._jit import jit
 
 
 @functools.partial(jax.tree_util.register_dataclass,
@@ -95,13 +96,14 @@ class OnlineKernel:
   counts: jax.Array
 
   @classmethod
-  def init(cls, num_classes: int, dtype=jnp.float32) -> "OnlineKernel":
+  def init(cls, num_classes: int,
+           dtype: jax.typing.DTypeLike = jnp.float32) -> OnlineKernel:
     """An empty state for C classes (every row falls back to one-hot)."""
     C = v.check_int(num_classes, "num_classes", minimum=1)
     if not jnp.issubdtype(dtype, jnp.floating):
       raise TypeError(f"dtype must be a floating dtype, got {dtype}.")
-    dtype = jnp.promote_types(dtype, jnp.float32)
-    return cls(jnp.zeros((C, C), dtype), jnp.zeros((C,), jnp.int32))
+    dt = jnp.promote_types(dtype, jnp.float32)
+    return cls(jnp.zeros((C, C), dt), jnp.zeros((C,), jnp.int32))
 
   @property
   def num_classes(self) -> int:
@@ -111,7 +113,7 @@ class OnlineKernel:
              labels: jax.typing.ArrayLike, *,
              where: jax.typing.ArrayLike | None = None,
              correct_only: bool | jax.typing.ArrayLike = True
-             ) -> "OnlineKernel":
+             ) -> OnlineKernel:
     r"""A new state with a batch of predictions added.
 
     .. math::
@@ -153,16 +155,15 @@ class OnlineKernel:
       if keep.shape != y.shape:
         raise ValueError(f"where must have shape {y.shape} (one entry per "
                          f"example), got {keep.shape}.")
-    correct_only = jnp.asarray(correct_only)
-    if correct_only.shape != () or correct_only.dtype != jnp.bool_:
-      raise TypeError(f"correct_only must be a bool, got {correct_only!r}.")
+    only = jnp.asarray(correct_only)
+    if only.shape != () or only.dtype != jnp.bool_:
+      raise TypeError(f"correct_only must be a bool, got {only!r}.")
     if v.is_concrete(p):
       _check_distributions(p, jnp.result_type(probs))
-    sums, counts = _accumulate(p.astype(self.sums.dtype), y, keep,
-                               correct_only, C)
+    sums, counts = _accumulate(p.astype(self.sums.dtype), y, keep, only, C)
     return OnlineKernel(self.sums + sums, self.counts + counts)
 
-  def merge(self, other: "OnlineKernel") -> "OnlineKernel":
+  def merge(self, other: OnlineKernel) -> OnlineKernel:
     """The state of both streams together (sums and counts add)."""
     if not isinstance(other, OnlineKernel):
       raise TypeError(f"other must be an OnlineKernel, got "
@@ -173,13 +174,13 @@ class OnlineKernel:
     return OnlineKernel(self.sums + other.sums.astype(self.sums.dtype),
                         self.counts + other.counts)
 
-  def all_reduce(self, axis_name) -> "OnlineKernel":
+  def all_reduce(self, axis_name: str | tuple[str, ...]) -> OnlineKernel:
     """Merges the states of every device along ``axis_name`` (two ``psum``s;
     inside ``shard_map``/``pmap``)."""
     return OnlineKernel(jax.lax.psum(self.sums, axis_name),
                         jax.lax.psum(self.counts, axis_name))
 
-  def reset(self) -> "OnlineKernel":
+  def reset(self) -> OnlineKernel:
     """An empty state of the same shape, for the next epoch."""
     return OnlineKernel(jnp.zeros_like(self.sums), jnp.zeros_like(self.counts))
 
@@ -194,7 +195,7 @@ class OnlineKernel:
     return (P + P.T) / 2
 
 
-def _check_distributions(p, dtype) -> None:
+def _check_distributions(p: jax.Array, dtype: jax.typing.DTypeLike) -> None:
   host = np.asarray(p, np.float64)
   bad = ~np.isfinite(host).all(axis=1) | (host < 0).any(axis=1)
   # Loose: a softmax computed in bf16 and cast up is still a distribution;
@@ -210,14 +211,17 @@ def _check_distributions(p, dtype) -> None:
         "jax.nn.softmax(logits), not the logits.")
 
 
-@functools.partial(jax.jit, static_argnums=4)
-def _accumulate(p, y, keep, correct_only, C):
+@jit(static_argnums=4)
+def _accumulate(p: jax.Array, y: jax.Array, keep: jax.Array,
+                correct_only: jax.Array, C: int
+                ) -> tuple[jax.Array, jax.Array]:
   p = jax.lax.stop_gradient(p)
   counted = jnp.argmax(p, axis=1) == y
   not_finite = ~jnp.all(jnp.isfinite(p), axis=1)
   keep = keep & (counted | ~correct_only | not_finite)
 
-  def sums(p, y, keep):
+  def sums(p: jax.Array, y: jax.Array, keep: jax.Array
+           ) -> tuple[jax.Array, jax.Array]:
     s = jax.ops.segment_sum(jnp.where(keep[:, None], p, 0), y,
                             num_segments=C)
     n = jax.ops.segment_sum(keep.astype(jnp.int32), y, num_segments=C)
@@ -226,8 +230,8 @@ def _accumulate(p, y, keep, correct_only, C):
   return _sharding.replicated_outputs(sums, 2)(p, y, keep)
 
 
-@jax.jit
-def _distributions(sums, counts):
+@jit
+def _distributions(sums: jax.Array, counts: jax.Array) -> jax.Array:
   empty = counts == 0
   total = jnp.sum(sums, axis=1, keepdims=True)
   P = sums / jnp.where(empty[:, None], 1, total)

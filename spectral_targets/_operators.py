@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from typing import Any, Protocol, TypeAlias, TypeGuard, overload
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from spectral_targets import _validation as v
+from spectral_targets._jit import jit
 
 
 class KernelOperator(abc.ABC):
@@ -52,11 +54,11 @@ class KernelOperator(abc.ABC):
 
   @property
   @abc.abstractmethod
-  def dtype(self) -> np.dtype:
+  def dtype(self) -> np.dtype[Any]:
     """The floating dtype of the products."""
 
   @abc.abstractmethod
-  def matmul(self, x: jax.Array) -> jax.Array:
+  def matmul(self, x: jax.typing.ArrayLike) -> jax.Array:
     """S @ x for x of shape (C,) or (C, k)."""
 
   def diagonal(self) -> jax.Array:
@@ -75,10 +77,10 @@ class KernelOperator(abc.ABC):
   def shape(self) -> tuple[int, int]:
     return (self.num_classes, self.num_classes)
 
-  def __matmul__(self, x):
+  def __matmul__(self, x: jax.typing.ArrayLike) -> jax.Array:
     return self.matmul(x)
 
-  def _block(self, x) -> jax.Array:
+  def _block(self, x: jax.typing.ArrayLike) -> jax.Array:
     """x as this kernel's dtype, checked to be (C,) or (C, k)."""
     x = jnp.asarray(x, self.dtype)
     if x.ndim not in (1, 2) or x.shape[0] != self.num_classes:
@@ -130,25 +132,25 @@ class TreeKernel(KernelOperator):
     return self.class_index.shape[0]
 
   @property
-  def dtype(self):
+  def dtype(self) -> np.dtype[Any]:
     return self.weights[0].dtype
 
-  def matmul(self, x):
+  def matmul(self, x: jax.typing.ArrayLike) -> jax.Array:
     x = self._block(x)
     block = x if x.ndim == 2 else x[:, None]
     result = _tree_matmul(self, block)
     return result if x.ndim == 2 else result[:, 0]
 
-  def diagonal(self):
+  def diagonal(self) -> jax.Array:
     # The ancestor weights of a leaf telescope to 1 - h(leaf)/h(root) = 1.
     return jnp.ones(self.num_classes, self.dtype)
 
-  def squared_norm(self):
+  def squared_norm(self) -> float:
     return self.norm2
 
 
-@jax.jit
-def _tree_matmul(K: TreeKernel, block):
+@jit
+def _tree_matmul(K: TreeKernel, block: jax.Array) -> jax.Array:
   padded = jnp.concatenate([block, jnp.zeros_like(block[:1])])
   below = [padded[s] for s in K.sources]
   for t in range(len(below) - 1, 0, -1):
@@ -165,7 +167,7 @@ def tree_kernel(parent: np.ndarray, weights: np.ndarray,
                 class_nodes: np.ndarray) -> TreeKernel:
   """A ``TreeKernel`` from a validated tree's arrays (see ``_hierarchy``)."""
   n = parent.size
-  children = [[] for _ in range(n)]
+  children: list[list[int]] = [[] for _ in range(n)]
   for node, p in enumerate(parent):
     if p >= 0:
       children[p].append(node)
@@ -183,7 +185,7 @@ def tree_kernel(parent: np.ndarray, weights: np.ndarray,
     if not nxt:
       break
     levels.append(nxt)
-  position = {}
+  position: dict[int, int] = {}
   for nodes in levels:
     for i, node in enumerate(nodes):
       position[node] = i
@@ -211,7 +213,9 @@ def tree_kernel(parent: np.ndarray, weights: np.ndarray,
   norm2 = float(np.sum(f[flat] ** 2 * pairs[flat]))
 
   dtype = jnp.result_type(float)
-  as_int = lambda a: jnp.asarray(a, jnp.int32)
+  def as_int(a: np.typing.ArrayLike) -> jax.Array:
+    return jnp.asarray(a, jnp.int32)
+
   return TreeKernel(
       parents=tuple(as_int([position[parent[c]] for c in nodes])
                     for nodes in levels[1:]),
@@ -241,18 +245,18 @@ class LowRankKernel(KernelOperator):
     return self.factor.shape[0]
 
   @property
-  def dtype(self):
+  def dtype(self) -> np.dtype[Any]:
     return self.factor.dtype
 
-  def matmul(self, x):
+  def matmul(self, x: jax.typing.ArrayLike) -> jax.Array:
     x = self._block(x)
     d = self.diag if x.ndim == 1 else self.diag[:, None]
     return self.factor @ (self.factor.T @ x) + d * x
 
-  def diagonal(self):
+  def diagonal(self) -> jax.Array:
     return jnp.sum(self.factor**2, axis=1) + self.diag
 
-  def squared_norm(self):
+  def squared_norm(self) -> float:
     F = np.asarray(self.factor, np.float64)
     d = np.asarray(self.diag, np.float64)
     return float(np.sum((F.T @ F) ** 2) + 2 * np.sum(d * np.sum(F**2, 1))
@@ -318,19 +322,19 @@ class DenseKernel(KernelOperator):
     return self.matrix.shape[0]
 
   @property
-  def dtype(self):
+  def dtype(self) -> np.dtype[Any]:
     return self.matrix.dtype
 
-  def matmul(self, x):
+  def matmul(self, x: jax.typing.ArrayLike) -> jax.Array:
     return self.matrix @ jnp.asarray(x, self.dtype)
 
-  def diagonal(self):
-    return jnp.diagonal(self.matrix)
+  def diagonal(self) -> jax.Array:
+    return self.matrix.diagonal()  # jnp.diagonal is typed as Any
 
-  def squared_norm(self):
+  def squared_norm(self) -> float:
     return float(np.sum(np.asarray(self.matrix, np.float64) ** 2))
 
-  def to_dense(self):
+  def to_dense(self) -> jax.Array:
     return self.matrix
 
 
@@ -344,7 +348,7 @@ class _Derived(KernelOperator):
     return self.inner.num_classes
 
   @property
-  def dtype(self):
+  def dtype(self) -> np.dtype[Any]:
     return self.inner.dtype
 
 
@@ -355,19 +359,21 @@ class CenteredKernel(_Derived):
   of another operator, by products only."""
   inner: KernelOperator
 
-  def matmul(self, x):
-    center = lambda y: y - jnp.mean(y, axis=0, keepdims=True)
+  def matmul(self, x: jax.typing.ArrayLike) -> jax.Array:
+    def center(y: jax.Array) -> jax.Array:
+      return y - jnp.mean(y, axis=0, keepdims=True)
+
     return center(self.inner.matmul(center(jnp.asarray(x, self.dtype))))
 
-  def _row_sums(self):
+  def _row_sums(self) -> jax.Array:
     return self.inner.matmul(jnp.ones(self.num_classes, self.dtype))
 
-  def diagonal(self):
+  def diagonal(self) -> jax.Array:
     r = self._row_sums()
     C = self.num_classes
     return self.inner.diagonal() - 2 * r / C + jnp.sum(r) / C**2
 
-  def squared_norm(self):
+  def squared_norm(self) -> float:
     # ||JSJ||² = ||S||² - (2/C)||S1||² + (1ᵀS1)²/C².
     r = np.asarray(self._row_sums(), np.float64)
     C = self.num_classes
@@ -375,23 +381,35 @@ class CenteredKernel(_Derived):
                + np.sum(r) ** 2 / C**2, 0.0)
 
 
+class SupportsMatmul(Protocol):
+  """What ``is_operator`` accepts besides a ``KernelOperator``."""
+
+  @property
+  def shape(self) -> tuple[int, ...]: ...
+
+  @property
+  def dtype(self) -> jax.typing.DTypeLike: ...
+
+  def __matmul__(self, x: jax.Array, /) -> jax.typing.ArrayLike: ...
+
+
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class _ProductKernel(KernelOperator):
   """Wraps any object with a square ``shape`` and a ``@`` (e.g. a
   ``jax.experimental.sparse.BCOO`` matrix)."""
-  matrix: object
+  matrix: SupportsMatmul
 
   @property
   def num_classes(self) -> int:
     return int(self.matrix.shape[0])
 
   @property
-  def dtype(self):
+  def dtype(self) -> np.dtype[Any]:
     return v.compute_dtype(v.float_dtype(jnp.zeros((), self.matrix.dtype),
                                          "kernel"))
 
-  def matmul(self, x):
+  def matmul(self, x: jax.typing.ArrayLike) -> jax.Array:
     return jnp.asarray(self.matrix @ jnp.asarray(x, self.dtype), self.dtype)
 
 
@@ -404,14 +422,25 @@ class _ScaledKernel(_Derived):
   inner: KernelOperator
   factor: jax.Array  # scalar: data, so a new factor does not recompile
 
-  def matmul(self, x):
+  def matmul(self, x: jax.typing.ArrayLike) -> jax.Array:
     return self.inner.matmul(self.factor * jnp.asarray(x, self.dtype))
 
-  def diagonal(self):
+  def diagonal(self) -> jax.Array:
     return self.factor * self.inner.diagonal()
 
-  def squared_norm(self):
+  def squared_norm(self) -> float:
     return float(self.factor) ** 2 * self.inner.squared_norm()
+
+
+@overload
+def scaled(op: DenseKernel | LowRankKernel, factor: float
+           ) -> DenseKernel | LowRankKernel:
+  ...
+
+
+@overload
+def scaled(op: KernelOperator, factor: float) -> KernelOperator:
+  ...
 
 
 def scaled(op: KernelOperator, factor: float) -> KernelOperator:
@@ -427,7 +456,14 @@ def scaled(op: KernelOperator, factor: float) -> KernelOperator:
   return _ScaledKernel(op, jnp.asarray(factor, op.dtype))
 
 
-def is_operator(kernel) -> bool:
+# What a kernel argument accepts: a (C, C) array, a ``KernelOperator``, or
+# any object with a square ``shape`` and a ``@`` (e.g. a BCOO matrix).
+KernelLike: TypeAlias = (
+    "jax.typing.ArrayLike | KernelOperator | SupportsMatmul")
+
+
+def is_operator(kernel: object
+                ) -> TypeGuard[KernelOperator | SupportsMatmul]:
   """True for a kernel given as a product rather than as an array."""
   if isinstance(kernel, KernelOperator):
     return True
@@ -437,7 +473,7 @@ def is_operator(kernel) -> bool:
   return hasattr(kernel, "shape")
 
 
-def as_operator(kernel, name: str = "kernel") -> KernelOperator:
+def as_operator(kernel: object, name: str = "kernel") -> KernelOperator:
   """Any kernel as a ``KernelOperator``: operators as they are, objects with
   a ``shape`` and a ``@`` wrapped, arrays validated (``as_kernel``) and
   wrapped in ``DenseKernel``."""

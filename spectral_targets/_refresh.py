@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax
 
 from spectral_targets import _codebook
@@ -9,9 +11,14 @@ from spectral_targets import _operators
 from spectral_targets import _spectral
 from spectral_targets import _validation as v
 
+if TYPE_CHECKING:  # typing.Unpack is new in Python 3.11
+  from typing_extensions import Unpack
 
-def refresh_codebook(old_codes: jax.typing.ArrayLike, kernel,
-                     **options) -> jax.Array:
+
+def refresh_codebook(old_codes: jax.typing.ArrayLike,
+                     kernel: _operators.KernelLike,
+                     **options: Unpack[_codebook.CodebookOptions]
+                     ) -> jax.Array:
   r"""The codebook of a new kernel, rotated onto the codes in use.
 
   .. math::
@@ -78,5 +85,10 @@ def refresh_codebook(old_codes: jax.typing.ArrayLike, kernel,
     raise ValueError(f"old_codes must have 1 <= d <= C columns, got shape "
                      f"{old.shape}.")
   codes = _codebook.spectral_codebook(op, d, **options)
-  rotation = _spectral.procrustes(codes, old.astype(codes.dtype))
+  # JAX's SVD calls OpenBLAS, whose threads fight XLA's on a small machine
+  # (a 99 x 99 Procrustes: 0.5 s on 2 busy cores, ~5 ms on one thread):
+  # one BLAS thread, as for the codebook, and the result awaited inside.
+  with _codebook._one_blas_thread():
+    rotation = _spectral.procrustes(codes, old.astype(codes.dtype))
+    rotation.block_until_ready()
   return codes @ rotation

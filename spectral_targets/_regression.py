@@ -104,7 +104,8 @@ def similarity_regression_loss(features: jax.typing.ArrayLike,
   return jnp.sum(err if mask is None else jnp.where(mask, err, 0), axis=-1)
 
 
-def _check_labels(labels, z, W):
+def _check_labels(labels: jax.typing.ArrayLike, z: jax.Array, W: jax.Array
+                  ) -> jax.Array:
   y = v.check_labels(labels, W.shape[0])
   if y.shape != z.shape[:-1]:
     raise ValueError(f"labels must have the batch shape of features, "

@@ -10,12 +10,16 @@ gives each of them the same replicated answer.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ParamSpec, TypeGuard, TypeVar, cast
 
 import jax
 from jax.sharding import AxisType
 
+P = ParamSpec("P")
+R = TypeVar("R")
 
-def replicated_outputs(fn: Callable, num_outputs: int) -> Callable:
+
+def replicated_outputs(fn: Callable[P, R], num_outputs: int) -> Callable[P, R]:
   """``fn`` with replicated outputs under a mesh with Explicit axes.
 
   Segment sums over a batch-sharded axis have no unambiguous output sharding
@@ -31,17 +35,18 @@ def replicated_outputs(fn: Callable, num_outputs: int) -> Callable:
   if not explicit:
     return fn
   replicated = jax.sharding.PartitionSpec()
-  return jax.sharding.auto_axes(fn, axes=explicit,
-                                out_sharding=(replicated,) * num_outputs)
+  # auto_axes keeps the signature; JAX types its result as Any.
+  return cast(Callable[P, R], jax.sharding.auto_axes(
+      fn, axes=explicit, out_sharding=(replicated,) * num_outputs))
 
 
-def spans_processes(x) -> bool:
+def spans_processes(x: object) -> TypeGuard[jax.Array]:
   """True for a concrete ``jax.Array`` with shards on other processes."""
   return (isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer)
           and not x.is_fully_addressable)
 
 
-def may_split_rows(x) -> bool:
+def may_split_rows(x: object) -> bool:
   """Whether the rows (axis 0) of ``x`` may be split across devices.
 
   Exact for concrete arrays, inside ``shard_map`` and under an Explicit

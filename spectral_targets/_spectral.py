@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 import math
 import warnings
+from collections.abc import Iterable
 
 import chex
 import jax
@@ -15,10 +15,11 @@ from spectral_targets import _eigensolvers
 from spectral_targets import _numerics as num
 from spectral_targets import _operators
 from spectral_targets import _validation as v
+from spectral_targets._jit import jit
 from spectral_targets._kernels import centered as double_centered
 
 
-def _dense_kernel(kernel, name: str = "kernel") -> jax.Array:
+def _dense_kernel(kernel: object, name: str = "kernel") -> jax.Array:
   if _operators.is_operator(kernel):
     raise TypeError(
         f"{name} is an operator, and the full spectrum needs the dense "
@@ -49,8 +50,8 @@ def eigenmodes(kernel: jax.typing.ArrayLike) -> tuple[jax.Array, jax.Array]:
   return _eigenmodes(_dense_kernel(kernel))
 
 
-@jax.jit
-def _eigenmodes(S):
+@jit
+def _eigenmodes(S: jax.Array) -> tuple[jax.Array, jax.Array]:
   lam, U = jnp.linalg.eigh(S)
   return lam[::-1], U[:, ::-1]
 
@@ -74,12 +75,14 @@ def spectrum(kernel: jax.typing.ArrayLike) -> jax.Array:
   return _spectrum(_dense_kernel(kernel))
 
 
-@jax.jit
-def _spectrum(S):
-  return jnp.linalg.eigvalsh(S)[::-1]
+@jit
+def _spectrum(S: jax.Array) -> jax.Array:
+  lam: jax.Array = jnp.linalg.eigvalsh(S)
+  return lam[::-1]
 
 
-def gram_error(kernel, d: int, *, method: str = "auto", tol: float = 1e-5,
+def gram_error(kernel: _operators.KernelLike, d: int, *,
+               method: _eigensolvers.Method = "auto", tol: float = 1e-5,
                max_iter: int = 500) -> jax.Array:
   r"""Relative Frobenius error of the best rank-d PSD approximation.
 
@@ -132,15 +135,15 @@ def gram_error(kernel, d: int, *, method: str = "auto", tol: float = 1e-5,
     return _gram_error(S, v.check_int(d, "d", minimum=1, maximum=S.shape[0]))
   op = _operators.as_operator(kernel)
   d = v.check_int(d, "d", minimum=1, maximum=op.num_classes)
-  method = _eigensolvers.resolve_method(method, op.num_classes, d)
-  if method == "dense":
+  solver = _eigensolvers.resolve_method(method, op.num_classes, d)
+  if solver == "dense":
     return _gram_error(op.to_dense(), d)
   total = _squared_norm(op, "gram_error")
   if total == 0:
     return jnp.asarray(0.0, op.dtype)
   # Scale-free: solve for S / ||S||_F, whose eigenvalues are at most 1.
   top = _eigensolvers.top_eigenmodes(_operators.scaled(op, total**-0.5), d,
-                                     method=method, tol=tol,
+                                     method=solver, tol=tol,
                                      max_iter=max_iter)
   warn_unconverged(top, tol)
   lam = np.asarray(top.eigenvalues, np.float64)
@@ -158,7 +161,7 @@ def warn_unconverged(top: _eigensolvers.TopEigenmodes, tol: float) -> None:
         stacklevel=3)
 
 
-def _squared_norm(op, caller: str) -> float:
+def _squared_norm(op: _operators.KernelOperator, caller: str) -> float:
   try:
     return float(op.squared_norm())
   except NotImplementedError as e:
@@ -166,12 +169,12 @@ def _squared_norm(op, caller: str) -> float:
                      f"{e}") from None
 
 
-@jax.jit
-def _gram_error(S, d):
+@jit
+def _gram_error(S: jax.Array, d: int) -> jax.Array:
   # d is traced: one compilation per kernel shape, not per (shape, d).
   # The error is scale-free: rescaled, the squares neither overflow nor
   # underflow (1e30 * S squares to inf in float32).
-  lam = jnp.linalg.eigvalsh(num.rescale(S))[::-1]
+  lam: jax.Array = jnp.linalg.eigvalsh(num.rescale(S))[::-1]
   sq = lam**2
   kept = jnp.arange(lam.shape[0]) < d
   lost = jnp.where(kept & (lam >= 0), 0, sq).sum()
@@ -179,7 +182,8 @@ def _gram_error(S, d):
   return jnp.sqrt(lost / jnp.where(total > 0, total, 1))
 
 
-def alignment(a, b, *, centered: bool = False) -> jax.Array:
+def alignment(a: _operators.KernelLike, b: _operators.KernelLike, *,
+              centered: bool = False) -> jax.Array:
   r"""Kernel-target alignment (Cristianini et al., 2002), or CKA.
 
   .. math::
@@ -237,7 +241,8 @@ def alignment(a, b, *, centered: bool = False) -> jax.Array:
   return inner / (nk * nl)
 
 
-def _check_norms(norms, centered):
+def _check_norms(norms: Iterable[tuple[str, jax.Array | float]],
+                 centered: bool) -> None:
   for name, norm in norms:
     if float(norm) == 0:
       raise ValueError(f"{name} has zero norm"
@@ -245,7 +250,9 @@ def _check_norms(norms, centered):
                        "alignment is undefined.")
 
 
-def _operator_alignment(K, L, centered):
+def _operator_alignment(K: _operators.KernelOperator,
+                        L: _operators.KernelOperator,
+                        centered: bool) -> jax.Array:
   if K.num_classes != L.num_classes:
     raise ValueError(f"a and b must have the same shape, got {K.shape} and "
                      f"{L.shape}.")
@@ -259,9 +266,14 @@ def _operator_alignment(K, L, centered):
         "pass kernel.to_dense() for the other when C is small.")
   # Scale-free: each kernel divided by its Frobenius norm (from the host, in
   # float64) before any product, so no float32 product overflows.
-  K, L = (_operators.scaled(op, n2**-0.5) if n2 > 0 else op
-          for op, n2 in ((K, _squared_norm(K, "alignment")),
-                         (L, _squared_norm(L, "alignment"))))
+  n2 = _squared_norm(K, "alignment")
+  if n2 > 0:
+    K = _operators.scaled(K, n2**-0.5)
+  n2 = _squared_norm(L, "alignment")
+  if n2 > 0:
+    L = _operators.scaled(L, n2**-0.5)
+  Kc: _operators.KernelOperator
+  Lc: _operators.KernelOperator
   if centered:
     Kc, Lc = _operators.CenteredKernel(K), _operators.CenteredKernel(L)
     inner = _inner(Kc, L)  # <JKJ, JLJ> = <JKJ, L>
@@ -273,7 +285,8 @@ def _operator_alignment(K, L, centered):
   return jnp.asarray(inner / (norms[0] * norms[1]), K.dtype)
 
 
-def _inner(K, L) -> float:
+def _inner(K: _operators.KernelOperator,
+           L: _operators.LowRankKernel | _operators.DenseKernel) -> float:
   """<K, L>_F for L low rank (tr FᵀKF + Σ δ K_ii) or dense (tr KL)."""
   if isinstance(L, _operators.DenseKernel):
     return float(jnp.trace(K.matmul(L.matrix)))
@@ -283,8 +296,9 @@ def _inner(K, L) -> float:
   return inner
 
 
-@functools.partial(jax.jit, static_argnums=2)
-def _alignment_terms(K, L, centered):
+@jit(static_argnums=2)
+def _alignment_terms(K: jax.Array, L: jax.Array, centered: bool
+                     ) -> tuple[jax.Array, jax.Array, jax.Array]:
   K, L = num.rescale(K), num.rescale(L)  # scale-free: no overflow
   if centered:
     K, L = double_centered(K), double_centered(L)
@@ -320,8 +334,8 @@ def procrustes(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike) -> jax.Array:
   return _procrustes(X, Y)
 
 
-@jax.jit
-def _procrustes(X, Y):
+@jit
+def _procrustes(X: jax.Array, Y: jax.Array) -> jax.Array:
   # R is invariant to positive scalings of x and y: rescaled, XᵀY cannot
   # overflow.
   u, _, vt = jnp.linalg.svd(num.rescale(X).T @ num.rescale(Y),
@@ -360,8 +374,8 @@ def coherence(codes: jax.typing.ArrayLike) -> jax.Array:
   return _coherence(X)
 
 
-@jax.jit
-def _coherence(X):
+@jit
+def _coherence(X: jax.Array) -> jax.Array:
   U = num.unit_rows(X)
   G = jnp.abs(U @ U.T)
   return jnp.max(jnp.where(jnp.eye(X.shape[0], dtype=bool), -jnp.inf, G))

@@ -11,20 +11,22 @@ by a jitted reduction that every process runs, so all of them raise alike.
 from __future__ import annotations
 
 import numbers
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from spectral_targets import _sharding
+from spectral_targets._jit import jit
 
 
-def is_concrete(x) -> bool:
+def is_concrete(x: object) -> bool:
   """True when ``x`` holds values now (not a tracer under jit/vmap/grad)."""
   return not isinstance(x, jax.core.Tracer)
 
 
-def float_dtype(x, name: str):
+def float_dtype(x: jax.typing.ArrayLike, name: str) -> np.dtype[Any]:
   """The floating dtype ``x`` is computed in; ints and bools promote to float."""
   dtype = jnp.result_type(x)
   if jnp.issubdtype(dtype, jnp.complexfloating):
@@ -36,13 +38,13 @@ def float_dtype(x, name: str):
   raise TypeError(f"{name} must be a numeric array, got dtype {dtype}.")
 
 
-def compute_dtype(dtype):
+def compute_dtype(dtype: jax.typing.DTypeLike) -> np.dtype[Any]:
   """The dtype to compute in: bf16 and f16 raised to float32 (eigensolvers
   and long sums need it), wider floats kept."""
   return jnp.promote_types(dtype, jnp.float32)
 
 
-def as_array(x, name: str) -> jax.Array:
+def as_array(x: object, name: str) -> jax.Array:
   """``x`` as a JAX array; None, ragged nesting or non-numeric values raise
   an error naming ``name`` rather than JAX's or NumPy's own."""
   if x is None:
@@ -58,20 +60,20 @@ def as_array(x, name: str) -> jax.Array:
                      f"lengths at every level): {e}") from None
 
 
-def as_float_array(x, name: str) -> jax.Array:
+def as_float_array(x: object, name: str) -> jax.Array:
   """``x`` as a JAX array of a real floating dtype (ints/bools promoted)."""
   arr = as_array(x, name)
   return arr.astype(float_dtype(arr, name))
 
 
-def check_rank(x, rank: int, name: str) -> None:
+def check_rank(x: jax.typing.ArrayLike, rank: int, name: str) -> None:
   if jnp.ndim(x) != rank:
     raise ValueError(
         f"{name} must have rank {rank}, got shape {jnp.shape(x)}."
     )
 
 
-def check_positive(value, name: str) -> None:
+def check_positive(value: object, name: str) -> None:
   """Raises unless a concrete scalar ``value`` is > 0 (tracers pass)."""
   if not is_concrete(value):
     return
@@ -82,7 +84,7 @@ def check_positive(value, name: str) -> None:
     raise ValueError(f"{name} must be a positive finite number, got {value}.")
 
 
-def check_nonnegative(value, name: str) -> None:
+def check_nonnegative(value: object, name: str) -> None:
   """Raises unless a concrete scalar ``value`` is >= 0 and finite (tracers
   pass)."""
   if not is_concrete(value):
@@ -95,7 +97,7 @@ def check_nonnegative(value, name: str) -> None:
                      f"{value}.")
 
 
-def check_int(value, name: str, *, minimum: int | None = None,
+def check_int(value: object, name: str, *, minimum: int | None = None,
               maximum: int | None = None) -> int:
   """``value`` as a Python int within [minimum, maximum], else a clear error."""
   if isinstance(value, jax.core.Tracer):
@@ -113,12 +115,12 @@ def check_int(value, name: str, *, minimum: int | None = None,
   return value
 
 
-def check_finite(x, name: str) -> None:
+def check_finite(x: jax.typing.ArrayLike, name: str) -> None:
   if not is_concrete(x) or not jnp.size(x):
     return
   if _sharding.spans_processes(x):
-    bad, index, value = _first_nonfinite(x)
-    if bool(bad):
+    found, index, value = _first_nonfinite(x)
+    if bool(found):
       where = tuple(int(i) for i in np.unravel_index(int(index), x.shape))
       raise ValueError(f"{name} must be finite; found {float(value)} at "
                        f"index {where}.")
@@ -129,11 +131,12 @@ def check_finite(x, name: str) -> None:
     raise ValueError(f"{name} must be finite; found {a[bad]} at index {bad}.")
 
 
-@jax.jit
-def _first_nonfinite(x):
+@jit
+def _first_nonfinite(x: jax.Array
+                     ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """(any non-finite?, flat index of the first, its value), replicated."""
 
-  def first(x):
+  def first(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     flat = x.reshape(-1)
     bad = ~jnp.isfinite(flat)
     i = jnp.argmax(bad)
@@ -142,7 +145,8 @@ def _first_nonfinite(x):
   return _sharding.replicated_outputs(first, 3)(x)
 
 
-def check_labels(labels, num_classes: int, name: str = "labels") -> jax.Array:
+def check_labels(labels: jax.typing.ArrayLike, num_classes: int,
+                 name: str = "labels") -> jax.Array:
   """Integer labels; values in [0, num_classes) when concrete."""
   labels = jnp.asarray(labels)
   if not jnp.issubdtype(labels.dtype, jnp.integer):
@@ -161,13 +165,13 @@ def check_labels(labels, num_classes: int, name: str = "labels") -> jax.Array:
   return labels
 
 
-@jax.jit
-def _value_range(x):
+@jit
+def _value_range(x: jax.Array) -> tuple[jax.Array, jax.Array]:
   """(min, max) of an array, replicated."""
   return _sharding.replicated_outputs(lambda x: (x.min(), x.max()), 2)(x)
 
 
-def as_kernel(kernel, name: str = "kernel", *, rtol: float = 1e-5
+def as_kernel(kernel: object, name: str = "kernel", *, rtol: float = 1e-5
               ) -> jax.Array:
   """Validates a label kernel: square, real, finite and symmetric.
 

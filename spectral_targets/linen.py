@@ -7,6 +7,8 @@ variables dict to ``apply``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,27 +27,28 @@ class FrozenArray:
   breaks that. ``CodebookHead`` wraps its codebook in this automatically.
   """
 
-  def __init__(self, array):
+  def __init__(self, array: np.typing.ArrayLike):
     self._array = np.array(array)
     self._array.setflags(write=False)
 
-  def __array__(self, dtype=None, copy=None):
+  def __array__(self, dtype: np.typing.DTypeLike | None = None,
+                copy: bool | None = None) -> np.ndarray[Any, Any]:
     return self._array if dtype is None else self._array.astype(dtype)
 
   @property
-  def shape(self):
+  def shape(self) -> tuple[int, ...]:
     return self._array.shape
 
-  def __hash__(self):
+  def __hash__(self) -> int:
     return hash((self._array.shape, self._array.dtype.str,
                  self._array.tobytes()))
 
-  def __eq__(self, other):
+  def __eq__(self, other: object) -> bool:
     return (isinstance(other, FrozenArray)
             and self._array.shape == other._array.shape
             and bool(np.array_equal(self._array, other._array)))
 
-  def __repr__(self):
+  def __repr__(self) -> str:
     return f"FrozenArray(shape={self._array.shape})"
 
 
@@ -69,18 +72,20 @@ class CodebookHead(nn.Module):
     >>> sorted(variables), head.apply(variables, jnp.ones((2, 3))).shape
     (['constants'], (2, 4))
   """
-  codebook: FrozenArray
+  codebook: FrozenArray | jax.typing.ArrayLike
   scale: float = 16.0
   learn_scale: bool = False
 
-  def __post_init__(self):
-    if not isinstance(self.codebook, FrozenArray):
-      W = np.asarray(v.as_float_array(self.codebook, "codebook"))
-      object.__setattr__(self, "codebook", FrozenArray(W))
-    if len(self.codebook.shape) != 2:
+  def __post_init__(self) -> None:
+    codebook = self.codebook
+    if not isinstance(codebook, FrozenArray):
+      W = np.asarray(v.as_float_array(codebook, "codebook"))
+      codebook = FrozenArray(W)
+      object.__setattr__(self, "codebook", codebook)
+    if len(codebook.shape) != 2:
       raise ValueError(f"codebook must have rank 2, got shape "
-                       f"{self.codebook.shape}.")
-    v.check_finite(np.asarray(self.codebook), "codebook")
+                       f"{codebook.shape}.")
+    v.check_finite(np.asarray(codebook), "codebook")
     v.check_positive(self.scale, "scale")
     super().__post_init__()
 
@@ -89,6 +94,7 @@ class CodebookHead(nn.Module):
     """(..., d) features -> (..., C) logits."""
     W = self.variable("constants", "codebook",
                       lambda: jnp.asarray(np.asarray(self.codebook))).value
+    scale: jax.typing.ArrayLike
     if self.learn_scale:
       scale = self.param("scale", lambda _: jnp.asarray(self.scale, W.dtype))
     else:

@@ -18,7 +18,7 @@ from spectral_targets._logits import codebook_logits
 __all__ = ["Codebook", "CodebookHead"]
 
 
-class Codebook(nnx.Variable):
+class Codebook(nnx.Variable[jax.Array]):
   """A fixed class codebook: module state, never a trainable parameter."""
 
 
@@ -47,13 +47,14 @@ class CodebookHead(nnx.Module):
   """
 
   def __init__(self, codebook: jax.typing.ArrayLike, *,
-               scale: float = 16.0, learn_scale: bool = False):
+               scale: float = 16.0, learn_scale: bool = False) -> None:
     W = v.as_float_array(codebook, "codebook")
     v.check_rank(W, 2, "codebook")
     v.check_finite(W, "codebook")
     v.check_positive(scale, "scale")
     self.codebook = Codebook(W)
     self.learn_scale = learn_scale
+    self.scale: nnx.Param[jax.Array] | float
     if learn_scale:
       self.scale = nnx.Param(jnp.asarray(scale, W.dtype))
     else:
@@ -65,5 +66,6 @@ class CodebookHead(nnx.Module):
 
   def __call__(self, features: jax.typing.ArrayLike) -> jax.Array:
     """(..., d) features -> (..., C) logits."""
-    scale = self.scale[...] if self.learn_scale else self.scale
+    scale = (self.scale[...] if isinstance(self.scale, nnx.Param)
+             else self.scale)
     return codebook_logits(features, self.codebook[...], scale=scale)

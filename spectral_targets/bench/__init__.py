@@ -24,6 +24,7 @@ import pathlib
 import platform
 import sys
 import time
+from typing import Any
 
 BENCH_REQUIREMENTS = ("mnist1d", "sklearn", "threadpoolctl", "tqdm", "matplotlib")
 INSTALL_HINT = ('pip install "spectral-targets[bench]"   (from a checkout: '
@@ -131,7 +132,7 @@ def run_benchmark(*, tasks=None, seeds: int = 5, quick: bool = False,
   started = time.perf_counter()
   options = _run.Options(seeds=seeds, quick=quick, epochs=epochs,
                          methods=tuple(methods) if methods else None)
-  meta = dict(
+  meta: dict[str, Any] = dict(
       command=command or "spectral-targets bench", quick=quick, seeds=seeds,
       date=datetime.datetime.now(datetime.timezone.utc).isoformat(
           timespec="seconds"),

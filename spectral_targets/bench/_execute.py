@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +29,9 @@ import spectral_targets as st
 from spectral_targets.bench import _models as m
 from spectral_targets.bench._compile import Compiler
 
+if TYPE_CHECKING:
+  from spectral_targets.bench._methods import Method
+
 #: Runs scored per call of the scoring program.
 SCORE_CHUNK = 16
 #: Number of bins of the expected calibration error.
@@ -37,7 +41,7 @@ ECE_BINS = 15
 @dataclasses.dataclass(frozen=True)
 class Run:
   """One model: ``method`` (a ``_methods.Method``) at ``hp`` on ``seed``."""
-  method: object
+  method: Method
   hp: dict
   seed: int
   cfg: m.MethodConfig

@@ -111,9 +111,9 @@ def shift_curve(path: pathlib.Path, shift: dict):
                     color=PALETTE[i % 12], capsize=3, label=m)
   for j, label in enumerate(shift[rhos[0]].get("references", {})):
     for ax, key, flip in zip(axes, ("accuracy", "severity"), (True, False)):
-      pts = [(float(r), shift[r]["references"][label][key])
-             for r in rhos if label in shift[r].get("references", {})]
-      xs, ys = zip(*pts)
+      ref_pts = [(float(r), shift[r]["references"][label][key])
+                 for r in rhos if label in shift[r].get("references", {})]
+      xs, ys = zip(*ref_pts)
       ax.plot(xs, [1 - y for y in ys] if flip else ys, ls="--",
               marker="x", color=("0.3", "0.6")[j % 2],
               label=f"{label} (reference)")

@@ -19,7 +19,7 @@ import optax
 from flax import linen as nn
 
 import spectral_targets as st
-from spectral_targets._logits import unit_rows
+from spectral_targets._numerics import unit_rows
 
 # -- bodies ----------------------------------------------------------------------
 

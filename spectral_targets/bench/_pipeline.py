@@ -74,7 +74,10 @@ class TaskRunner:
     self.data, self.ex = data, executor
     self.C, self.F = task.num_classes, executor.F
     self.steps_per_epoch = executor.n // executor.batch
-    self.kernels, self.codebooks, self.small_d = {}, {}, {}
+    #: Per seed: the estimated kernel, the codebooks by name, spectral-small's d.
+    self.kernels: dict[int, np.ndarray] = {}
+    self.codebooks: dict[int, dict[str, np.ndarray]] = {}
+    self.small_d: dict[int, int] = {}
     #: Methods left out, with the reason (for the report).
     self.notes: dict[str, str] = {}
 
@@ -140,7 +143,7 @@ class TaskRunner:
     return Context(
         self.C, self.F, epochs=epochs,
         total_steps=epochs * self.steps_per_epoch,
-        kernel=self.kernels.get(seed), codebooks=self.codebooks.get(seed))
+        kernel=self.kernels.get(seed), codebooks=self.codebooks.get(seed, {}))
 
   # -- training in fixed-size chunks -----------------------------------------------
 
@@ -174,7 +177,7 @@ class TaskRunner:
     """Every method's ``_tuning.Selection`` at this budget."""
     seeds = list(self.budget.tuning_seeds)
     lrs = self.budget.learning_rates
-    trials = {m.name: [] for m in methods}
+    trials: dict[str, list] = {m.name: [] for m in methods}
 
     def evaluate(settings_by_method, stage):
       runs = [r for m in methods
@@ -217,7 +220,7 @@ class TaskRunner:
     self.progress(f"{self.task.name}: evaluation ({len(runs)} models, "
                   f"{epochs} epochs)")
     scores = self.train_and_score(runs, epochs)
-    per_method = {}
+    per_method: dict[str, list[dict]] = {}
     for run, score in zip(runs, scores):
       score = dict(score)
       if run.method.codes == "spectral-small":

@@ -110,8 +110,8 @@ def closed_form(task, runner, progress) -> dict:
   val = {c: np.mean([(logistic(i, c, data.x_val[i]).argmax(-1)
                       == data.y_val[i]).mean() for i in tuning])
          for c in LOGISTIC_C}
-  strength = max(val, key=val.get)
-  rows = {"nearest class mean": [], "logistic regression": []}
+  strength = max(val, key=val.__getitem__)
+  rows: dict[str, list] = {"nearest class mean": [], "logistic regression": []}
   for s in runner.budget.eval_seeds:
     i = data.index(s)
     D = data.distances[i]

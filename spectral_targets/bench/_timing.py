@@ -83,7 +83,8 @@ def step_time_ratios(task, runner, selections, methods, *, x, y,
     key = _program(method, d)
     body = m.make_body(task.body, d, single=True)
     if key not in programs:
-      programs[key] = _step(body, C, d, *key[:2], task.tree, tx)
+      head, loss_name, _ = key
+      programs[key] = _step(body, C, d, head, loss_name, task.tree, tx)
     params = jax.tree_util.tree_map(lambda a: jnp.asarray(a[0]),
                                     m.init_params(body, C, d, [0],
                                                   x.shape[1:]))
@@ -107,7 +108,7 @@ def step_time_ratios(task, runner, selections, methods, *, x, y,
       batch["online"] = jnp.full((C, C), 1.0 / C, jnp.float32)
     states[method.name] = (programs[key], params, tx.init(params),
                            jnp.zeros((C, C)), batch)
-  times = {name: [] for name in states}
+  times: dict[str, list[float]] = {name: [] for name in states}
   order = np.random.default_rng(0)
   for _ in range(rounds):
     for name in order.permutation(list(states)):

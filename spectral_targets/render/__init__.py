@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import importlib.util
 import pathlib
+from collections.abc import Callable
+from typing import Any, Literal
 
 from spectral_targets.render import _gif
 from spectral_targets.render._frames import CollapseFrame as CollapseFrame
@@ -26,8 +28,12 @@ INSTALL_HINT = 'pip install "spectral-targets[viz]"  (from a clone: pip install 
 _REQUIREMENTS = {"matplotlib": "matplotlib", "PIL": "pillow",
                  "sklearn": "scikit-learn"}
 
+Animation = Literal["codebook-morph", "rank-reconstruction", "collapse",
+                   "dark-knowledge"]
 # name -> (frames function taking the frame count or None, drawer)
-RENDERERS = {
+RENDERERS: dict[Animation, tuple[Callable[[int], list[Any]] | None,
+                                 Callable[[Any, pathlib.Path, int],
+                                          pathlib.Path]]] = {
     "codebook-morph": (codebook_morph_frames, _gif.draw_codebook_morph),
     "rank-reconstruction": (None, _gif.draw_rank_reconstruction),
     "collapse": (collapse_frames, _gif.draw_collapse),
@@ -43,7 +49,7 @@ def missing_requirements() -> list[str]:
           if importlib.util.find_spec(module) is None]
 
 
-def render(which: str, out: str | pathlib.Path = "figures", *,
+def render(which: Animation, out: str | pathlib.Path = "figures", *,
            frames: int = DEFAULT_FRAMES, fps: int = DEFAULT_FPS
            ) -> pathlib.Path:
   """Writes one animation to ``out/WHICH.gif`` and returns its path.
@@ -77,6 +83,7 @@ def render(which: str, out: str | pathlib.Path = "figures", *,
     raise ImportError(f"rendering needs {', '.join(missing)}, which the "
                       f"'viz' extra installs: {INSTALL_HINT}")
   make, draw = RENDERERS[which]
+  data: list[Any]
   if make is None:
     data = rank_reconstruction_frames(num_classes=min(frames, 40))
   else:

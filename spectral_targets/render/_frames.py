@@ -7,6 +7,7 @@ numbers and ``_gif`` only draws them.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +16,7 @@ import optax
 
 import spectral_targets as st
 from spectral_targets import _validation as v
+from spectral_targets._jit import jit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +60,7 @@ def codebook_morph_frames(frames: int = 40, *, num_classes: int = 9,
   angles[order] = 2 * np.pi * np.arange(C) / C
   ring = np.stack([np.cos(angles), np.sin(angles)], axis=1)
   codes[0] = ring @ np.asarray(st.procrustes(ring, after))
-  out = []
+  out: list[MorphFrame] = []
   for t, S, x in zip(dials, kernels, codes):
     if out:
       x = x @ np.asarray(st.procrustes(x, out[-1].codes))
@@ -90,7 +92,9 @@ def rank_reconstruction_frames(*, num_classes: int = 12,
   """
   v.check_int(num_classes, "num_classes", minimum=2)
   S = st.graded(num_classes, width)
-  align, error, out = [], [], []
+  align: list[float] = []
+  error: list[float] = []
+  out: list[RankFrame] = []
   for d in range(1, num_classes + 1):
     X = st.spectral_codebook(S, d, normalize=False)
     gram = np.asarray(X @ X.T)
@@ -173,7 +177,8 @@ def collapse_frames(frames: int = 40, *, steps: int = 1200,
   with jax.enable_x64(True):
     spectra = _collapse_run(x[keep] / 16.0, y[keep], weights, marks,
                             num_classes)
-  out, curve = [], []
+  out: list[CollapseFrame] = []
+  curve: list[float] = []
   for mark, (between, within, nc1) in zip(marks, spectra):
     curve.append(nc1)
     out.append(CollapseFrame(int(mark), _zero_rounding(between),
@@ -182,19 +187,24 @@ def collapse_frames(frames: int = 40, *, steps: int = 1200,
   return out
 
 
-def _collapse_run(x, y, weights, marks, num_classes):
-  """(Σ_B spectrum, Σ_W spectrum, NC1) in float64 after each mark's step."""
-  x = jnp.asarray(x, jnp.float64)
-  y = jnp.asarray(y)
-  params = [(jnp.asarray(W, jnp.float64), jnp.zeros(W.shape[1], jnp.float64))
-            for W in weights]
+_Params = list[tuple[jax.Array, jax.Array]]
 
-  def features(params, x):
+
+def _collapse_run(x: np.ndarray, y: np.ndarray, weights: list[np.ndarray],
+                  marks: np.ndarray, num_classes: int
+                  ) -> list[tuple[np.ndarray, np.ndarray, float]]:
+  """(Σ_B spectrum, Σ_W spectrum, NC1) in float64 after each mark's step."""
+  xs = jnp.asarray(x, jnp.float64)
+  ys = jnp.asarray(y)
+  params: _Params = [(jnp.asarray(W, jnp.float64),
+                      jnp.zeros(W.shape[1], jnp.float64)) for W in weights]
+
+  def features(params: _Params, x: jax.Array) -> jax.Array:
     for W, b in params[:-1]:
       x = jnp.tanh(x @ W + b)
     return x
 
-  def loss(params, x, y):
+  def loss(params: _Params, x: jax.Array, y: jax.Array) -> jax.Array:
     W, b = params[-1]
     logits = features(params, x) @ W + b
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
@@ -202,21 +212,26 @@ def _collapse_run(x, y, weights, marks, num_classes):
   tx = optax.adam(3e-3)
   state = tx.init(params)
 
-  @jax.jit
-  def train(params, state, n):
-    def step(_, carry):
-      params, state = carry
-      g = jax.grad(loss)(params, x, y)
-      updates, state = tx.update(g, state, params)
-      return optax.apply_updates(params, updates), state
-    return jax.lax.fori_loop(0, n, step, (params, state))
+  Carry = tuple[_Params, Any]  # (parameters, Adam's state)
 
-  @jax.jit
-  def measure(params):
-    m = st.collapse_metrics(features(params, x), y, num_classes)
+  @jit
+  def train(params: _Params, state: Any, n: int) -> Carry:
+    def step(_: jax.Array, carry: Carry) -> Carry:
+      params, state = carry
+      g = jax.grad(loss)(params, xs, ys)
+      updates, state = tx.update(g, state, params)
+      # apply_updates keeps the tree's structure; optax types any tree.
+      return cast(_Params, optax.apply_updates(params, updates)), state
+    carry: Carry = jax.lax.fori_loop(0, n, step, (params, state))
+    return carry
+
+  @jit
+  def measure(params: _Params) -> tuple[jax.Array, jax.Array, jax.Array]:
+    m = st.collapse_metrics(features(params, xs), ys, num_classes)
     return m.between_spectrum, m.within_spectrum, m.nc1
 
-  out, done = [], 0
+  out: list[tuple[np.ndarray, np.ndarray, float]] = []
+  done = 0
   for mark in marks:
     params, state = train(params, state, int(mark - done))
     done = int(mark)
@@ -225,7 +240,7 @@ def _collapse_run(x, y, weights, marks, num_classes):
   return out
 
 
-def _zero_rounding(eigenvalues):
+def _zero_rounding(eigenvalues: np.ndarray) -> np.ndarray:
   """float32 eigenvalues, those within float64 rounding of 0 set to 0."""
   lam = np.asarray(eigenvalues, np.float64)
   tol = lam.size * np.finfo(np.float64).eps * np.abs(lam).max()
@@ -270,7 +285,10 @@ def dark_knowledge_frames(frames: int = 40, *, num_classes: int = 9,
                                2)
   feature = 0.8 * codes[label] + 0.2 * codes[label + 1]
   feature = feature / jnp.linalg.norm(feature)
-  temps, mass, ent, out = [], [], [], []
+  temps: list[float] = []
+  mass: list[float] = []
+  ent: list[float] = []
+  out: list[DarkKnowledgeFrame] = []
   for t in np.geomspace(t_max, t_min, frames):
     a = st.soft_assignment(feature, codes, temperature=float(t))
     temps.append(float(t))

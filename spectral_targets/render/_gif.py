@@ -4,24 +4,39 @@ from __future__ import annotations
 
 import io
 import pathlib
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # matplotlib and pillow are imported when drawing
+  import PIL.Image
+  from matplotlib.axes import Axes
+  from matplotlib.figure import Figure
+
+  from spectral_targets.render._frames import (
+    CollapseFrame,
+    DarkKnowledgeFrame,
+    MorphFrame,
+    RankFrame,
+  )
 
 # Okabe & Ito's colour-blind-safe palette.
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9",
            "#D55E00", "#F0E442", "#000000"]
 
 
-def _figure(ncols, size):
+def _figure(ncols: int, size: tuple[float, float]
+            ) -> tuple[Figure, list[Axes]]:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   fig, axes = plt.subplots(1, ncols, figsize=size, dpi=80,
                            constrained_layout=True)
-  return fig, axes
+  return fig, list(axes)
 
 
-def _image(fig):
+def _image(fig: Figure) -> PIL.Image.Image:
   from PIL import Image
   import matplotlib.pyplot as plt
   buffer = io.BytesIO()
@@ -31,7 +46,8 @@ def _image(fig):
   return Image.open(buffer).convert("RGB")
 
 
-def _save(images, path, fps):
+def _save(images: list[PIL.Image.Image], path: str | pathlib.Path, fps: int
+          ) -> pathlib.Path:
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   # One adaptive palette for all frames keeps the file small and stable.
@@ -42,7 +58,8 @@ def _save(images, path, fps):
   return path
 
 
-def _ring(ax, codes, sizes=None, highlight=None):
+def _ring(ax: Axes, codes: np.ndarray, sizes: np.ndarray | None = None,
+          highlight: np.ndarray | None = None) -> None:
   import matplotlib.patches as patches
   ax.add_patch(patches.Circle((0, 0), 1, fill=False, color="0.8", lw=1))
   C = codes.shape[0]
@@ -53,7 +70,8 @@ def _ring(ax, codes, sizes=None, highlight=None):
     ax.annotate(str(i), (1.18 * x, 1.18 * y), ha="center", va="center",
                 fontsize=9)
   if highlight is not None:
-    ax.scatter(*highlight, marker="*", s=220, c="black", zorder=4)
+    ax.scatter(highlight[0], highlight[1], marker="*", s=220, c="black",
+               zorder=4)
   ax.set_xlim(-1.45, 1.45)
   ax.set_ylim(-1.45, 1.45)
   ax.set_aspect("equal")
@@ -61,7 +79,8 @@ def _ring(ax, codes, sizes=None, highlight=None):
   ax.set_ylabel("code dim 2")
 
 
-def draw_codebook_morph(frames, path, fps):
+def draw_codebook_morph(frames: Sequence[MorphFrame], path: pathlib.Path,
+                        fps: int) -> pathlib.Path:
   images = []
   for f in frames:
     fig, (a, b) = _figure(2, (8, 3.8))
@@ -79,7 +98,8 @@ def draw_codebook_morph(frames, path, fps):
   return _save(images, path, fps)
 
 
-def draw_rank_reconstruction(frames, path, fps):
+def draw_rank_reconstruction(frames: Sequence[RankFrame], path: pathlib.Path,
+                             fps: int) -> pathlib.Path:
   images = []
   C = frames[-1].d
   for f in frames:
@@ -104,7 +124,8 @@ def draw_rank_reconstruction(frames, path, fps):
   return _save(images, path, fps)
 
 
-def draw_collapse(frames, path, fps):
+def draw_collapse(frames: Sequence[CollapseFrame], path: pathlib.Path,
+                  fps: int) -> pathlib.Path:
   images = []
   last = frames[-1]
   floor = 1e-8
@@ -131,7 +152,8 @@ def draw_collapse(frames, path, fps):
   return _save(images, path, fps)
 
 
-def draw_dark_knowledge(frames, path, fps):
+def draw_dark_knowledge(frames: Sequence[DarkKnowledgeFrame],
+                        path: pathlib.Path, fps: int) -> pathlib.Path:
   images = []
   first, last = frames[0], frames[-1]
   for f in frames:
