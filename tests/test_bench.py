@@ -101,9 +101,29 @@ def test_selection_finds_a_known_optimum_inside_the_grid():
 def test_selection_flags_a_choice_at_the_edge():
   from spectral_targets.bench._methods import METHODS
   method = METHODS["smooth-labels"]
-  selection, _ = _tune_on(lambda hp: hp["lr"] - hp["alpha"], method)
-  assert selection.chosen["lr"] == 5e-2 and selection.chosen["alpha"] == 0.05
+  selection, trials = _tune_on(lambda hp: hp["lr"] - hp["alpha"], method)
+  # The learning rate is unbounded: stage 3 stepped beyond 5e-2, and the
+  # step won, so the choice is still at the end of what was tried.
+  assert {"lr": 0.1, "alpha": 0.05} in [t["hp"] for t in trials]
+  assert selection.chosen["lr"] == 0.1 and selection.chosen["alpha"] == 0.05
   assert set(selection.at_edge) == {"lr", "alpha"}
+
+
+@pytest.mark.parametrize("peak, chosen, flagged", [(1.5, 2.0, False),
+                                                   (0.9, 1.0, True)])
+def test_selection_steps_beyond_an_end_of_the_scale_grid(peak, chosen,
+                                                         flagged):
+  from spectral_targets.bench._methods import METHODS, SCALES
+  method = METHODS["simplex"]
+
+  def objective(hp):  # best at lr 1e-2 and at a scale below the grid's 2
+    return 1 - np.log(hp["lr"] / 1e-2) ** 2 - np.log(hp["scale"] / peak) ** 2
+
+  selection, trials = _tune_on(objective, method)
+  tried = sorted({t["hp"]["scale"] for t in trials})
+  assert tried == [min(SCALES) / 2, *SCALES]
+  assert selection.chosen == {"lr": 1e-2, "scale": chosen}
+  assert ("scale" in selection.at_edge) == flagged
 
 
 def test_selection_breaks_accuracy_ties_by_nll_and_averages_seeds():

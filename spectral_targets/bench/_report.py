@@ -53,7 +53,9 @@ How to read the tables:
   excludes 0 on the better / worse side (by the metric's direction), no
   mark a tie: a win or a loss is claimed only there.
 - Hyperparameters were chosen on the validation split of separate tuning
-  seeds; ⚠ marks a choice at the end of its grid."""
+  seeds; a learning rate or scale chosen at an end of its grid was followed
+  one step (×2 or ÷2) beyond it; ⚠ marks a choice still at the end of what
+  was tried (the optimum may lie outside)."""
 
 
 def _cell(summary, fmt):

@@ -9,11 +9,15 @@ no part in the choice). A coordinate search in three stages:
 1. the learning rate grid, the knobs at their defaults;
 2. every combination of the knobs' grids, at the stage-1 learning rate;
 3. if the knobs moved off their defaults, the learning rates next to the
-   chosen one, at the chosen knobs (learning rate and head scale interact).
+   chosen one, at the chosen knobs (learning rate and head scale interact);
+   and wherever the choice so far sits at an end of an unbounded grid (the
+   learning rate, a head's scale), one step beyond it (÷2 or ×2), so that
+   the grid extends on both sides of what is chosen.
 
 The configuration with the best mean validation accuracy over everything
 evaluated is chosen (ties: the lower mean validation NLL). A choice at the
-end of its grid is flagged: the optimum may lie outside the grid.
+end of what was tried is flagged: the optimum may lie outside the grid
+(for the learning rate and the scale: even one step beyond did better).
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ import numpy as np
 
 #: The learning-rate grid every method searches.
 LEARNING_RATES = (1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2)
+#: Grids with no natural end (positive, searched geometrically): a choice at
+#: an end is followed one step (a factor of 2) beyond it in stage 3.
+UNBOUNDED = ("lr", "scale")
 
 
 def key(hp: dict) -> tuple:
@@ -46,12 +53,19 @@ def stage_two(method, lr: float) -> list[dict]:
 
 def stage_three(method, best: dict,
                 learning_rates=LEARNING_RATES) -> list[dict]:
-  if all(best[n] == method.defaults[n] for n in method.knobs):
-    return []
-  i = learning_rates.index(best["lr"])
-  near = [learning_rates[j] for j in (i - 1, i + 1)
-          if 0 <= j < len(learning_rates)]
-  return [dict(best, lr=lr) for lr in near]
+  settings = []
+  if any(best[n] != method.defaults[n] for n in method.knobs):
+    i = learning_rates.index(best["lr"])
+    settings += [dict(best, lr=learning_rates[j]) for j in (i - 1, i + 1)
+                 if 0 <= j < len(learning_rates)]
+  grids = dict(method.knobs, lr=tuple(learning_rates))
+  for name in UNBOUNDED:
+    grid = grids.get(name, ())
+    if len(grid) > 1 and best[name] == min(grid):
+      settings.append(dict(best, **{name: min(grid) / 2}))
+    elif len(grid) > 1 and best[name] == max(grid):
+      settings.append(dict(best, **{name: max(grid) * 2}))
+  return settings
 
 
 @dataclasses.dataclass
@@ -85,7 +99,10 @@ def choose(method, trials: list[dict],
   best = max(trials, key=lambda t: (t["mean_val_accuracy"],
                                     -_finite(t["mean_val_nll"])))
   chosen = dict(best["hp"])
-  grids = dict(method.knobs, lr=tuple(learning_rates))
+  # The grids as searched: stage 3 may have stepped beyond an end.
+  grids = {name: set(grid) | {t["hp"][name] for t in trials}
+           for name, grid in dict(method.knobs,
+                                  lr=tuple(learning_rates)).items()}
   at_edge = [name for name, grid in grids.items()
              if len(grid) > 1 and chosen[name] in (min(grid), max(grid))]
   return Selection(chosen=chosen, trials=trials, at_edge=at_edge)
