@@ -157,7 +157,9 @@ def hierarchical_distance_at_k(scores: jax.typing.ArrayLike,
   .. math::
     \frac{1}{N}\sum_i \frac{1}{k}\sum_{j=1}^{k} D_{y_i,\,\pi_i(j)}
 
-  where :math:`\pi_i(j)` is the class with the j-th highest score.
+  where :math:`\pi_i(j)` is the class with the j-th highest score. A row
+  of scores with a NaN has no ranking, so it makes the result NaN (top-k
+  would otherwise rank the NaN somewhere and return a finite distance).
 
   Args:
     scores: (N, C) logits or probabilities.
@@ -180,4 +182,6 @@ def hierarchical_distance_at_k(scores: jax.typing.ArrayLike,
   Dm = _check_distances(distances, C)
   k = v.check_int(k, "k", minimum=1, maximum=C)
   _, top = jax.lax.top_k(s, k)
-  return jnp.mean(Dm[y[:, None], top])
+  per_example = jnp.mean(Dm[y[:, None], top], axis=-1)
+  unranked = jnp.isnan(s).any(axis=-1)
+  return jnp.mean(jnp.where(unranked, jnp.nan, per_example))

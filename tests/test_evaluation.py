@@ -1,5 +1,6 @@
 """Evaluation metrics against hand-computed cases."""
 
+import jax
 import numpy as np
 import pytest
 
@@ -56,6 +57,17 @@ def test_hierarchical_distance_at_k_hand_computed():
   # k=3 averages each row of D over all classes.
   assert float(st.hierarchical_distance_at_k(s, y, D, k=3)) == \
       pytest.approx(D[y].mean())
+
+
+@pytest.mark.parametrize("jitted", [False, True])
+def test_hierarchical_distance_at_k_nan_scores_stay_nan(jitted):
+  # top_k ranks a NaN somewhere; a ranking made from NaN is no ranking.
+  s = np.array([[3., 2., 1.], [1., np.nan, 3.]])
+  y = np.array([0, 1])
+  fn = lambda s, y: st.hierarchical_distance_at_k(s, y, D, k=1)
+  fn = jax.jit(fn) if jitted else fn
+  assert np.isnan(float(fn(s, y)))
+  assert float(fn(s[:1], y[:1])) == 0.0
 
 
 def test_errors():
