@@ -41,6 +41,10 @@ STUDENT_METHODS = ("one-hot", "smooth-labels", "kd", "dkd", "spectral",
 def run(task, options, data, *, programs, progress, on_epoch) -> dict:
   """The distill task's report: teachers' accuracies and one block of
   methods per student."""
+  # Progress lines name this task, not the data set it reuses.
+  outer, prefix = progress, f"{task.name}:"
+  progress = lambda msg: outer(  # noqa: E731
+      "distill:" + msg[len(prefix):] if msg.startswith(prefix) else msg)
   budget = options.budget(task)
   seeds = data.seeds
   teacher_budget = dataclasses.replace(
