@@ -898,8 +898,15 @@ def _transposed(xp: ModuleType, x: _XArray) -> _XArray:
   return np.ascontiguousarray(x) if xp is np else x
 
 
+def _into(out: np.ndarray | None, f: Any, *args: _XArray) -> _XArray:
+  """f(*args), written into ``out`` when one is given (a NumPy buffer that
+  an operation on JAX arrays, or on NumPy ones without a buffer, never
+  gets)."""
+  return f(*args) if out is None else f(*args, out=out)
+
+
 def _objective(xp: ModuleType, A: _XArray, beta: _XArray, rho: _XArray,
-               p: _Problem
+               p: _Problem, work: np.ndarray | None = None
                ) -> tuple[_XArray, _XArray, _XArray, _XArray, _XArray]:
   """The tie-breaking objective at each of R parameter blocks A (R, m, k)
   and its gradient (analytic: this runs in NumPy and in JAX alike).
@@ -909,6 +916,13 @@ def _objective(xp: ModuleType, A: _XArray, beta: _XArray, rho: _XArray,
   ``p.bias`` keeps (each pair twice, which leaves it unchanged), so its
   softmax weights π are symmetric and dL/du = 2 π u. The other entries sit
   1000 below and add nothing to float precision.
+
+  ``work``, NumPy only: an (R, P, P) buffer of A's dtype that the
+  pairwise terms are computed in, in place (the same operations, so the
+  same values). Fresh temporaries of that size can cost more than the
+  arithmetic: at 256 rows and three starts each is ~0.8 MB in float32,
+  which glibc may map afresh and the kernel fault in page by page (1.4 ms
+  a float32 step with temporaries, 0.5 ms in place).
 
   Returns (loss (R,), dloss/dA (R, m, k), Q (R, m, k), dispersion (R,),
   largest cosine (R,))."""
@@ -925,17 +939,25 @@ def _objective(xp: ModuleType, A: _XArray, beta: _XArray, rho: _XArray,
   s = 1 / xp.sqrt(n2p + 1e-30)                           # (R, P)
   fixed = xp.broadcast_to(p.fixed, Mp.shape[:2] + p.fixed.shape[-1:])
   u = xp.concatenate([fixed, Mp], axis=-1) * s[..., None]  # (R, P, a + k)
-  cos = u @ _transposed(xp, u) + p.bias                # -1000 off the pairs
+  cos = _into(work, xp.matmul, u, _transposed(xp, u))  # (R, P, P)
+  cos = _into(work, xp.add, cos, p.bias)               # -1000 off the pairs
   top = xp.max(cos, axis=(-2, -1), keepdims=True)
   # Exponents clipped at -60: a pair that far below the largest adds
-  # e^-60 of its weight (nothing, to float32 precision), and float32 never
-  # meets subnormal numbers (which NumPy, unlike XLA, computes 100x slower).
-  e = xp.exp(xp.maximum(beta[:, None, None] * (cos - top), -60.0))
-  total = xp.sum(e, axis=(-2, -1))
+  # e^-60 of its weight (nothing, to float32 precision), and no subnormal
+  # number is ever met (NumPy's float64 exp is 50x slower on them; float32
+  # exp and BLAS can be on some CPUs). Against a row of -60s: NumPy's
+  # maximum with a scalar is 3x slower than with a contiguous row.
+  e = _into(work, xp.subtract, cos, top)
+  e = _into(work, xp.multiply, beta[:, None, None], e)
+  e = _into(work, xp.maximum, e, xp.full(e.shape[-1:], -60.0, e.dtype))
+  e = _into(work, xp.exp, e)
+  # e @ [u, 1]: the weighted codes and each row's total in one product.
+  eu = e @ xp.concatenate([u, xp.ones_like(u[..., :1])], axis=-1)
+  total = xp.sum(eu[..., -1], axis=-1)
   smooth = top[:, 0, 0] + (xp.log(total) - p.log_pairs) / beta
   loss = rho * disp + smooth
   # Through u = x / |x|: dL/dx = (g - (g . u) u) / |x|.
-  g = 2 * (e @ u) / total[:, None, None]
+  g = 2 * eu[..., :-1] / total[:, None, None]
   gx = (g - xp.sum(g * u, axis=-1, keepdims=True) * u) * s[..., None]
   gMp = gx[..., p.fixed.shape[-1]:]
   gn2 = 2 * rho[:, None] * p.weights * (dev / mean**2
@@ -984,11 +1006,12 @@ _AdamState: TypeAlias = tuple[_XArray, _XArray, _XArray]
 
 
 def _adam_step(xp: ModuleType, t: _XArray, state: _AdamState,
-               problem: _Problem, plan: _Plan, steps: int, polish: bool
-               ) -> _AdamState:
+               problem: _Problem, plan: _Plan, steps: int, polish: bool,
+               work: np.ndarray | None = None) -> _AdamState:
   A, m1, m2 = state
-  beta, rho, lr = _schedule(xp, t, steps, plan, polish)
-  _, g, *_ = _objective(xp, A, beta, rho, problem)
+  beta, rho, lr = (xp.asarray(x, A.dtype)
+                   for x in _schedule(xp, t, steps, plan, polish))
+  _, g, *_ = _objective(xp, A, beta, rho, problem, work)
   b1, b2 = 0.9, 0.999
   m1 = b1 * m1 + (1 - b1) * g
   m2 = b2 * m2 + (1 - b2) * g * g
@@ -1011,13 +1034,18 @@ def _result(A: _XArray, problem: _Problem
 def _optimise_numpy(problem: _Problem, starts: np.ndarray, plan: _Plan,
                     steps: int, polish: bool
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-  # The steps in float32, as in JAX (3-4x faster than float64 at a hundred
-  # rows; the ends are re-evaluated in float64).
+  # The steps in float32, as in JAX (about twice as fast as float64 at 256
+  # rows; the ends are re-evaluated in float64). Every operand is float32,
+  # the schedule's β, ρ and learning rate included: one float64 scalar
+  # would promote A, and with it every later step, to float64.
   f32 = jax.tree.map(lambda x: np.asarray(x, np.float32), problem)
   A = np.asarray(starts, np.float32)
   state = (A, np.zeros_like(A), np.zeros_like(A))
+  plan = _Plan(plan.equal_first, np.asarray(plan.beta0, np.float32))
+  P = f32.bias.shape[0]
+  work = np.empty((A.shape[0], P, P), np.float32)
   for t in range(steps):
-    state = _adam_step(np, t, state, f32, plan, steps, polish)
+    state = _adam_step(np, t, state, f32, plan, steps, polish, work)
   return _result(state[0], problem)
 
 
