@@ -747,9 +747,15 @@ def _unique_rows(keys: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """np.unique(keys, axis=0)'s first indices, inverse and counts for
   integer-valued keys, each row compared as one block of bytes (several
-  times faster than a lexicographic sort of wide rows)."""
-  keys = np.ascontiguousarray(keys, np.int64)
-  rows = keys.view(np.dtype((np.void, 8 * keys.shape[1]))).reshape(-1)
+  times faster than a lexicographic sort of wide rows). Keys of an integer
+  dtype keep it (uint8 keys: a row is as many bytes as it has entries, and
+  the rows come in np.unique's lexicographic order); others are cast to
+  int64."""
+  if not np.issubdtype(keys.dtype, np.integer):
+    keys = keys.astype(np.int64)
+  keys = np.ascontiguousarray(keys)
+  rows = keys.view(np.dtype((np.void, keys.itemsize * keys.shape[1]))
+                   ).reshape(-1)
   _, first, inverse, counts = np.unique(rows, return_index=True,
                                         return_inverse=True,
                                         return_counts=True)
@@ -838,7 +844,9 @@ def _harmonic_frames(problem: _Problem, k: int, limit: int = HARMONIC_STARTS,
       for chosen, value, pick in ((ones, 1.0, q), (twos, 2.0, p)):
         order = np.argsort(rng.random((rows.size, chosen.size)), axis=1)
         weight[rows[:, None], chosen[order[:, :pick]]] = value
-    weight = np.unique(weight, axis=0)
+    # Distinct sets, in np.unique(weight, axis=0)'s order (as bytes: ~10x
+    # faster than its field-by-field sort).
+    weight = weight[_unique_rows(weight.astype(np.uint8))[0]]
   worst = (weight @ cos[1:].T).max(axis=1) / k
   # The best frames with distinct scores (equal scores are usually one
   # frame relabelled).
