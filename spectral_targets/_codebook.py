@@ -272,7 +272,10 @@ def _spectral_codebook(kernel: _operators.KernelLike, d: int, *,
     if merged:
       raise ValueError(_merged_message(merged, d, modes, tau))
     X = X / np.linalg.norm(X, axis=1, keepdims=True)
-  return jnp.asarray(X, dtype)
+  # Cast on the host and put on the device as it is: jnp.asarray compiles
+  # a conversion on first use (~10 ms of a first call).
+  codes: jax.Array = jax.device_put(np.asarray(X, dtype))
+  return codes
 
 
 def separating_dimension(kernel: _operators.KernelLike, *,
