@@ -70,6 +70,9 @@ POLISH_RATE = 0.3
 AUTO_WORK = 1.5e7
 AUTO_RESTARTS = (2, 48)
 JAX_WORK = 2e8
+# The smooth maximum's exponents, in base 2, are clipped at this (e^-60).
+LOG2_E = 1 / math.log(2)
+EXP2_CLIP = -60.0 * LOG2_E
 
 
 class CodebookOptions(TypedDict, total=False):
@@ -909,6 +912,23 @@ def _transposed(xp: ModuleType, x: _XArray) -> _XArray:
   return np.ascontiguousarray(x) if xp is np else x
 
 
+class _Workspace(NamedTuple):
+  """NumPy arrays that R starts' pairwise terms are computed in, in place
+  (``_workspace``)."""
+  pairs: np.ndarray    # (R, P, P) float32
+  masked: np.ndarray   # flat indices into (P, P) of bias's nonzero entries
+  bias: np.ndarray     # bias there
+  floor: np.ndarray    # (P, P) float32, filled with the exponents' clip
+
+
+def _workspace(problem: _Problem, R: int) -> _Workspace:
+  P = problem.bias.shape[0]
+  bias = np.asarray(problem.bias, np.float32).reshape(-1)
+  masked = np.flatnonzero(bias)
+  return _Workspace(np.empty((R, P, P), np.float32), masked, bias[masked],
+                    np.full((P, P), EXP2_CLIP, np.float32))
+
+
 def _into(out: np.ndarray | None, f: Any, *args: _XArray) -> _XArray:
   """f(*args), written into ``out`` when one is given (a NumPy buffer that
   an operation on JAX arrays, or on NumPy ones without a buffer, never
@@ -917,7 +937,7 @@ def _into(out: np.ndarray | None, f: Any, *args: _XArray) -> _XArray:
 
 
 def _objective(xp: ModuleType, A: _XArray, beta: _XArray, rho: _XArray,
-               p: _Problem, work: np.ndarray | None = None
+               p: _Problem, work: _Workspace | None = None
                ) -> tuple[_XArray, _XArray, _XArray, _XArray, _XArray]:
   """The tie-breaking objective at each of R parameter blocks A (R, m, k)
   and its gradient (analytic: this runs in NumPy and in JAX alike).
@@ -928,18 +948,19 @@ def _objective(xp: ModuleType, A: _XArray, beta: _XArray, rho: _XArray,
   softmax weights π are symmetric and dL/du = 2 π u. The other entries sit
   1000 below and add nothing to float precision.
 
-  ``work``, NumPy only: an (R, P, P) buffer of A's dtype that the
-  pairwise terms are computed in, in place (the same operations, so the
-  same values). Fresh temporaries of that size can cost more than the
-  arithmetic: at 256 rows and three starts each is ~0.8 MB in float32,
-  which glibc may map afresh and the kernel fault in page by page (1.4 ms
-  a float32 step with temporaries, 0.5 ms in place).
+  ``work``, NumPy float32 only: the pairwise terms are computed in place
+  (the same values). Fresh temporaries of that size can cost more than
+  the arithmetic: at 256 rows and three starts each is ~0.8 MB, which
+  glibc may map afresh and the kernel fault in page by page (1.4 ms a
+  step with temporaries, 0.5 ms in place); the bias is added where it is
+  nonzero only, and the clip is taken against a (P, P) plane (NumPy's
+  maximum with a scalar is 5x slower).
 
   Returns (loss (R,), dloss/dA (R, m, k), Q (R, m, k), dispersion (R,),
   largest cosine (R,))."""
   Q, inverse = _stiefel(xp, A)
   M = _rows_times(xp, p.group, Q)                        # (R, n, k)
-  n2 = p.fixed_n2 + xp.sum(M * M, axis=-1)               # (R, n)
+  n2 = p.fixed_n2 + xp.einsum("rnk,rnk->rn", M, M)       # (R, n)
   mean = xp.sum(p.weights * n2, axis=-1, keepdims=True)
   dev = n2 - mean
   disp = xp.sum(p.weights * dev * dev, axis=-1) / mean[:, 0] ** 2
@@ -950,26 +971,33 @@ def _objective(xp: ModuleType, A: _XArray, beta: _XArray, rho: _XArray,
   s = 1 / xp.sqrt(n2p + 1e-30)                           # (R, P)
   fixed = xp.broadcast_to(p.fixed, Mp.shape[:2] + p.fixed.shape[-1:])
   u = xp.concatenate([fixed, Mp], axis=-1) * s[..., None]  # (R, P, a + k)
-  cos = _into(work, xp.matmul, u, _transposed(xp, u))  # (R, P, P)
-  cos = _into(work, xp.add, cos, p.bias)               # -1000 off the pairs
+  if work is None:
+    cos = u @ _transposed(xp, u) + p.bias              # -1000 off the pairs
+    out, floor = None, EXP2_CLIP
+  else:
+    out, floor = work.pairs, work.floor
+    cos = np.matmul(u, _transposed(np, u), out=out)
+    cos.reshape(len(cos), -1)[:, work.masked] += work.bias
   top = xp.max(cos, axis=(-2, -1), keepdims=True)
-  # Exponents clipped at -60: a pair that far below the largest adds
-  # e^-60 of its weight (nothing, to float32 precision), and no subnormal
-  # number is ever met (NumPy's float64 exp is 50x slower on them; float32
-  # exp and BLAS can be on some CPUs). Against a row of -60s: NumPy's
-  # maximum with a scalar is 3x slower than with a contiguous row.
-  e = _into(work, xp.subtract, cos, top)
-  e = _into(work, xp.multiply, beta[:, None, None], e)
-  e = _into(work, xp.maximum, e, xp.full(e.shape[-1:], -60.0, e.dtype))
-  e = _into(work, xp.exp, e)
-  # e @ [u, 1]: the weighted codes and each row's total in one product.
-  eu = e @ xp.concatenate([u, xp.ones_like(u[..., :1])], axis=-1)
-  total = xp.sum(eu[..., -1], axis=-1)
+  # e = exp(β (cos - top)) as 2^(β log2(e) (cos - top)) (NumPy's float32
+  # exp2 is twice as fast as its exp), exponents clipped at -60 / ln 2: a
+  # pair that far below the largest adds e^-60 of its weight (nothing, to
+  # float32 precision), and no subnormal number is ever met (NumPy's
+  # float64 exp is 50x slower on them; float32 exp and BLAS can be on some
+  # CPUs).
+  e = _into(out, xp.subtract, cos, top)
+  e = _into(out, xp.multiply, (beta * LOG2_E)[:, None, None], e)
+  e = _into(out, xp.maximum, e, floor)
+  e = _into(out, xp.exp2, e)
+  # Σ e as the sum of the row sums e @ 1 (a product: 3x faster in NumPy
+  # than its sum over P²).
+  total = xp.sum(e @ xp.ones_like(u[0, :, 0]), axis=-1)
   smooth = top[:, 0, 0] + (xp.log(total) - p.log_pairs) / beta
   loss = rho * disp + smooth
   # Through u = x / |x|: dL/dx = (g - (g . u) u) / |x|.
-  g = 2 * eu[..., :-1] / total[:, None, None]
-  gx = (g - xp.sum(g * u, axis=-1, keepdims=True) * u) * s[..., None]
+  g = e @ u                                  # dL/du, times total / 2
+  gu = xp.einsum("rpk,rpk->rp", g, u)
+  gx = (g - gu[..., None] * u) * (s * (2 / total)[:, None])[..., None]
   gMp = gx[..., p.fixed.shape[-1]:]
   gn2 = 2 * rho[:, None] * p.weights * (dev / mean**2
                                         - disp[:, None] / mean)
@@ -978,7 +1006,8 @@ def _objective(xp: ModuleType, A: _XArray, beta: _XArray, rho: _XArray,
   gQ = _rows_times(xp, p.group.T, gM)
   # Through A = QR: dA = (dQ + Q copyltu(-dQᵀQ)) R^{-T}.
   lower = -xp.swapaxes(gQ, -1, -2) @ Q
-  sym = xp.tril(lower) + xp.swapaxes(xp.tril(lower, -1), -1, -2)
+  sym = xp.where(xp.tri(lower.shape[-1], dtype=bool), lower,
+                 xp.swapaxes(lower, -1, -2))
   gA = (gQ + Q @ sym) @ xp.swapaxes(inverse, -1, -2)
   return loss, gA, Q, disp, top[:, 0, 0]
 
@@ -1017,11 +1046,11 @@ _AdamState: TypeAlias = tuple[_XArray, _XArray, _XArray]
 
 
 def _adam_step(xp: ModuleType, t: _XArray, state: _AdamState,
-               problem: _Problem, plan: _Plan, steps: int, polish: bool,
-               work: np.ndarray | None = None) -> _AdamState:
+               problem: _Problem, beta: _XArray, rho: _XArray, lr: _XArray,
+               work: _Workspace | None = None) -> _AdamState:
+  """One Adam step at step t with the schedule's β, ρ (R,) and learning
+  rate."""
   A, m1, m2 = state
-  beta, rho, lr = (xp.asarray(x, A.dtype)
-                   for x in _schedule(xp, t, steps, plan, polish))
   _, g, *_ = _objective(xp, A, beta, rho, problem, work)
   b1, b2 = 0.9, 0.999
   m1 = b1 * m1 + (1 - b1) * g
@@ -1052,11 +1081,12 @@ def _optimise_numpy(problem: _Problem, starts: np.ndarray, plan: _Plan,
   f32 = jax.tree.map(lambda x: np.asarray(x, np.float32), problem)
   A = np.asarray(starts, np.float32)
   state = (A, np.zeros_like(A), np.zeros_like(A))
-  plan = _Plan(plan.equal_first, np.asarray(plan.beta0, np.float32))
-  P = f32.bias.shape[0]
-  work = np.empty((A.shape[0], P, P), np.float32)
+  # The schedule of every step at once.
+  beta, rho, lr = (np.asarray(x, np.float32) for x in _schedule(
+      np, np.arange(steps)[:, None], steps, plan, polish))
+  work = _workspace(f32, A.shape[0])
   for t in range(steps):
-    state = _adam_step(np, t, state, f32, plan, steps, polish, work)
+    state = _adam_step(np, t, state, f32, beta[t], rho[t], lr[t], work)
   return _result(state[0], problem)
 
 
@@ -1078,7 +1108,8 @@ def _optimise_jax(problem: _Problem, starts: np.ndarray, plan: _Plan,
 def _optimise_jitted(problem: _Problem, starts: jax.Array, plan: _Plan,
                      steps: int, polish: bool) -> jax.Array:
   def body(t: jax.Array, state: _AdamState) -> _AdamState:
-    return _adam_step(jnp, t, state, problem, plan, steps, polish)
+    beta, rho, lr = _schedule(jnp, t, steps, plan, polish)
+    return _adam_step(jnp, t, state, problem, beta, rho, lr)
 
   zeros = jnp.zeros_like(starts)
   end: jax.Array = jax.lax.fori_loop(0, steps, body, (starts, zeros, zeros))[0]
