@@ -915,18 +915,19 @@ def _transposed(xp: ModuleType, x: _XArray) -> _XArray:
 class _Workspace(NamedTuple):
   """NumPy arrays that R starts' pairwise terms are computed in, in place
   (``_workspace``)."""
-  pairs: np.ndarray    # (R, P, P) float32
+  pairs: np.ndarray    # (R, P, P)
   masked: np.ndarray   # flat indices into (P, P) of bias's nonzero entries
   bias: np.ndarray     # bias there
-  floor: np.ndarray    # (P, P) float32, filled with the exponents' clip
+  floor: np.ndarray    # (P, P), filled with the exponents' clip
 
 
-def _workspace(problem: _Problem, R: int) -> _Workspace:
+def _workspace(problem: _Problem, R: int, dtype: type[np.floating[Any]]
+               ) -> _Workspace:
   P = problem.bias.shape[0]
-  bias = np.asarray(problem.bias, np.float32).reshape(-1)
+  bias = np.asarray(problem.bias, dtype).reshape(-1)
   masked = np.flatnonzero(bias)
-  return _Workspace(np.empty((R, P, P), np.float32), masked, bias[masked],
-                    np.full((P, P), EXP2_CLIP, np.float32))
+  return _Workspace(np.empty((R, P, P), dtype), masked, bias[masked],
+                    np.full((P, P), EXP2_CLIP, dtype))
 
 
 def _into(out: np.ndarray | None, f: Any, *args: _XArray) -> _XArray:
@@ -961,9 +962,10 @@ def _objective(xp: ModuleType, A: _XArray, beta: _XArray, rho: _XArray,
   Q, inverse = _stiefel(xp, A)
   M = _rows_times(xp, p.group, Q)                        # (R, n, k)
   n2 = p.fixed_n2 + xp.einsum("rnk,rnk->rn", M, M)       # (R, n)
-  mean = xp.sum(p.weights * n2, axis=-1, keepdims=True)
-  dev = n2 - mean
-  disp = xp.sum(p.weights * dev * dev, axis=-1) / mean[:, 0] ** 2
+  mean = n2 @ p.weights                                  # (R,)
+  dev = n2 - mean[:, None]
+  wdev = p.weights * dev
+  disp = xp.einsum("rn,rn->r", wdev, dev) / mean**2
   if p.select is None:
     Mp, n2p = M, n2
   else:
@@ -999,8 +1001,8 @@ def _objective(xp: ModuleType, A: _XArray, beta: _XArray, rho: _XArray,
   gu = xp.einsum("rpk,rpk->rp", g, u)
   gx = (g - gu[..., None] * u) * (s * (2 / total)[:, None])[..., None]
   gMp = gx[..., p.fixed.shape[-1]:]
-  gn2 = 2 * rho[:, None] * p.weights * (dev / mean**2
-                                        - disp[:, None] / mean)
+  gn2 = (2 * rho / mean**2)[:, None] * (wdev
+                                        - p.weights * (disp * mean)[:, None])
   gM = 2 * M * gn2[..., None] + (
       gMp if p.select is None else _rows_times(xp, p.select, gMp))
   gQ = _rows_times(xp, p.group.T, gM)
@@ -1067,7 +1069,8 @@ def _result(A: _XArray, problem: _Problem
   A = np.linalg.qr(np.asarray(A, np.float64))[0]  # orthonormal: same Q
   R = A.shape[0]
   _, _, Q, disp, worst = _objective(np, A, np.full(R, BETA[1]),
-                                    np.full(R, RHO), problem)
+                                    np.full(R, RHO), problem,
+                                    _workspace(problem, R, np.float64))
   return A, Q, disp, worst
 
 
@@ -1084,7 +1087,7 @@ def _optimise_numpy(problem: _Problem, starts: np.ndarray, plan: _Plan,
   # The schedule of every step at once.
   beta, rho, lr = (np.asarray(x, np.float32) for x in _schedule(
       np, np.arange(steps)[:, None], steps, plan, polish))
-  work = _workspace(f32, A.shape[0])
+  work = _workspace(f32, A.shape[0], np.float32)
   for t in range(steps):
     state = _adam_step(np, t, state, f32, beta[t], rho[t], lr[t], work)
   return _result(state[0], problem)
