@@ -979,30 +979,34 @@ def _objective(xp: ModuleType, A: _XArray, beta: _XArray, rho: _XArray,
   else:
     Mp, n2p = _rows_times(xp, p.select.T, M), n2 @ p.select
   s = 1 / xp.sqrt(n2p + 1e-30)                           # (R, P)
-  fixed = xp.broadcast_to(p.fixed, Mp.shape[:2] + p.fixed.shape[-1:])
-  u = xp.concatenate([fixed, Mp], axis=-1) * s[..., None]  # (R, P, a + k)
+  if p.fixed.shape[-1]:
+    fixed = xp.broadcast_to(p.fixed, Mp.shape[:2] + p.fixed.shape[-1:])
+    Mp = xp.concatenate([fixed, Mp], axis=-1)
+  u = Mp * s[..., None]                                  # (R, P, a + k)
+  # e = exp(β (cos - top)) = 2^(z - max z), z = β log2(e) cos the Gram
+  # matrix of the codes scaled by sqrt(β log2(e)) (NumPy's float32 exp2 is
+  # twice as fast as its exp), exponents clipped at -60 / ln 2: a pair that
+  # far below the largest adds e^-60 of its weight (nothing, to float32
+  # precision), and no subnormal number is ever met (NumPy's float64 exp
+  # is 50x slower on them; float32 exp and BLAS can be on some CPUs).
+  scale = beta * LOG2_E                                  # (R,)
+  v = u * xp.sqrt(scale)[:, None, None]
   if work is None:
-    cos = u @ _transposed(xp, u) + p.bias              # -1000 off the pairs
+    z = v @ _transposed(xp, v) + scale[:, None, None] * p.bias
     out, floor = None, EXP2_CLIP
   else:
     out, floor = work.pairs, work.floor
-    cos = np.matmul(u, _transposed(np, u), out=out)
-    cos.reshape(len(cos), -1)[:, work.masked] += work.bias
-  top = xp.max(cos, axis=(-2, -1), keepdims=True)
-  # e = exp(β (cos - top)) as 2^(β log2(e) (cos - top)) (NumPy's float32
-  # exp2 is twice as fast as its exp), exponents clipped at -60 / ln 2: a
-  # pair that far below the largest adds e^-60 of its weight (nothing, to
-  # float32 precision), and no subnormal number is ever met (NumPy's
-  # float64 exp is 50x slower on them; float32 exp and BLAS can be on some
-  # CPUs).
-  e = _into(out, xp.subtract, cos, top)
-  e = _into(out, xp.multiply, (beta * LOG2_E)[:, None, None], e)
+    z = np.matmul(v, _transposed(np, v), out=out)
+    z.reshape(len(z), -1)[:, work.masked] += scale[:, None] * work.bias
+  ztop = xp.max(z, axis=(-2, -1), keepdims=True)
+  top = ztop[:, 0, 0] / scale                            # largest cosine
+  e = _into(out, xp.subtract, z, ztop)
   e = _into(out, xp.maximum, e, floor)
   e = _into(out, xp.exp2, e)
   # Σ e as the sum of the row sums e @ 1 (a product: 3x faster in NumPy
   # than its sum over P²).
   total = xp.sum(e @ xp.ones_like(u[0, :, 0]), axis=-1)
-  smooth = top[:, 0, 0] + (xp.log(total) - p.log_pairs) / beta
+  smooth = top + (xp.log(total) - p.log_pairs) / beta
   loss = rho * disp + smooth
   # Through u = x / |x|: dL/dx = (g - (g . u) u) / |x|.
   g = e @ u                                  # dL/du, times total / 2
@@ -1019,7 +1023,7 @@ def _objective(xp: ModuleType, A: _XArray, beta: _XArray, rho: _XArray,
   sym = xp.where(xp.tri(lower.shape[-1], dtype=bool), lower,
                  xp.swapaxes(lower, -1, -2))
   gA = (gQ + Q @ sym) @ xp.swapaxes(inverse, -1, -2)
-  return loss, gA, Q, disp, top[:, 0, 0]
+  return loss, gA, Q, disp, top
 
 
 def _schedule(xp: ModuleType, t: _XArray, steps: int, plan: _Plan,
