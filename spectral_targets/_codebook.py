@@ -931,6 +931,7 @@ class _Workspace(NamedTuple):
 
 def _workspace(problem: _Problem, R: int, dtype: type[np.floating[Any]]
                ) -> _Workspace:
+  """The arrays ``_objective`` works in for R starts of ``problem``."""
   P = problem.bias.shape[0]
   bias = np.asarray(problem.bias, dtype).reshape(-1)
   masked = np.flatnonzero(bias)
@@ -957,13 +958,14 @@ def _objective(xp: ModuleType, A: _XArray, beta: _XArray, rho: _XArray,
   softmax weights π are symmetric and dL/du = 2 π u. The other entries sit
   1000 below and add nothing to float precision.
 
-  ``work``, NumPy float32 only: the pairwise terms are computed in place
-  (the same values). Fresh temporaries of that size can cost more than
-  the arithmetic: at 256 rows and three starts each is ~0.8 MB, which
-  glibc may map afresh and the kernel fault in page by page (1.4 ms a
-  step with temporaries, 0.5 ms in place); the bias is added where it is
-  nonzero only, and the clip is taken against a (P, P) plane (NumPy's
-  maximum with a scalar is 5x slower).
+  ``work``, NumPy only (``_workspace``, in A's dtype): the pairwise terms
+  are computed in it, in place (the same values). Fresh temporaries of
+  that size can cost more than the arithmetic: at 256 rows and three
+  starts each is ~0.8 MB in float32, which glibc may map afresh and the
+  kernel fault in page by page (1.4 ms a step with temporaries, 0.5 ms in
+  place). The bias is added where it is nonzero only, and the clip is
+  taken against a (P, P) plane (NumPy's maximum with a scalar is 5x
+  slower).
 
   Returns (loss (R,), dloss/dA (R, m, k), Q (R, m, k), dispersion (R,),
   largest cosine (R,))."""
@@ -991,6 +993,8 @@ def _objective(xp: ModuleType, A: _XArray, beta: _XArray, rho: _XArray,
   # is 50x slower on them; float32 exp and BLAS can be on some CPUs).
   scale = beta * LOG2_E                                  # (R,)
   v = u * xp.sqrt(scale)[:, None, None]
+  out: np.ndarray | None
+  floor: np.ndarray | float
   if work is None:
     z = v @ _transposed(xp, v) + scale[:, None, None] * p.bias
     out, floor = None, EXP2_CLIP
