@@ -70,6 +70,9 @@ POLISH_RATE = 0.3
 AUTO_WORK = 1.5e7
 AUTO_RESTARTS = (2, 48)
 JAX_WORK = 2e8
+# The smooth maximum's exponents, in base 2, are clipped at this (e^-60).
+LOG2_E = 1 / math.log(2)
+EXP2_CLIP = -60.0 * LOG2_E
 
 
 class CodebookOptions(TypedDict, total=False):
@@ -272,7 +275,10 @@ def _spectral_codebook(kernel: _operators.KernelLike, d: int, *,
     if merged:
       raise ValueError(_merged_message(merged, d, modes, tau))
     X = X / np.linalg.norm(X, axis=1, keepdims=True)
-  return jnp.asarray(X, dtype)
+  # Cast on the host and put on the device as it is: jnp.asarray compiles
+  # a conversion on first use (~10 ms of a first call).
+  codes: jax.Array = jax.device_put(np.asarray(X, dtype))
+  return codes
 
 
 def separating_dimension(kernel: _operators.KernelLike, *,
@@ -747,9 +753,15 @@ def _unique_rows(keys: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """np.unique(keys, axis=0)'s first indices, inverse and counts for
   integer-valued keys, each row compared as one block of bytes (several
-  times faster than a lexicographic sort of wide rows)."""
-  keys = np.ascontiguousarray(keys, np.int64)
-  rows = keys.view(np.dtype((np.void, 8 * keys.shape[1]))).reshape(-1)
+  times faster than a lexicographic sort of wide rows). Keys of an integer
+  dtype keep it (uint8 keys: a row is as many bytes as it has entries, and
+  the rows come in np.unique's lexicographic order); others are cast to
+  int64."""
+  if not np.issubdtype(keys.dtype, np.integer):
+    keys = keys.astype(np.int64)
+  keys = np.ascontiguousarray(keys)
+  rows = keys.view(np.dtype((np.void, keys.itemsize * keys.shape[1]))
+                   ).reshape(-1)
   _, first, inverse, counts = np.unique(rows, return_index=True,
                                         return_inverse=True,
                                         return_counts=True)
@@ -818,28 +830,38 @@ def _harmonic_frames(problem: _Problem, k: int, limit: int = HARMONIC_STARTS,
     return none
   counts = np.array([math.comb(ones.size, q) * math.comb(twos.size, p)
                      for q, p in plans], float)
-  # (sets, frequencies): 2 for a cos/sin pair, 1 for a single
+  # (sets, frequencies): 2 for a cos/sin pair, 1 for a single. Built and
+  # scored a block of sets at a time: whole, the float64 temporaries come
+  # to ~10 MB at 256 rows, and fresh memory is page-faulted in (~4 ms).
   weight: np.ndarray
   if counts.sum() <= candidates:
     sets = []
     for q, p in plans:
       for s1 in itertools.combinations(ones, q):
         for s2 in itertools.combinations(twos, p):
-          w = np.zeros(freqs.size)
-          w[list(s1)], w[list(s2)] = 1.0, 2.0
+          w = np.zeros(freqs.size, np.uint8)
+          w[list(s1)], w[list(s2)] = 1, 2
           sets.append(w)
     weight = np.array(sets)
   else:
     rng = np.random.default_rng(0)
     plan = rng.choice(len(plans), candidates, p=counts / counts.sum())
-    weight = np.zeros((candidates, freqs.size))
+    weight = np.zeros((candidates, freqs.size), np.uint8)
     for i, (q, p) in enumerate(plans):
-      rows = np.flatnonzero(plan == i)
-      for chosen, value, pick in ((ones, 1.0, q), (twos, 2.0, p)):
-        order = np.argsort(rng.random((rows.size, chosen.size)), axis=1)
-        weight[rows[:, None], chosen[order[:, :pick]]] = value
-    weight = np.unique(weight, axis=0)
-  worst = (weight @ cos[1:].T).max(axis=1) / k
+      for chosen, value, pick in ((ones, 1, q), (twos, 2, p)):
+        # (The random stream is the same in blocks of rows as whole.)
+        for rows in np.array_split(np.flatnonzero(plan == i),
+                                   range(64, candidates, 64)):
+          order = np.argsort(rng.random((rows.size, chosen.size)), axis=1)
+          weight[rows[:, None], chosen[order[:, :pick]]] = value
+    # Distinct sets, in np.unique(weight, axis=0)'s order (as bytes: ~10x
+    # faster than its field-by-field sort).
+    weight = weight[_unique_rows(weight)[0]]
+  cos_t = np.ascontiguousarray(cos[1:].T)
+  worst = np.concatenate([(w.astype(float) @ cos_t).max(axis=1)
+                          for w in np.array_split(weight,
+                                                  range(64, len(weight), 64))]
+                         ) / k
   # The best frames with distinct scores (equal scores are usually one
   # frame relabelled).
   order = np.argsort(worst, kind="stable")
@@ -898,8 +920,34 @@ def _transposed(xp: ModuleType, x: _XArray) -> _XArray:
   return np.ascontiguousarray(x) if xp is np else x
 
 
+class _Workspace(NamedTuple):
+  """NumPy arrays that R starts' pairwise terms are computed in, in place
+  (``_workspace``)."""
+  pairs: np.ndarray    # (R, P, P)
+  masked: np.ndarray   # flat indices into (P, P) of bias's nonzero entries
+  bias: np.ndarray     # bias there
+  floor: np.ndarray    # (P, P), filled with the exponents' clip
+
+
+def _workspace(problem: _Problem, R: int, dtype: type[np.floating[Any]]
+               ) -> _Workspace:
+  """The arrays ``_objective`` works in for R starts of ``problem``."""
+  P = problem.bias.shape[0]
+  bias = np.asarray(problem.bias, dtype).reshape(-1)
+  masked = np.flatnonzero(bias)
+  return _Workspace(np.empty((R, P, P), dtype), masked, bias[masked],
+                    np.full((P, P), EXP2_CLIP, dtype))
+
+
+def _into(out: np.ndarray | None, f: Any, *args: _XArray) -> _XArray:
+  """f(*args), written into ``out`` when one is given (a NumPy buffer that
+  an operation on JAX arrays, or on NumPy ones without a buffer, never
+  gets)."""
+  return f(*args) if out is None else f(*args, out=out)
+
+
 def _objective(xp: ModuleType, A: _XArray, beta: _XArray, rho: _XArray,
-               p: _Problem
+               p: _Problem, work: _Workspace | None = None
                ) -> tuple[_XArray, _XArray, _XArray, _XArray, _XArray]:
   """The tie-breaking objective at each of R parameter blocks A (R, m, k)
   and its gradient (analytic: this runs in NumPy and in JAX alike).
@@ -910,44 +958,76 @@ def _objective(xp: ModuleType, A: _XArray, beta: _XArray, rho: _XArray,
   softmax weights π are symmetric and dL/du = 2 π u. The other entries sit
   1000 below and add nothing to float precision.
 
+  ``work``, NumPy only (``_workspace``, in A's dtype): the pairwise terms
+  are computed in it, in place (the same values). Fresh temporaries of
+  that size can cost more than the arithmetic: at 256 rows and three
+  starts each is ~0.8 MB in float32, which glibc may map afresh and the
+  kernel fault in page by page (1.4 ms a step with temporaries, 0.5 ms in
+  place). The bias is added where it is nonzero only, and the clip is
+  taken against a (P, P) plane (NumPy's maximum with a scalar is 5x
+  slower).
+
   Returns (loss (R,), dloss/dA (R, m, k), Q (R, m, k), dispersion (R,),
   largest cosine (R,))."""
   Q, inverse = _stiefel(xp, A)
   M = _rows_times(xp, p.group, Q)                        # (R, n, k)
-  n2 = p.fixed_n2 + xp.sum(M * M, axis=-1)               # (R, n)
-  mean = xp.sum(p.weights * n2, axis=-1, keepdims=True)
-  dev = n2 - mean
-  disp = xp.sum(p.weights * dev * dev, axis=-1) / mean[:, 0] ** 2
+  n2 = p.fixed_n2 + xp.einsum("rnk,rnk->rn", M, M)       # (R, n)
+  mean = n2 @ p.weights                                  # (R,)
+  dev = n2 - mean[:, None]
+  wdev = p.weights * dev
+  disp = xp.einsum("rn,rn->r", wdev, dev) / mean**2
   if p.select is None:
     Mp, n2p = M, n2
   else:
     Mp, n2p = _rows_times(xp, p.select.T, M), n2 @ p.select
   s = 1 / xp.sqrt(n2p + 1e-30)                           # (R, P)
-  fixed = xp.broadcast_to(p.fixed, Mp.shape[:2] + p.fixed.shape[-1:])
-  u = xp.concatenate([fixed, Mp], axis=-1) * s[..., None]  # (R, P, a + k)
-  cos = u @ _transposed(xp, u) + p.bias                # -1000 off the pairs
-  top = xp.max(cos, axis=(-2, -1), keepdims=True)
-  # Exponents clipped at -60: a pair that far below the largest adds
-  # e^-60 of its weight (nothing, to float32 precision), and float32 never
-  # meets subnormal numbers (which NumPy, unlike XLA, computes 100x slower).
-  e = xp.exp(xp.maximum(beta[:, None, None] * (cos - top), -60.0))
-  total = xp.sum(e, axis=(-2, -1))
-  smooth = top[:, 0, 0] + (xp.log(total) - p.log_pairs) / beta
+  if p.fixed.shape[-1]:
+    fixed = xp.broadcast_to(p.fixed, Mp.shape[:2] + p.fixed.shape[-1:])
+    Mp = xp.concatenate([fixed, Mp], axis=-1)
+  u = Mp * s[..., None]                                  # (R, P, a + k)
+  # e = exp(β (cos - top)) = 2^(z - max z), z = β log2(e) cos the Gram
+  # matrix of the codes scaled by sqrt(β log2(e)) (NumPy's float32 exp2 is
+  # twice as fast as its exp), exponents clipped at -60 / ln 2: a pair that
+  # far below the largest adds e^-60 of its weight (nothing, to float32
+  # precision), and no subnormal number is ever met (NumPy's float64 exp
+  # is 50x slower on them; float32 exp and BLAS can be on some CPUs).
+  scale = beta * LOG2_E                                  # (R,)
+  v = u * xp.sqrt(scale)[:, None, None]
+  out: np.ndarray | None
+  floor: np.ndarray | float
+  if work is None:
+    z = v @ _transposed(xp, v) + scale[:, None, None] * p.bias
+    out, floor = None, EXP2_CLIP
+  else:
+    out, floor = work.pairs, work.floor
+    z = np.matmul(v, _transposed(np, v), out=out)
+    z.reshape(len(z), -1)[:, work.masked] += scale[:, None] * work.bias
+  ztop = xp.max(z, axis=(-2, -1), keepdims=True)
+  top = ztop[:, 0, 0] / scale                            # largest cosine
+  e = _into(out, xp.subtract, z, ztop)
+  e = _into(out, xp.maximum, e, floor)
+  e = _into(out, xp.exp2, e)
+  # Σ e as the sum of the row sums e @ 1 (a product: 3x faster in NumPy
+  # than its sum over P²).
+  total = xp.sum(e @ xp.ones_like(u[0, :, 0]), axis=-1)
+  smooth = top + (xp.log(total) - p.log_pairs) / beta
   loss = rho * disp + smooth
   # Through u = x / |x|: dL/dx = (g - (g . u) u) / |x|.
-  g = 2 * (e @ u) / total[:, None, None]
-  gx = (g - xp.sum(g * u, axis=-1, keepdims=True) * u) * s[..., None]
+  g = e @ u                                  # dL/du, times total / 2
+  gu = xp.einsum("rpk,rpk->rp", g, u)
+  gx = (g - gu[..., None] * u) * (s * (2 / total)[:, None])[..., None]
   gMp = gx[..., p.fixed.shape[-1]:]
-  gn2 = 2 * rho[:, None] * p.weights * (dev / mean**2
-                                        - disp[:, None] / mean)
+  gn2 = (2 * rho / mean**2)[:, None] * (wdev
+                                        - p.weights * (disp * mean)[:, None])
   gM = 2 * M * gn2[..., None] + (
       gMp if p.select is None else _rows_times(xp, p.select, gMp))
   gQ = _rows_times(xp, p.group.T, gM)
   # Through A = QR: dA = (dQ + Q copyltu(-dQᵀQ)) R^{-T}.
   lower = -xp.swapaxes(gQ, -1, -2) @ Q
-  sym = xp.tril(lower) + xp.swapaxes(xp.tril(lower, -1), -1, -2)
+  sym = xp.where(xp.tri(lower.shape[-1], dtype=bool), lower,
+                 xp.swapaxes(lower, -1, -2))
   gA = (gQ + Q @ sym) @ xp.swapaxes(inverse, -1, -2)
-  return loss, gA, Q, disp, top[:, 0, 0]
+  return loss, gA, Q, disp, top
 
 
 def _schedule(xp: ModuleType, t: _XArray, steps: int, plan: _Plan,
@@ -984,11 +1064,12 @@ _AdamState: TypeAlias = tuple[_XArray, _XArray, _XArray]
 
 
 def _adam_step(xp: ModuleType, t: _XArray, state: _AdamState,
-               problem: _Problem, plan: _Plan, steps: int, polish: bool
-               ) -> _AdamState:
+               problem: _Problem, beta: _XArray, rho: _XArray, lr: _XArray,
+               work: _Workspace | None = None) -> _AdamState:
+  """One Adam step at step t with the schedule's β, ρ (R,) and learning
+  rate."""
   A, m1, m2 = state
-  beta, rho, lr = _schedule(xp, t, steps, plan, polish)
-  _, g, *_ = _objective(xp, A, beta, rho, problem)
+  _, g, *_ = _objective(xp, A, beta, rho, problem, work)
   b1, b2 = 0.9, 0.999
   m1 = b1 * m1 + (1 - b1) * g
   m2 = b2 * m2 + (1 - b2) * g * g
@@ -1004,20 +1085,27 @@ def _result(A: _XArray, problem: _Problem
   A = np.linalg.qr(np.asarray(A, np.float64))[0]  # orthonormal: same Q
   R = A.shape[0]
   _, _, Q, disp, worst = _objective(np, A, np.full(R, BETA[1]),
-                                    np.full(R, RHO), problem)
+                                    np.full(R, RHO), problem,
+                                    _workspace(problem, R, np.float64))
   return A, Q, disp, worst
 
 
 def _optimise_numpy(problem: _Problem, starts: np.ndarray, plan: _Plan,
                     steps: int, polish: bool
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-  # The steps in float32, as in JAX (3-4x faster than float64 at a hundred
-  # rows; the ends are re-evaluated in float64).
+  # The steps in float32, as in JAX (about twice as fast as float64 at 256
+  # rows; the ends are re-evaluated in float64). Every operand is float32,
+  # the schedule's β, ρ and learning rate included: one float64 scalar
+  # would promote A, and with it every later step, to float64.
   f32 = jax.tree.map(lambda x: np.asarray(x, np.float32), problem)
   A = np.asarray(starts, np.float32)
   state = (A, np.zeros_like(A), np.zeros_like(A))
+  # The schedule of every step at once.
+  beta, rho, lr = (np.asarray(x, np.float32) for x in _schedule(
+      np, np.arange(steps)[:, None], steps, plan, polish))
+  work = _workspace(f32, A.shape[0], np.float32)
   for t in range(steps):
-    state = _adam_step(np, t, state, f32, plan, steps, polish)
+    state = _adam_step(np, t, state, f32, beta[t], rho[t], lr[t], work)
   return _result(state[0], problem)
 
 
@@ -1039,7 +1127,8 @@ def _optimise_jax(problem: _Problem, starts: np.ndarray, plan: _Plan,
 def _optimise_jitted(problem: _Problem, starts: jax.Array, plan: _Plan,
                      steps: int, polish: bool) -> jax.Array:
   def body(t: jax.Array, state: _AdamState) -> _AdamState:
-    return _adam_step(jnp, t, state, problem, plan, steps, polish)
+    beta, rho, lr = _schedule(jnp, t, steps, plan, polish)
+    return _adam_step(jnp, t, state, problem, beta, rho, lr)
 
   zeros = jnp.zeros_like(starts)
   end: jax.Array = jax.lax.fori_loop(0, steps, body, (starts, zeros, zeros))[0]
