@@ -90,6 +90,12 @@ def _parser() -> tuple[argparse.ArgumentParser,
       help="training epochs of every task (default: each task's own "
            "budget; 2 with --quick)")
   bench_parser.add_argument(
+      "--search", choices=bench.SEARCHES, default="cross",
+      help="how each method's hyperparameters are chosen on validation: "
+           "cross (learning rate, then the method's knobs; the default) or "
+           "grid (every combination: about 2.4x the models for a head with "
+           "a scale)")
+  bench_parser.add_argument(
       "--out", type=_folder, default="bench-results", metavar="DIR",
       help="output folder (default ./bench-results)")
   names = list(render.RENDERERS)
@@ -140,7 +146,7 @@ def _main(argv: list[str]) -> int:
     seeds = args.seeds if args.seeds is not None else (2 if args.quick else 5)
     bench.run_benchmark(tasks=args.tasks, seeds=seeds, quick=args.quick,
                         epochs=args.epochs, methods=args.methods,
-                        out=args.out, command=shlex.join(
+                        search=args.search, out=args.out, command=shlex.join(
                             ["spectral-targets", *argv]))
     return 0
   _require(command, render.missing_requirements(), "viz", render.INSTALL_HINT)

@@ -126,6 +126,32 @@ def test_selection_steps_beyond_an_end_of_the_scale_grid(peak, chosen,
   assert ("scale" in selection.at_edge) == flagged
 
 
+def test_the_full_grid_finds_an_optimum_the_cross_misses():
+  # A ridge: along lr at the default scale 8 the best lr is 5e-2, along
+  # scale at 5e-2 the best is 8, yet (1e-2, 4) beats both (as cosine's
+  # validation did on mnist1d).
+  from spectral_targets.bench import _tuning
+  from spectral_targets.bench._methods import METHODS, SCALES
+  method = METHODS["cosine"]
+
+  def objective(hp):
+    ridge = np.log(hp["lr"] / 5e-2) - 2.3 * np.log(hp["scale"] / 8)
+    return 1 - ridge ** 2 - 0.01 * np.log(hp["scale"] / 4) ** 2
+
+  cross, _ = _tune_on(objective, method)
+  assert cross.chosen == {"lr": 5e-2, "scale": 8.0}
+  trials = []
+  for hp in _tuning.full_grid(method):
+    acc = objective(hp)
+    trials.append({"hp": hp, "val_accuracy": [acc, acc],
+                   "val_nll": [1 - acc, 1 - acc]})
+  assert len(trials) == len(_tuning.LEARNING_RATES) * len(SCALES)
+  grid = _tuning.choose(method, trials)
+  assert grid.chosen == {"lr": 1e-2, "scale": 4.0}
+  assert objective(grid.chosen) > objective(cross.chosen)
+  assert _tuning.edge_steps(method, grid.chosen) == []
+
+
 def test_selection_breaks_accuracy_ties_by_nll_and_averages_seeds():
   from spectral_targets.bench import _tuning
   from spectral_targets.bench._methods import METHODS

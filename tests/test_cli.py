@@ -41,6 +41,8 @@ def test_version():
      "argument --methods: unknown method 'magic'; choose from one-hot, "),
     (["bench", "--epochs", "0"], "spectral-targets bench",
      "argument --epochs: must be >= 1, got 0"),
+    (["bench", "--search", "random"], "spectral-targets bench",
+     "argument --search: invalid choice: 'random'"),
     (["bench", "--out", "{file}"], "spectral-targets bench",
      "argument --out: '{file}' exists and is not a folder"),
     (["render", "nope"], "spectral-targets render",

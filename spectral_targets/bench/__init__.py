@@ -26,6 +26,8 @@ import sys
 import time
 from typing import Any
 
+#: How hyperparameters are searched (``--search``).
+SEARCHES = ("cross", "grid")
 BENCH_REQUIREMENTS = ("mnist1d", "sklearn", "threadpoolctl", "tqdm", "matplotlib")
 INSTALL_HINT = ('pip install "spectral-targets[bench]"   (from a checkout: '
                 'pip install -e ".[bench]")')
@@ -90,6 +92,7 @@ class _Progress:
 
 def run_benchmark(*, tasks=None, seeds: int = 5, quick: bool = False,
                   epochs: int | None = None, methods=None,
+                  search: str = "cross",
                   out: str | os.PathLike = "bench-results",
                   command: str = "", echo=print) -> dict:
   """Runs the benchmark and writes ``results.json``, ``results.md`` and the
@@ -98,7 +101,10 @@ def run_benchmark(*, tasks=None, seeds: int = 5, quick: bool = False,
   ``quick`` is a smoke test of the whole pipeline, not evidence: tiny
   training sets, two epochs, two learning rates, no knob grids, no step
   timing, every program compiled at XLA's backend optimisation level 0; its
-  report says so at the top.
+  report says so at the top. ``search`` is how hyperparameters are chosen
+  on validation: ``"cross"`` (learning rate, then the method's knobs, then
+  the learning rates next to the choice) or ``"grid"`` (every combination;
+  slower, see ``_tuning``).
   """
   missing = missing_requirements()
   if missing:
@@ -120,6 +126,9 @@ def run_benchmark(*, tasks=None, seeds: int = 5, quick: bool = False,
     raise ValueError(f"seeds must be >= 1, got {seeds}.")
   if epochs is not None and epochs < 1:
     raise ValueError(f"epochs must be >= 1, got {epochs}.")
+  if search not in SEARCHES:
+    raise ValueError(f"search must be one of {list(SEARCHES)}, got "
+                     f"{search!r}.")
 
   import flax
   import jax
@@ -131,8 +140,10 @@ def run_benchmark(*, tasks=None, seeds: int = 5, quick: bool = False,
 
   started = time.perf_counter()
   options = _run.Options(seeds=seeds, quick=quick, epochs=epochs,
-                         methods=tuple(methods) if methods else None)
+                         methods=tuple(methods) if methods else None,
+                         search=search)
   meta: dict[str, Any] = dict(
+      search=search,
       command=command or "spectral-targets bench", quick=quick, seeds=seeds,
       date=datetime.datetime.now(datetime.timezone.utc).isoformat(
           timespec="seconds"),

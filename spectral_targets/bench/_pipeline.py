@@ -50,6 +50,8 @@ class Budget:
   learning_rates: the learning-rate grid (``--quick`` shortens it).
   knob_grids: replace every method's knob grids by their defaults only
     (``--quick``).
+  search: ``"cross"`` (the three stages of ``_tuning``) or ``"grid"`` (the
+    full product of the grids).
   """
   seeds: int
   epochs: int
@@ -58,6 +60,7 @@ class Budget:
   learning_rates: tuple[float, ...] = _tuning.LEARNING_RATES
   knob_grids: bool = True
   chunk: int = CHUNK
+  search: str = "cross"
 
   @property
   def eval_seeds(self) -> list[int]:
@@ -198,6 +201,16 @@ class TaskRunner:
       for (name, _), t in grouped.items():
         trials[name].append(t)
 
+    if self.budget.search == "grid":
+      evaluate({m.name: _tuning.full_grid(m, lrs) for m in methods}, 1)
+      first = {m.name: _tuning.choose(m, trials[m.name], lrs)
+               for m in methods}
+      steps = {m.name: _tuning.edge_steps(m, first[m.name].chosen, lrs)
+               for m in methods}
+      if any(steps.values()):
+        evaluate(steps, 2)
+      return {m.name: _tuning.choose(m, trials[m.name], lrs)
+              for m in methods}
     evaluate({m.name: _tuning.stage_one(m, lrs) for m in methods}, 1)
     first = {m.name: _tuning.choose(m, trials[m.name], lrs) for m in methods}
     evaluate({m.name: _tuning.stage_two(m, first[m.name].chosen["lr"])

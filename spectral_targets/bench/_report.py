@@ -260,6 +260,7 @@ def header(meta: dict) -> list[str]:
     lines += [SMOKE_BANNER, ""]
   lines += [f"Command: `{meta['command']}`  ", f"Date: {meta['date']}  ",
             f"Machine: {meta['machine']}  ", f"Versions: {meta['versions']}  ",
+            f"Hyperparameter search: {meta.get('search', 'cross')}  ",
             f"Wall time: {meta.get('wall_time', '—')}", ""]
   return lines
 

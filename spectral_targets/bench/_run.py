@@ -49,15 +49,18 @@ class Options:
   quick: bool = False
   epochs: int | None = None
   methods: tuple[str, ...] | None = None
+  search: str = "cross"
 
   def budget(self, task) -> _pipeline.Budget:
     epochs = self.epochs or task.epochs
     if self.quick:
       return _pipeline.Budget(
           seeds=self.seeds, epochs=self.epochs or 2, batch_size=64,
-          learning_rates=(1e-2, 2e-2), knob_grids=False, chunk=16)
+          learning_rates=(1e-2, 2e-2), knob_grids=False, chunk=16,
+          search=self.search)
     return _pipeline.Budget(seeds=self.seeds, epochs=epochs,
-                            batch_size=BATCH.get(task.name, 128))
+                            batch_size=BATCH.get(task.name, 128),
+                            search=self.search)
 
 
 

@@ -14,6 +14,13 @@ no part in the choice). A coordinate search in three stages:
    learning rate, a head's scale), one step beyond it (÷2 or ×2), so that
    the grid extends on both sides of what is chosen.
 
+``search="grid"`` (``spectral-targets bench --search grid``) replaces the
+three stages by the full product of the learning-rate and knob grids, then
+the steps beyond an unbounded grid's end: about 2.4x the cells for a head
+with a scale, and no blind spot where two hyperparameters interact (the
+cross can miss a cell that is better along neither axis from the cross's
+centre).
+
 The configuration with the best mean validation accuracy over everything
 evaluated is chosen (ties: the lower mean validation NLL). A choice at the
 end of what was tried is flagged: the optimum may lie outside the grid
@@ -58,6 +65,23 @@ def stage_three(method, best: dict,
     i = learning_rates.index(best["lr"])
     settings += [dict(best, lr=learning_rates[j]) for j in (i - 1, i + 1)
                  if 0 <= j < len(learning_rates)]
+  return settings + edge_steps(method, best, learning_rates)
+
+
+def full_grid(method, learning_rates=LEARNING_RATES) -> list[dict]:
+  """Every combination of the learning rates and the method's knob grids
+  (``search="grid"``)."""
+  grids = dict(method.knobs, lr=tuple(learning_rates))
+  names = list(grids)
+  return [dict(zip(names, values))
+          for values in itertools.product(*(grids[n] for n in names))]
+
+
+def edge_steps(method, best: dict,
+               learning_rates=LEARNING_RATES) -> list[dict]:
+  """One step (÷2 or ×2) beyond each unbounded grid whose end ``best``
+  sits at, the other hyperparameters as chosen."""
+  settings = []
   grids = dict(method.knobs, lr=tuple(learning_rates))
   for name in UNBOUNDED:
     grid = grids.get(name, ())
