@@ -201,26 +201,24 @@ class TaskRunner:
       for (name, _), t in grouped.items():
         trials[name].append(t)
 
+    def chosen():
+      """Each method's best so far."""
+      return {m.name: _tuning.choose(m, trials[m.name], lrs).chosen
+              for m in methods}
+
     if self.budget.search == "grid":
       evaluate({m.name: _tuning.full_grid(m, lrs) for m in methods}, 1)
-      first = {m.name: _tuning.choose(m, trials[m.name], lrs)
-               for m in methods}
-      steps = {m.name: _tuning.edge_steps(m, first[m.name].chosen, lrs)
-               for m in methods}
-      if any(steps.values()):
-        evaluate(steps, 2)
-      return {m.name: _tuning.choose(m, trials[m.name], lrs)
-              for m in methods}
-    evaluate({m.name: _tuning.stage_one(m, lrs) for m in methods}, 1)
-    first = {m.name: _tuning.choose(m, trials[m.name], lrs) for m in methods}
-    evaluate({m.name: _tuning.stage_two(m, first[m.name].chosen["lr"])
-              for m in methods}, 2)
-    second = {m.name: _tuning.choose(m, trials[m.name], lrs)
-              for m in methods}
-    third = {m.name: _tuning.stage_three(m, second[m.name].chosen, lrs)
-             for m in methods}
-    if any(third.values()):
-      evaluate(third, 3)
+      best = chosen()
+      evaluate({m.name: _tuning.edge_steps(m, best[m.name], lrs)
+                for m in methods}, 2)
+    else:
+      evaluate({m.name: _tuning.stage_one(m, lrs) for m in methods}, 1)
+      best = chosen()
+      evaluate({m.name: _tuning.stage_two(m, best[m.name]["lr"])
+                for m in methods}, 2)
+      best = chosen()
+      evaluate({m.name: _tuning.stage_three(m, best[m.name], lrs)
+                for m in methods}, 3)
     return {m.name: _tuning.choose(m, trials[m.name], lrs) for m in methods}
 
   # -- evaluation ---------------------------------------------------------------------
