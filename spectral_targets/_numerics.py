@@ -13,6 +13,9 @@
 
 NaN in an input propagates to the output; it is never masked into a finite
 number.
+
+One host-side (NumPy) helper is shared by the codebook's merged-code
+detection and its tie-breaking: ``unique_rows``.
 """
 
 from __future__ import annotations
@@ -279,3 +282,24 @@ def tempered_kl(log_p: jax.Array, log_q: jax.Array, diff: jax.Array,
 def check_temperature(temperature: object, name: str = "temperature"
                       ) -> None:
   v.check_positive(temperature, name)
+
+
+# -- host-side rows ------------------------------------------------------------
+
+def unique_rows(keys: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """np.unique(keys, axis=0)'s first indices, inverse and counts for
+  integer-valued keys, each row compared as one block of bytes (several
+  times faster than a lexicographic sort of wide rows). Keys of an integer
+  dtype keep it (uint8 keys: a row is as many bytes as it has entries, and
+  the rows come in np.unique's lexicographic order); others are cast to
+  int64."""
+  if not np.issubdtype(keys.dtype, np.integer):
+    keys = keys.astype(np.int64)
+  keys = np.ascontiguousarray(keys)
+  rows = keys.view(np.dtype((np.void, keys.itemsize * keys.shape[1]))
+                   ).reshape(-1)
+  _, first, inverse, counts = np.unique(rows, return_index=True,
+                                        return_inverse=True,
+                                        return_counts=True)
+  return first, inverse.reshape(-1), counts

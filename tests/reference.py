@@ -120,6 +120,16 @@ def class_covariances(Z, y, C):
 # --- Frames of a flat kernel: the best known tie-breaking -------------------
 
 
+def dispersion_and_max_cosine(X):
+  """Codes X (C, d): the dispersion Var|x|² / mean(|x|²)² of their squared
+  norms and the largest cosine between two of them."""
+  X = np.asarray(X, np.float64)
+  n2 = np.sum(X**2, axis=1)
+  U = X / np.sqrt(n2)[:, None]
+  return (np.var(n2) / np.mean(n2)**2,
+          float(np.max(U @ U.T - 3 * np.eye(len(X)))))
+
+
 def harmonic_frame_max_cosine(C, k):
   """The smallest largest cosine of a real harmonic frame of C centred
   vectors in R^k: k columns cos(2π f t/C), sin(2π f t/C) of the DFT basis
