@@ -19,13 +19,13 @@ tie-breaking problem the jitted form of the same objective.
 
 from __future__ import annotations
 
-import contextlib
 from typing import NamedTuple, TypedDict
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from spectral_targets import _blas
 from spectral_targets import _eigensolvers
 from spectral_targets import _operators
 from spectral_targets import _spectral
@@ -175,7 +175,7 @@ def spectral_codebook(kernel: _operators.KernelLike, d: int, *,
     erasures", Adv. Comput. Math. 2003 (harmonic frames).
   """
   _check_concrete(kernel, "spectral_codebook")
-  with _one_blas_thread():
+  with _blas.one_blas_thread():
     return _spectral_codebook(kernel, d, normalize=normalize,
                               allow_merged=allow_merged, method=method,
                               tol=tol, max_iter=max_iter,
@@ -285,7 +285,7 @@ def separating_dimension(kernel: _operators.KernelLike, *,
   if degeneracy_rtol is not None:
     v.check_positive(degeneracy_rtol, "degeneracy_rtol")
   code_tol = _code_rtol(jnp.promote_types(op.dtype, jnp.float32))
-  with _one_blas_thread():
+  with _blas.one_blas_thread():
     lam, U = _eigensolvers.host_eigenmodes(op)
   modes = _Modes(lam, U, _errors(lam, None, op.dtype, degeneracy_rtol),
                  complete=True)
@@ -303,24 +303,6 @@ def separating_dimension(kernel: _operators.KernelLike, *,
         + "; change the kernel, or pass allow_merged=True to "
         "spectral_codebook for one code per group.")
   return cut
-
-
-def _one_blas_thread() -> contextlib.AbstractContextManager[object]:
-  """Every loaded BLAS on one thread while a codebook is built (when
-  threadpoolctl is installed). The products and eigh here are small; with
-  the cores busy (pytest workers, a data loader, XLA's own threads)
-  OpenBLAS's threads wait on each other: a 256-class codebook took 1.9 s
-  instead of 13 ms, a 1,000-class one 19 s instead of 0.26 s, and JAX's
-  SVD of a 99 x 99 matrix (SciPy's OpenBLAS) 0.5 s instead of 5 ms. The
-  libraries are looked up afresh each time (~2 ms): JAX loads SciPy's
-  OpenBLAS only at its first LAPACK call, after a cached lookup."""
-  try:
-    import threadpoolctl
-  except ImportError:
-    return contextlib.nullcontext()
-  limited: contextlib.AbstractContextManager[object] = (
-      threadpoolctl.threadpool_limits(limits=1, user_api="blas"))
-  return limited
 
 
 def _check_concrete(kernel: object, caller: str) -> None:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import jax
 
+from spectral_targets import _blas
 from spectral_targets import _codebook
 from spectral_targets import _operators
 from spectral_targets import _spectral
@@ -88,7 +89,7 @@ def refresh_codebook(old_codes: jax.typing.ArrayLike,
   # JAX's SVD calls OpenBLAS, whose threads fight XLA's on a small machine
   # (a 99 x 99 Procrustes: 0.5 s on 2 busy cores, ~5 ms on one thread):
   # one BLAS thread, as for the codebook, and the result awaited inside.
-  with _codebook._one_blas_thread():
+  with _blas.one_blas_thread():
     rotation = _spectral.procrustes(codes, old.astype(codes.dtype))
     rotation.block_until_ready()
   return codes @ rotation
