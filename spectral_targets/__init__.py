@@ -16,7 +16,6 @@ from spectral_targets._collapse import collapse_metrics as collapse_metrics
 from spectral_targets._collapse import collapse_metrics_from_statistics as collapse_metrics_from_statistics
 from spectral_targets._dark_knowledge import dark_knowledge_mass as dark_knowledge_mass
 from spectral_targets._dark_knowledge import entropy as entropy
-from spectral_targets._dark_knowledge import soft_assignment as soft_assignment
 from spectral_targets._distillation import decoupled_distillation_loss as decoupled_distillation_loss
 from spectral_targets._distillation import distillation_loss as distillation_loss
 from spectral_targets._distillation import soft_assignment_distillation_loss as soft_assignment_distillation_loss
@@ -27,12 +26,6 @@ from spectral_targets._evaluation import expected_calibration_error as expected_
 from spectral_targets._evaluation import hierarchical_distance_at_k as hierarchical_distance_at_k
 from spectral_targets._evaluation import mistake_severity as mistake_severity
 from spectral_targets._hierarchical_loss import hierarchical_cross_entropy as hierarchical_cross_entropy
-from spectral_targets._hierarchy import Tree as Tree
-from spectral_targets._hierarchy import build_tree as build_tree
-from spectral_targets._hierarchy import cifar100_hierarchy as cifar100_hierarchy
-from spectral_targets._hierarchy import from_hierarchy as from_hierarchy
-from spectral_targets._hierarchy import load_hierarchy as load_hierarchy
-from spectral_targets._hierarchy import random_hierarchy as random_hierarchy
 from spectral_targets._kernels import blocks as blocks
 from spectral_targets._kernels import double_center as double_center
 from spectral_targets._kernels import flat as flat
@@ -49,6 +42,7 @@ from spectral_targets._operators import low_rank_kernel as low_rank_kernel
 from spectral_targets._refresh import refresh_codebook as refresh_codebook
 from spectral_targets._regression import cosine_regression_loss as cosine_regression_loss
 from spectral_targets._regression import similarity_regression_loss as similarity_regression_loss
+from spectral_targets._soft_assignment import soft_assignment as soft_assignment
 from spectral_targets._spectral import alignment as alignment
 from spectral_targets._spectral import coherence as coherence
 from spectral_targets._spectral import eigenmodes as eigenmodes
@@ -57,6 +51,12 @@ from spectral_targets._spectral import procrustes as procrustes
 from spectral_targets._spectral import spectrum as spectrum
 from spectral_targets._spectral import welch_bound as welch_bound
 from spectral_targets._targets import kernel_soft_labels as kernel_soft_labels
+from spectral_targets._taxonomies import cifar100_hierarchy as cifar100_hierarchy
+from spectral_targets._taxonomies import load_hierarchy as load_hierarchy
+from spectral_targets._taxonomies import random_hierarchy as random_hierarchy
+from spectral_targets._tree import Tree as Tree
+from spectral_targets._tree import build_tree as build_tree
+from spectral_targets._tree import from_hierarchy as from_hierarchy
 
 __version__ = "0.1.0"
 

@@ -28,7 +28,6 @@ import numpy as np
 from spectral_targets import _blas
 from spectral_targets import _eigensolvers
 from spectral_targets import _operators
-from spectral_targets import _spectral
 from spectral_targets import _tie_breaking
 from spectral_targets import _validation as v
 from spectral_targets._numerics import unique_rows
@@ -388,7 +387,7 @@ def _modes(op: _operators.KernelOperator, d: int, rtol: float | None, *,
     k = min(C, d + extra)
     top = _eigensolvers.top_eigenmodes(op, k, method=solver, tol=tol,
                                        max_iter=max_iter, seed=seed)
-    _spectral.warn_unconverged(top, tol)
+    _eigensolvers.warn_unconverged(top, tol)
     lam = np.asarray(top.eigenvalues, np.float64)
     if not np.isfinite(lam).all():
       raise ValueError(

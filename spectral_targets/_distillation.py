@@ -14,8 +14,8 @@ import numpy as np
 
 from spectral_targets import _numerics as num
 from spectral_targets import _validation as v
-from spectral_targets._dark_knowledge import assignment_logits
 from spectral_targets._jit import jit
+from spectral_targets._soft_assignment import assignment_logits
 
 
 def _logit_pair(student_logits: jax.typing.ArrayLike,

@@ -8,6 +8,7 @@ alike.
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal, NamedTuple, get_args
 
 import jax
@@ -154,6 +155,16 @@ def top_eigenmodes(kernel: _operators.KernelLike, k: int, *,
           "'lobpcg'.")
   res_max = float(jnp.max(res))
   return TopEigenmodes(lam, U, res, int(iters), res_max <= tol, solver)
+
+
+def warn_unconverged(top: TopEigenmodes, tol: float) -> None:
+  """``ConvergenceWarning`` for an iterative solve that stopped early."""
+  if not top.converged:
+    warnings.warn(ConvergenceWarning(
+        f"{top.method} eigensolver stopped after {top.iterations} "
+        f"iterations with residual {float(top.residuals.max()):.2g} > "
+        f"tol={tol}; raise max_iter or tol, or use method='dense'."),
+        stacklevel=3)
 
 
 def resolve_method(method: str, num_classes: int, k: int) -> Solver:

@@ -12,7 +12,7 @@ import numpy as np
 
 from spectral_targets import _numerics as num
 from spectral_targets import _validation as v
-from spectral_targets._hierarchy import Tree
+from spectral_targets._tree import Tree
 from spectral_targets._jit import jit
 
 

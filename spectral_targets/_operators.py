@@ -165,7 +165,7 @@ def _tree_matmul(K: TreeKernel, block: jax.Array) -> jax.Array:
 
 def tree_kernel(parent: np.ndarray, weights: np.ndarray,
                 class_nodes: np.ndarray) -> TreeKernel:
-  """A ``TreeKernel`` from a validated tree's arrays (see ``_hierarchy``)."""
+  """A ``TreeKernel`` from a validated tree's arrays (see ``_tree``)."""
   n = parent.size
   children: list[list[int]] = [[] for _ in range(n)]
   for node, p in enumerate(parent):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Iterable
 
 import chex
@@ -145,20 +144,10 @@ def gram_error(kernel: _operators.KernelLike, d: int, *,
   top = _eigensolvers.top_eigenmodes(_operators.scaled(op, total**-0.5), d,
                                      method=solver, tol=tol,
                                      max_iter=max_iter)
-  warn_unconverged(top, tol)
+  _eigensolvers.warn_unconverged(top, tol)
   lam = np.asarray(top.eigenvalues, np.float64)
   kept = float(np.sum(np.where(lam > 0, lam, 0.0) ** 2))
   return jnp.asarray(math.sqrt(max(1.0 - kept, 0.0)), op.dtype)
-
-
-def warn_unconverged(top: _eigensolvers.TopEigenmodes, tol: float) -> None:
-  """``ConvergenceWarning`` for an iterative solve that stopped early."""
-  if not top.converged:
-    warnings.warn(_eigensolvers.ConvergenceWarning(
-        f"{top.method} eigensolver stopped after {top.iterations} "
-        f"iterations with residual {float(top.residuals.max()):.2g} > "
-        f"tol={tol}; raise max_iter or tol, or use method='dense'."),
-        stacklevel=3)
 
 
 def _squared_norm(op: _operators.KernelOperator, caller: str) -> float:
