@@ -158,13 +158,14 @@ def class_covariances(features: jax.typing.ArrayLike,
 
 
 @functools.partial(jax.tree_util.register_dataclass,
-                   data_fields=["counts", "mu", "scatter"], meta_fields=[])
+                   data_fields=["counts", "means", "scatter"], meta_fields=[])
 @dataclasses.dataclass(frozen=True)
 class ClassStatistics:
   r"""A mergeable accumulator of per-class feature statistics (a pytree).
 
   State (the pytree leaves): ``counts``, per-class counts :math:`n_c`
-  (int32); ``mu``, per-class means :math:`\mu_c` (C × D); ``scatter``, the
+  (int32); ``means``, per-class means :math:`\mu_c` (C × D; 0 for a class
+  with no samples); ``scatter``, the
   pooled within-class scatter :math:`M_2 = \sum_i (z_i - \mu_{y_i})(z_i - \mu_{y_i})^\top` (D × D):
   O(C·D + D²) memory, with no per-class D × D blocks (C = 1,000, D = 2,048
   is 24 MB). Means and centred scatter, not raw sums of squares, are kept
@@ -199,7 +200,7 @@ class ClassStatistics:
     computing sample variances", 1979.
   """
   counts: jax.Array
-  mu: jax.Array
+  means: jax.Array
   scatter: jax.Array
 
   @classmethod
@@ -220,11 +221,11 @@ class ClassStatistics:
 
   @property
   def num_classes(self) -> int:
-    return self.mu.shape[0]
+    return self.means.shape[0]
 
   @property
   def dim(self) -> int:
-    return self.mu.shape[1]
+    return self.means.shape[1]
 
   def update(self, features: jax.typing.ArrayLike,
              labels: jax.typing.ArrayLike) -> ClassStatistics:
@@ -233,7 +234,7 @@ class ClassStatistics:
     if Z.shape[1] != self.dim:
       raise ValueError(f"features must have {self.dim} columns, got shape "
                        f"{Z.shape}.")
-    batch = ClassStatistics(*_moments(Z.astype(self.mu.dtype), y,
+    batch = ClassStatistics(*_moments(Z.astype(self.means.dtype), y,
                                       self.num_classes))
     return self.merge(batch)
 
@@ -259,32 +260,28 @@ class ClassStatistics:
     if not names or not all(isinstance(n, str) for n in names):
       raise TypeError(f"axis_name must be a mesh axis name or a tuple of "
                       f"them, got {axis_name!r}.")
-    n = self.counts.astype(self.mu.dtype)
+    n = self.counts.astype(self.means.dtype)
     counts = jax.lax.psum(self.counts, axis_name)
-    total = counts.astype(self.mu.dtype)
-    means = jax.lax.psum(self.mu * n[:, None], axis_name) / jnp.maximum(
+    total = counts.astype(self.means.dtype)
+    means = jax.lax.psum(self.means * n[:, None], axis_name) / jnp.maximum(
         total, 1)[:, None]
-    d = self.mu - means
+    d = self.means - means
     scatter = jax.lax.psum(self.scatter + (d * n[:, None]).T @ d, axis_name)
     return ClassStatistics(counts, means, scatter)
 
-  def means(self) -> jax.Array:
-    """(C, D) class means; a class with no samples has mean 0."""
-    return self.mu
-
   def covariances(self) -> tuple[jax.Array, jax.Array]:
     """``(between, within)`` as in ``class_covariances``."""
-    return _covariances(self.counts, self.mu, self.scatter)
+    return _covariances(self.counts, self.means, self.scatter)
 
 
 @jit
 def _merge(a: ClassStatistics, b: ClassStatistics) -> ClassStatistics:
-  na = a.counts.astype(a.mu.dtype)
-  nb = b.counts.astype(a.mu.dtype)
+  na = a.counts.astype(a.means.dtype)
+  nb = b.counts.astype(a.means.dtype)
   n = na + nb
-  delta = b.mu - a.mu
+  delta = b.means - a.means
   frac = jnp.where(n > 0, nb / jnp.maximum(n, 1), 0)
-  means = a.mu + frac[:, None] * delta
+  means = a.means + frac[:, None] * delta
   w = jnp.where(n > 0, na * nb / jnp.maximum(n, 1), 0)
   scatter = a.scatter + b.scatter + (delta * w[:, None]).T @ delta
   return ClassStatistics(a.counts + b.counts, means, scatter)

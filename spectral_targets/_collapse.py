@@ -180,9 +180,9 @@ def _from_statistics(stats: ClassStatistics, W: jax.Array | None
   nc1 = jnp.sum(inverse * jnp.sum(U_b * (within @ U_b), axis=0)) / K
   within, _ = jax.lax.optimization_barrier((within, lam_b))
 
-  n = stats.counts.astype(stats.mu.dtype)
-  mu = (n @ stats.mu) / jnp.maximum(n.sum(), 1)
-  M = jnp.where(present[:, None], stats.mu - mu, 0)
+  n = stats.counts.astype(stats.means.dtype)
+  mu = (n @ stats.means) / jnp.maximum(n.sum(), 1)
+  M = jnp.where(present[:, None], stats.means - mu, 0)
   # NC2 and NC3 are scale-free: norms rescale before squaring.
   norms = num.norm(num.rescale(M), axis=1)
   G = num.unit_rows(M) @ num.unit_rows(M).T
@@ -216,7 +216,7 @@ def _nc4(Z: jax.Array, stats: ClassStatistics, W: jax.Array,
   scores = Z @ W.T + (0 if b is None else b)
   # Nearest class centre via ‖z − μ_c‖² = ‖μ_c‖² − 2 zᵀμ_c + const; absent
   # classes are never nearest.
-  d2 = jnp.sum(stats.mu**2, 1) - 2 * Z @ stats.mu.T
+  d2 = jnp.sum(stats.means**2, 1) - 2 * Z @ stats.means.T
   d2 = jnp.where(stats.counts > 0, d2, jnp.inf)
   return jnp.mean(jnp.argmax(scores, -1) == jnp.argmin(d2, -1))
 

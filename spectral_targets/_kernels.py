@@ -150,10 +150,10 @@ def double_center(kernel: jax.typing.ArrayLike) -> jax.Array:
     >>> bool(abs(B.sum(axis=0)).max() < 1e-6)
     True
   """
-  return centered(v.as_kernel(kernel))
+  return double_centered(v.as_kernel(kernel))
 
 
-def centered(S: jax.Array) -> jax.Array:
+def double_centered(S: jax.Array) -> jax.Array:
   """J S J without validation (for callers that validated already)."""
   return (S - S.mean(axis=0, keepdims=True) - S.mean(axis=1, keepdims=True)
           + S.mean())

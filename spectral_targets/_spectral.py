@@ -15,7 +15,7 @@ from spectral_targets import _numerics as num
 from spectral_targets import _operators
 from spectral_targets import _validation as v
 from spectral_targets._jit import jit
-from spectral_targets._kernels import centered as double_centered
+from spectral_targets._kernels import double_centered
 
 
 def _dense_kernel(kernel: object, name: str = "kernel") -> jax.Array:

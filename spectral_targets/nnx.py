@@ -53,7 +53,7 @@ class CodebookHead(nnx.Module):
     v.check_finite(W, "codebook")
     v.check_positive(scale, "scale")
     self.codebook = Codebook(W)
-    self.learn_scale = learn_scale
+    # The scale's type is the one record of ``learn_scale``.
     self.scale: nnx.Param[jax.Array] | float
     if learn_scale:
       self.scale = nnx.Param(jnp.asarray(scale, W.dtype))
@@ -63,6 +63,11 @@ class CodebookHead(nnx.Module):
   @property
   def num_classes(self) -> int:
     return self.codebook[...].shape[0]
+
+  @property
+  def learn_scale(self) -> bool:
+    """Whether the scale s is a trainable ``nnx.Param``."""
+    return isinstance(self.scale, nnx.Param)
 
   def __call__(self, features: jax.typing.ArrayLike) -> jax.Array:
     """(..., d) features -> (..., C) logits."""

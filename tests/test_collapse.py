@@ -93,7 +93,7 @@ def test_statistics_are_a_jittable_pytree():
   update = jax.jit(st.ClassStatistics.update)
   stats = update(st.ClassStatistics.zeros(5, 6), Z, y)
   assert len(jax.tree_util.tree_leaves(stats)) == 3
-  np.testing.assert_allclose(stats.means()[y[0]], Z[y == y[0]].mean(0),
+  np.testing.assert_allclose(stats.means[y[0]], Z[y == y[0]].mean(0),
                              rtol=1e-5)
   # One compiled scan over chunks.
   chunks = (Z[:120].reshape(4, 30, 6), y[:120].reshape(4, 30))
@@ -288,7 +288,7 @@ def test_statistics_methods_reject_wrong_types():
   with pytest.raises(TypeError, match="other must be a ClassStatistics"):
     stats.merge(3)
   with pytest.raises(TypeError, match="other must be a ClassStatistics"):
-    stats.merge((stats.counts, stats.mu, stats.scatter))
+    stats.merge((stats.counts, stats.means, stats.scatter))
   for bad in (None, "features", object()):
     with pytest.raises(TypeError, match="features must be a(n| numeric) array"):
       stats.update(bad, y)

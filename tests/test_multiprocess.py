@@ -84,8 +84,8 @@ def same_on_every_process(results, key):
 def assert_statistics(results, prefix, want):
   np.testing.assert_array_equal(
       same_on_every_process(results, f"{prefix}/counts"), want.counts)
-  np.testing.assert_allclose(same_on_every_process(results, f"{prefix}/mu"),
-                             want.mu, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(same_on_every_process(results, f"{prefix}/means"),
+                             want.means, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(
       same_on_every_process(results, f"{prefix}/scatter"), want.scatter,
       rtol=1e-5, atol=1e-4)

@@ -73,7 +73,7 @@ def test_all_reduce_in_shard_map_equals_one_shot(mesh):
   np.testing.assert_array_equal(got.counts, one.counts)
   for a, b in zip(got.covariances(), one.covariances()):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-  np.testing.assert_allclose(got.means(), one.means(), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(got.means, one.means, rtol=1e-5, atol=1e-5)
 
 
 def test_all_reduce_equals_pairwise_merges():

@@ -50,7 +50,7 @@ def local(x):
 
 
 def save_statistics(prefix, stats):
-  for name in ("counts", "mu", "scatter"):
+  for name in ("counts", "means", "scatter"):
     out[f"{prefix}/{name}"] = local(getattr(stats, name))
 
 
