@@ -253,7 +253,7 @@ def test_cnn_windows_equal_flax_conv():
   kernel reshaped: same outputs for the same weights."""
   import jax
 
-  from spectral_targets.bench import _models as m
+  from spectral_targets.bench import _bodies as m
   x = np.random.default_rng(0).normal(size=(3, 40)).astype(np.float32)
   conv = m.make_body("cnn", 9, single=True)
   windows = m.make_body("cnn", 9)

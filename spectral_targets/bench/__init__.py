@@ -8,7 +8,8 @@ tqdm, matplotlib). Where things live:
 - ``_tasks``: the data sets, drawn anew per seed;
 - ``_methods``: the methods and the knobs each tunes;
 - ``_tuning``: how every method is tuned (the same protocol for all);
-- ``_models``: bodies, heads and the one loss, as data in a config;
+- ``_bodies``: the model bodies; ``_config``: a method as data;
+- ``_training``: parameters, forward pass, the one loss, the epoch trainer;
 - ``_execute``: many models trained at once in vmapped programs;
 - ``_pipeline``: one task from data to per-seed test metrics;
 - ``_stats``: how a win is decided (paired intervals over seeds);

@@ -25,7 +25,7 @@ import numpy as np
 
 from spectral_targets.bench import _methods, _pipeline, _stats
 from spectral_targets.bench._execute import Executor
-from spectral_targets.bench._models import BODIES
+from spectral_targets.bench._bodies import BODIES
 
 TEACHER_BODY = "cnn-wide"
 STUDENTS = ("cnn-narrow", "mlp-small")

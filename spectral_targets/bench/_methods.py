@@ -12,7 +12,7 @@ import dataclasses
 
 import numpy as np
 
-from spectral_targets.bench._models import MethodConfig, method_config
+from spectral_targets.bench._config import MethodConfig, method_config
 
 #: The scale of every cosine or codebook head (logits = scale · cosine).
 SCALES = (2.0, 4.0, 8.0, 16.0, 32.0)

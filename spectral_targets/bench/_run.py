@@ -24,7 +24,7 @@ from spectral_targets.bench import (
 )
 from spectral_targets.bench._compile import Compiler
 from spectral_targets.bench._execute import SeedData
-from spectral_targets.bench._models import BODIES
+from spectral_targets.bench._bodies import BODIES
 
 #: The methods of every task (hierarchy tasks add ``hxe``).
 MAIN_METHODS = ("one-hot", "smooth-labels", "kernel-soft-labels", "cosine",

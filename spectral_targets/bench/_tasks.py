@@ -43,7 +43,7 @@ class Task:
     construction: how the data are made, for the report (and what, if
       anything, they share with the kernels the methods are given).
     num_classes: C.
-    body: the model body, a key of ``_models.BODIES``.
+    body: the model body, a key of ``_bodies.BODIES``.
     epochs: the training budget of every method.
     draw: ``draw(seed) -> Split``.
     kernel: the (C, C) label kernel the methods are given, or None when it

@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 import spectral_targets as st
-from spectral_targets.bench import _models as m
+from spectral_targets.bench import _bodies, _training
 
 
 def _program(method, d):
@@ -81,12 +81,12 @@ def step_time_ratios(task, runner, selections, methods, *, x, y,
   for method in methods:
     d = runner.small_d[seed] if method.codes == "spectral-small" else F
     key = _program(method, d)
-    body = m.make_body(task.body, d, single=True)
+    body = _bodies.make_body(task.body, d, single=True)
     if key not in programs:
       head, loss_name, _ = key
       programs[key] = _step(body, C, d, head, loss_name, task.tree, tx)
     params = jax.tree_util.tree_map(lambda a: jnp.asarray(a[0]),
-                                    m.init_params(body, C, d, [0],
+                                    _training.init_params(body, C, d, [0],
                                                   x.shape[1:]))
     keep = {"body"} | ({"dense_w", "dense_b"} if method.head == "dense"
                        else {"class_vectors"} if method.head == "cosine"
