@@ -32,14 +32,6 @@ KERNEL_MODEL_LR = 1e-2
 #: Runs trained together per call (a fixed size: one compiled program).
 CHUNK = 25
 
-METRICS = ("accuracy", "severity", "nll", "ece", "ece_calibrated", "nc1",
-           "between_condition")
-#: Direction of each metric: +1 higher is better, -1 lower is better.
-DIRECTION = {"accuracy": +1, "severity": -1, "nll": -1, "ece": -1,
-             "ece_calibrated": -1, "nc1": -1, "between_condition": -1,
-             "step_time_ratio": -1}
-
-
 @dataclasses.dataclass
 class Budget:
   """How much one task trains.
@@ -170,56 +162,43 @@ class TaskRunner:
     return self.ex.score(params, cfgs, runs)
 
   def runs(self, method, settings, seeds, epochs) -> list[Run]:
-    return [Run(method, hp, s, _methods.config(method,
-                                               self.context(s, epochs), hp))
+    return [Run(method, hp, s, method.config(self.context(s, epochs), hp))
             for hp in settings for s in seeds]
 
   # -- tuning ------------------------------------------------------------------------
 
-  def tune(self, methods, epochs) -> dict:
-    """Every method's ``_tuning.Selection`` at this budget."""
+  def tune(self, methods, epochs=None, *, learning_rates=None) -> dict:
+    """Every method's ``_tuning.Selection`` at ``epochs`` (default: the
+    budget's), searched as the budget says (``_tuning.tune``) over
+    ``learning_rates`` (default: the budget's)."""
+    epochs = self.budget.epochs if epochs is None else epochs
     seeds = list(self.budget.tuning_seeds)
-    lrs = self.budget.learning_rates
-    trials: dict[str, list] = {m.name: [] for m in methods}
 
-    def evaluate(settings_by_method, stage):
+    def evaluate(settings_by_method, stage) -> dict:
       runs = [r for m in methods
               for r in self.runs(m, settings_by_method.get(m.name, []), seeds,
                                  epochs)]
       if not runs:
-        return
+        return {}
       self.progress(f"{self.task.name}: tuning stage {stage} "
                     f"({len(runs)} models, {epochs} epochs)")
       scores = self.train_and_score(runs, epochs)
-      grouped = {}
+      grouped: dict = {}
       for run, score in zip(runs, scores):
         t = grouped.setdefault((run.method.name, _tuning.key(run.hp)),
                                {"hp": run.hp, "val_accuracy": [],
                                 "val_nll": [], "val_severity": []})
         for k in ("val_accuracy", "val_nll", "val_severity"):
           t[k].append(score[k])
+      trials: dict[str, list] = {}
       for (name, _), t in grouped.items():
-        trials[name].append(t)
+        trials.setdefault(name, []).append(t)
+      return trials
 
-    def chosen():
-      """Each method's best so far."""
-      return {m.name: _tuning.choose(m, trials[m.name], lrs).chosen
-              for m in methods}
-
-    if self.budget.search == "grid":
-      evaluate({m.name: _tuning.full_grid(m, lrs) for m in methods}, 1)
-      best = chosen()
-      evaluate({m.name: _tuning.edge_steps(m, best[m.name], lrs)
-                for m in methods}, 2)
-    else:
-      evaluate({m.name: _tuning.stage_one(m, lrs) for m in methods}, 1)
-      best = chosen()
-      evaluate({m.name: _tuning.stage_two(m, best[m.name]["lr"])
-                for m in methods}, 2)
-      best = chosen()
-      evaluate({m.name: _tuning.stage_three(m, best[m.name], lrs)
-                for m in methods}, 3)
-    return {m.name: _tuning.choose(m, trials[m.name], lrs) for m in methods}
+    return _tuning.tune(methods, evaluate, search=self.budget.search,
+                        learning_rates=(self.budget.learning_rates
+                                        if learning_rates is None
+                                        else learning_rates))
 
   # -- evaluation ---------------------------------------------------------------------
 

@@ -121,7 +121,7 @@ def closed_form(task, runner, progress) -> dict:
         scores(logistic(i, strength, data.x_test[i]), data.y_test[i], D))
   metrics = list(rows["nearest class mean"][0])
   table = ["| classifier | " + " | ".join(
-      f"{k} {'↑' if k == 'accuracy' else '↓'}" for k in metrics) + " |",
+      f"{k} {_stats.arrow(k)}" for k in metrics) + " |",
            "|---" * (len(metrics) + 1) + "|"]
   points = {}
   for label, per_seed in rows.items():

@@ -25,10 +25,7 @@ from spectral_targets.bench import _bodies, _training
 
 def _program(method, d):
   """What a method's step computes: (head, loss, feature width)."""
-  loss = {"smooth-labels": "smooth", "kernel-soft-labels": "kernel",
-          "hxe": "hxe", "online-soft-labels": "online",
-          "online-codebook": "online"}.get(method.name, "ce")
-  return (method.head, loss, d)
+  return (method.head, method.timed_as[0], d)
 
 
 def _step(body, C, d, head, loss_name, tree, tx):
@@ -93,10 +90,9 @@ def step_time_ratios(task, runner, selections, methods, *, x, y,
                        else set())
     params = {k: v for k, v in params.items() if k in keep}
     hp = selections[method.name].chosen
+    knob = method.timed_as[1]
     batch = {"x": jnp.asarray(x), "y": jnp.asarray(y),
-             "knob": jnp.float32(hp.get("alpha", hp.get(
-                 "temperature", hp.get("hxe_alpha", hp.get("w_online",
-                                                           0.0)))))}
+             "knob": jnp.float32(hp[knob] if knob else 0.0)}
     if method.head != "dense":
       batch["scale"] = jnp.float32(hp["scale"])
     if method.head == "codebook":
