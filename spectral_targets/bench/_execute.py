@@ -28,6 +28,7 @@ import optax
 import spectral_targets as st
 from spectral_targets.bench import _bodies, _config, _training
 from spectral_targets.bench._compile import Compiler
+from spectral_targets.bench._tasks import Split
 
 if TYPE_CHECKING:
   from spectral_targets.bench._methods import Method
@@ -48,26 +49,21 @@ class Run:
 
 
 @dataclasses.dataclass
-class SeedData:
+class SeedData(Split):
   """Per-seed splits stacked on a leading axis (every seed has the same
-  split sizes), with each seed's class distances and teacher outputs."""
+  split sizes, so each of ``Split``'s arrays gains a leading seed axis S),
+  with each seed's class distances and teacher outputs."""
   seeds: list
-  x_train: np.ndarray
-  y_train: np.ndarray
-  x_val: np.ndarray
-  y_val: np.ndarray
-  x_test: np.ndarray
-  y_test: np.ndarray
   distances: np.ndarray  # (S, C, C)
   teacher_logits: np.ndarray | None = None  # (S, n, C)
   teacher_features: np.ndarray | None = None  # (S, n, F)
 
   @classmethod
   def stack(cls, seeds, splits, distances):
-    get = lambda name: np.stack([getattr(s, name) for s in splits])
-    return cls(list(seeds), get("x_train"), get("y_train"), get("x_val"),
-               get("y_val"), get("x_test"), get("y_test"),
-               np.asarray(distances, np.float32))
+    arrays = {f.name: np.stack([getattr(s, f.name) for s in splits])
+              for f in dataclasses.fields(Split)}
+    return cls(**arrays, seeds=list(seeds),
+               distances=np.asarray(distances, np.float32))
 
   def index(self, seed: int) -> int:
     return self.seeds.index(seed)
@@ -101,6 +97,14 @@ class Executor:
     #: Online-codebook refreshes that kept the old codes (see
     #: ``_between_epochs``).
     self.refresh_failures = 0
+
+  def with_body(self, body: str) -> Executor:
+    """An executor of the same task, data and settings on ``body`` (no
+    tree: the methods of a second body read none)."""
+    return Executor(self.task, self.data, body=body, features=self.F,
+                    batch_size=self.batch, programs=self.programs,
+                    fast_compile=self.options is not None,
+                    on_epoch=self.on_epoch)
 
   # -- programs ----------------------------------------------------------------
 

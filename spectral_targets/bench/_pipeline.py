@@ -8,7 +8,7 @@ The order of work for a task:
    seed at a fixed recipe and estimate that seed's kernel from its class
    means on the validation split (``from_class_means``);
 2. build each seed's codebooks (simplex, spectral, small spectral, random);
-3. tune every method (``_tuning``: three stages on the tuning seeds);
+3. tune every method (``_tuning``: the search on the tuning seeds);
 4. train every method at its chosen setting on the evaluation seeds and
    score it on the test split; temperature-scale on validation;
 5. paired differences against one-hot and against ``cosine``.
@@ -89,7 +89,7 @@ class TaskRunner:
     one_hot = _methods.METHODS["one-hot"]
     runs = self.runs(one_hot, [{"lr": KERNEL_MODEL_LR}], seeds,
                      self.budget.epochs)
-    self.kernels_from(runs, *self._train(runs, self.budget.epochs))
+    self.kernels_from(runs, *self.train(runs, self.budget.epochs))
 
   def kernels_from(self, runs, params, cfgs):
     """Each run's seed gets the kernel of that model's class means on the
@@ -140,9 +140,21 @@ class TaskRunner:
         total_steps=epochs * self.steps_per_epoch,
         kernel=self.kernels.get(seed), codebooks=self.codebooks.get(seed, {}))
 
+  def sibling(self, *, body: str, methods: list[Method],
+              budget: Budget | None = None, progress=None) -> TaskRunner:
+    """A runner of ``methods`` on another ``body`` over the same data,
+    sharing this runner's kernels and codebooks (a student, a reference
+    model)."""
+    other = TaskRunner(self.task, self.budget if budget is None else budget,
+                       methods, self.data, self.ex.with_body(body),
+                       self.progress if progress is None else progress)
+    other.kernels, other.codebooks, other.small_d = (
+        self.kernels, self.codebooks, self.small_d)
+    return other
+
   # -- training in fixed-size chunks -----------------------------------------------
 
-  def _train(self, runs, epochs):
+  def train(self, runs, epochs):
     """(params, cfgs) of ``runs`` trained in chunks of ``budget.chunk``
     (the last chunk padded by repeating its last run)."""
     outs = []
@@ -158,7 +170,7 @@ class TaskRunner:
   def train_and_score(self, runs, epochs):
     if not runs:
       return []
-    params, cfgs = self._train(runs, epochs)
+    params, cfgs = self.train(runs, epochs)
     return self.ex.score(params, cfgs, runs)
 
   def runs(self, method, settings, seeds, epochs) -> list[Run]:
@@ -253,20 +265,28 @@ class TaskRunner:
     return selections, self.report(methods, selections, per_method, epochs)
 
 
-def runner_for(task, options, methods, data, *, programs, progress,
-               on_epoch) -> TaskRunner:
+def executor_for(session, task, data, *, body: str, batch_size: int,
+                 tree=None) -> Executor:
+  """An ``Executor`` of ``task`` on ``body`` under ``session``'s compiler
+  and options (``_run.Session``)."""
+  return Executor(task, data, body=body, features=task.num_classes - 1,
+                  batch_size=batch_size, programs=session.programs,
+                  fast_compile=session.options.quick,
+                  on_epoch=session.on_epoch, tree=tree)
+
+
+def runner_for(session, task, methods, data) -> TaskRunner:
   """The ``TaskRunner`` of ``methods`` on ``task``'s main body, its
   programs queued for compilation, its kernels and codebooks built."""
-  budget = options.budget(task)
-  ex = Executor(task, data, body=task.body, features=task.num_classes - 1,
-                batch_size=budget.batch_size, programs=programs,
-                fast_compile=options.quick, on_epoch=on_epoch,
-                tree=task.tree if any(m.needs_tree for m in methods)
-                else None)
+  budget = session.options.budget(task)
+  ex = executor_for(session, task, data, body=task.body,
+                    batch_size=budget.batch_size,
+                    tree=task.tree if any(m.needs_tree for m in methods)
+                    else None)
   ex.submit_train(min(budget.chunk, len(budget.tuning_seeds)
                       * len(budget.learning_rates) * len(methods)))
   ex.submit_score()
-  runner = TaskRunner(task, budget, methods, data, ex, progress)
+  runner = TaskRunner(task, budget, methods, data, ex, session.progress)
   runner.estimate_kernels()
   runner.build_codebooks()
   return runner
