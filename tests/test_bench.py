@@ -220,10 +220,10 @@ def test_lca_heights_and_the_shifted_tree():
 def test_models_trained_together_equal_models_trained_alone():
   """The vmapped one-epoch program: a model's result does not depend on
   what else is in the stack (learning rate and head are data)."""
-  from spectral_targets.bench import _methods, _pipeline, _run
+  from spectral_targets.bench import _methods, _pipeline, _run, _tasks
   from spectral_targets.bench._compile import Compiler
   from spectral_targets.bench._execute import Executor
-  task = bench._run._tasks.digits_task()
+  task = _tasks.digits_task()
   opts = _run.Options(seeds=1, quick=True)
   data = _run._draw(task, [0], True)
   budget = _pipeline.Budget(seeds=1, epochs=2, batch_size=32)
@@ -253,7 +253,7 @@ def test_cnn_windows_equal_flax_conv():
   kernel reshaped: same outputs for the same weights."""
   import jax
 
-  from spectral_targets.bench import _models as m
+  from spectral_targets.bench import _bodies as m
   x = np.random.default_rng(0).normal(size=(3, 40)).astype(np.float32)
   conv = m.make_body("cnn", 9, single=True)
   windows = m.make_body("cnn", 9)
@@ -351,10 +351,17 @@ def test_quick_bench_reports_every_method_metric_and_choice(quick_results):
   assert "\r" not in stderr and "mnist1d: tuning stage 1" in stderr
 
 
-def test_the_command_line_lists_every_task_and_method():
-  from spectral_targets.bench import _methods, _run
-  assert bench.TASK_ORDER == _run.TASK_ORDER
+def test_the_command_line_lists_every_task_and_method(capsys):
+  # One list of each: the suite's rows and the methods' rows, which the
+  # command line offers as its choices.
+  from spectral_targets.bench import _methods, _suite
+  assert bench.TASK_ORDER == tuple(_suite.TASKS)
   assert bench.METHOD_NAMES == tuple(_methods.METHODS)
+  assert _cli.main(["bench", "--tasks", "imagenet"]) == 2
+  assert f"choose from {', '.join(_suite.TASKS)}\n" in capsys.readouterr().err
+  assert _cli.main(["bench", "--methods", "magic"]) == 2
+  assert (f"choose from {', '.join(_methods.METHODS)}\n"
+          in capsys.readouterr().err)
 
 
 def test_one_seed_shows_no_spread():

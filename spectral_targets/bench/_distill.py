@@ -24,8 +24,7 @@ import dataclasses
 import numpy as np
 
 from spectral_targets.bench import _methods, _pipeline, _stats
-from spectral_targets.bench._execute import Executor
-from spectral_targets.bench._models import BODIES
+from spectral_targets.bench._bodies import BODIES
 
 TEACHER_BODY = "cnn-wide"
 STUDENTS = ("cnn-narrow", "mlp-small")
@@ -38,48 +37,44 @@ STUDENT_METHODS = ("one-hot", "smooth-labels", "kd", "dkd", "spectral",
                    "sa-kd")
 
 
-def run(task, options, data, *, programs, progress, on_epoch) -> dict:
+def run(session, task) -> dict:
   """The distill task's report: teachers' accuracies and one block of
-  methods per student."""
+  methods per student (``task``: the mnist1d data)."""
+  options, data = session.options, session.data(task)
   # Progress lines name this task, not the data set it reuses.
-  outer, prefix = progress, f"{task.name}:"
-  progress = lambda msg: outer(  # noqa: E731
-      "distill:" + msg[len(prefix):] if msg.startswith(prefix) else msg)
+  task = dataclasses.replace(task, name="distill")
   budget = options.budget(task)
   seeds = data.seeds
   teacher_budget = dataclasses.replace(
       budget, epochs=2 if options.quick else TEACHER_EPOCHS,
       learning_rates=budget.learning_rates[:1] if options.quick
       else TEACHER_LEARNING_RATES)
-  ex = Executor(task, data, body=TEACHER_BODY, features=task.num_classes - 1,
-                batch_size=budget.batch_size, programs=programs,
-                fast_compile=options.quick, on_epoch=on_epoch)
+  ex = _pipeline.executor_for(session, task, data, body=TEACHER_BODY,
+                              batch_size=budget.batch_size)
   one_hot = _methods.METHODS["one-hot"]
   spectral = dataclasses.replace(_methods.METHODS["spectral"],
                                  knobs={"scale": TEACHER_SCALES})
   teacher = _pipeline.TaskRunner(task, teacher_budget, [one_hot, spectral],
-                                 data, ex, progress)
+                                 data, ex, session.progress)
   epochs = teacher_budget.epochs
 
   # One-hot teachers: the learning rate tuned, then one teacher per seed.
-  progress(f"{task.name}: one-hot teachers")
-  chosen = teacher.tune([teacher.methods[0]], epochs)["one-hot"]
+  session.progress(f"{task.name}: one-hot teachers")
+  chosen = teacher.tune([teacher.methods[0]])["one-hot"]
   runs = teacher.runs(one_hot, [chosen.chosen], seeds, epochs)
-  params, cfgs = teacher._train(runs, epochs)
+  params, cfgs = teacher.train(runs, epochs)
   scores = ex.score(params, cfgs, runs)
   teacher.kernels_from(runs, params, cfgs)
   teacher.build_codebooks()
   logits = ex.logits(params, cfgs, runs, split="train")
 
   # Codebook teachers at the one-hot teachers' learning rate, scale tuned.
-  progress(f"{task.name}: codebook teachers")
-  lr = chosen.chosen["lr"]
-  cb_budget = dataclasses.replace(teacher_budget, learning_rates=(lr,))
-  teacher.budget = cb_budget
-  cb_chosen = teacher.tune([teacher.methods[1]], epochs)["spectral"]
+  session.progress(f"{task.name}: codebook teachers")
+  cb_chosen = teacher.tune([teacher.methods[1]],
+                           learning_rates=(chosen.chosen["lr"],))["spectral"]
   cb_runs = teacher.runs(teacher.methods[1], [cb_chosen.chosen], seeds,
                          epochs)
-  cb_params, cb_cfgs = teacher._train(cb_runs, epochs)
+  cb_params, cb_cfgs = teacher.train(cb_runs, epochs)
   cb_scores = ex.score(cb_params, cb_cfgs, cb_runs)
   features = ex.features(cb_params, cb_cfgs, cb_runs, split="train")
 
@@ -110,16 +105,11 @@ def run(task, options, data, *, programs, progress, on_epoch) -> dict:
              if not options.methods or n in options.methods
              or n in ("one-hot", "spectral")]
   for body in STUDENTS:
-    progress(f"{task.name}: student {body}")
-    sex = Executor(task, data, body=body, features=task.num_classes - 1,
-                   batch_size=budget.batch_size, programs=programs,
-                   fast_compile=options.quick, on_epoch=on_epoch)
-    student = _pipeline.TaskRunner(task, budget, methods, data, sex,
-                                   lambda msg, b=body: progress(
-                                       f"{msg} [{b}]"))
-    student.kernels, student.codebooks, student.small_d = (
-        teacher.kernels, teacher.codebooks, teacher.small_d)
-    selections = student.tune(student.methods, budget.epochs)
+    session.progress(f"{task.name}: student {body}")
+    student = teacher.sibling(body=body, methods=methods, budget=budget,
+                              progress=lambda msg, b=body: session.progress(
+                                  f"{msg} [{b}]"))
+    selections = student.tune(student.methods)
     per_method = student.evaluate(student.methods, selections, budget.epochs)
     report["students"][body] = dict(
         body=BODIES[body][1], epochs=budget.epochs,

@@ -3,7 +3,7 @@
 A ``Run`` is one model: a method at one hyperparameter setting on one seed.
 ``Executor.train(runs)`` trains a list of runs of one task together, as a
 stack along a leading axis of one compiled, vmapped one-epoch program
-(``_models.epoch_program``) called once per epoch; between epochs the host
+(``_training.epoch_program``) called once per epoch; between epochs the host
 refreshes what needs the library's eager code (the online label kernel's
 targets, and the codebook of the online-codebook method). ``score`` computes
 every metric of every run in one compiled program per chunk of runs.
@@ -26,8 +26,9 @@ import numpy as np
 import optax
 
 import spectral_targets as st
-from spectral_targets.bench import _models as m
+from spectral_targets.bench import _bodies, _config, _training
 from spectral_targets.bench._compile import Compiler
+from spectral_targets.bench._tasks import Split
 
 if TYPE_CHECKING:
   from spectral_targets.bench._methods import Method
@@ -44,30 +45,25 @@ class Run:
   method: Method
   hp: dict
   seed: int
-  cfg: m.MethodConfig
+  cfg: _config.MethodConfig
 
 
 @dataclasses.dataclass
-class SeedData:
+class SeedData(Split):
   """Per-seed splits stacked on a leading axis (every seed has the same
-  split sizes), with each seed's class distances and teacher outputs."""
+  split sizes, so each of ``Split``'s arrays gains a leading seed axis S),
+  with each seed's class distances and teacher outputs."""
   seeds: list
-  x_train: np.ndarray
-  y_train: np.ndarray
-  x_val: np.ndarray
-  y_val: np.ndarray
-  x_test: np.ndarray
-  y_test: np.ndarray
   distances: np.ndarray  # (S, C, C)
   teacher_logits: np.ndarray | None = None  # (S, n, C)
   teacher_features: np.ndarray | None = None  # (S, n, F)
 
   @classmethod
   def stack(cls, seeds, splits, distances):
-    get = lambda name: np.stack([getattr(s, name) for s in splits])
-    return cls(list(seeds), get("x_train"), get("y_train"), get("x_val"),
-               get("y_val"), get("x_test"), get("y_test"),
-               np.asarray(distances, np.float32))
+    arrays = {f.name: np.stack([getattr(s, f.name) for s in splits])
+              for f in dataclasses.fields(Split)}
+    return cls(**arrays, seeds=list(seeds),
+               distances=np.asarray(distances, np.float32))
 
   def index(self, seed: int) -> int:
     return self.seeds.index(seed)
@@ -88,7 +84,7 @@ class Executor:
     self.C = task.num_classes
     self.F = features
     self.body_name = body
-    self.body = m.make_body(body, features)
+    self.body = _bodies.make_body(body, features)
     self.n = data.y_train.shape[1]
     self.batch = min(batch_size, self.n)
     self.programs = programs
@@ -102,6 +98,14 @@ class Executor:
     #: ``_between_epochs``).
     self.refresh_failures = 0
 
+  def with_body(self, body: str) -> Executor:
+    """An executor of the same task, data and settings on ``body`` (no
+    tree: the methods of a second body read none)."""
+    return Executor(self.task, self.data, body=body, features=self.F,
+                    batch_size=self.batch, programs=self.programs,
+                    fast_compile=self.options is not None,
+                    on_epoch=self.on_epoch)
+
   # -- programs ----------------------------------------------------------------
 
   def _key(self, *parts):
@@ -114,17 +118,17 @@ class Executor:
             self.tree is not None, self.distilled, *parts)
 
   def _program(self):
-    return m.epoch_program(self.body, self.batch, self.n,
+    return _training.epoch_program(self.body, self.batch, self.n,
                            self.tree is not None, self.distilled)
 
   def _state_spec(self, M):
-    state = m.initial_state(self.body, self.C, self.F, list(range(M)),
-                            self.sample_shape)
+    state = _training.initial_state(self.body, self.C, self.F,
+                                    list(range(M)), self.sample_shape)
     return jax.tree_util.tree_map(
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state)
 
   def _cfg_spec(self, M):
-    cfg = m.method_config(self.C, self.F, lr=1.0, total_steps=1)
+    cfg = _config.method_config(self.C, self.F, lr=1.0, total_steps=1)
     return jax.tree_util.tree_map(
         lambda a: jax.ShapeDtypeStruct((M,) + a.shape, a.dtype), cfg)
 
@@ -172,10 +176,10 @@ class Executor:
     program = self.programs[self._key("epoch", M)]
     seeds = np.asarray([r.seed for r in runs], np.int32)
     index = np.asarray([self.data.index(r.seed) for r in runs], np.int32)
-    params, opt_state, online = m.initial_state(
+    params, opt_state, online = _training.initial_state(
         self.body, self.C, self.F, [int(s) for s in seeds],
         self.sample_shape)
-    cfgs = m.stack([r.cfg for r in runs])
+    cfgs = _config.stack([r.cfg for r in runs])
     online_codes = [i for i, r in enumerate(runs[:M - padding])
                     if r.method.codes == "online"]
     device_cfgs = jax.device_put(cfgs)
@@ -261,8 +265,9 @@ def _distributions(kernels):
 
 @functools.cache
 def _forward(body):
-  return jax.jit(jax.vmap(lambda p, c, i, x: m.forward(body, p, c, x[i])[:2],
-                          in_axes=(0, 0, 0, None)))
+  return jax.jit(jax.vmap(
+      lambda p, c, i, x: _training.forward(body, p, c, x[i])[:2],
+      in_axes=(0, 0, 0, None)))
 
 
 @functools.cache
@@ -276,7 +281,7 @@ def _scorer(body, num_classes, ks):
     D = distances[index]
 
     def logits_of(x):
-      return m.forward(body, params, cfg, x)
+      return _training.forward(body, params, cfg, x)
 
     _, val_logits, _ = logits_of(xv[index])
     _, test_logits, _ = logits_of(xte[index])

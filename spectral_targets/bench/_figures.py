@@ -26,6 +26,22 @@ def _pyplot():
   return plt
 
 
+def _style(i: int) -> dict:
+  """The colour and marker of the i-th method of a figure."""
+  return dict(marker=MARKERS[i % len(MARKERS)],
+              color=PALETTE[i % len(PALETTE)])
+
+
+def _save(plt, fig, path: pathlib.Path, title: str | None = None):
+  """Writes ``fig`` (under ``title``) to ``path`` and closes it."""
+  if title is not None:
+    fig.suptitle(title, fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, metadata={"Software": None})
+  plt.close(fig)
+  return path
+
+
 def _mean_std(summary):
   std = summary.get("std")
   return summary["mean"], 0.0 if std is None else std
@@ -40,8 +56,9 @@ def error_severity(path: pathlib.Path, name: str, report: dict):
       continue
     a, a_sd = _mean_std(acc)
     s, s_sd = _mean_std(sev)
-    ax.errorbar(1 - a, s, xerr=a_sd, yerr=s_sd, fmt=MARKERS[i % 12],
-                color=PALETTE[i % 12], capsize=3, label=method)
+    style = _style(i)
+    ax.errorbar(1 - a, s, xerr=a_sd, yerr=s_sd, fmt=style["marker"],
+                color=style["color"], capsize=3, label=method)
   for ref in report.get("references", {}).values():
     for label, row in ref.get("points", {}).items():
       ax.plot(1 - row["accuracy"], row["severity"], "x", color="0.3")
@@ -54,10 +71,7 @@ def error_severity(path: pathlib.Path, name: str, report: dict):
                f"{report['seeds']} seeds)", fontsize=10)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=7, loc="best")
-  fig.tight_layout()
-  fig.savefig(path, metadata={"Software": None})
-  plt.close(fig)
-  return path
+  return _save(plt, fig, path)
 
 
 def budget_curve(path: pathlib.Path, curve: dict):
@@ -71,8 +85,7 @@ def budget_curve(path: pathlib.Path, curve: dict):
              for b in budgets if curve[b][m]["summary"][key]["mean"]
              is not None]
       xs, ys, es = zip(*pts)
-      ax.errorbar(xs, ys, yerr=es, marker=MARKERS[i], color=PALETTE[i],
-                  capsize=3, label=m)
+      ax.errorbar(xs, ys, yerr=es, capsize=3, label=m, **_style(i))
   for ax, label in zip(axes, ("test accuracy (higher is better)",
                               "test NLL (lower is better)")):
     ax.set_xscale("log")
@@ -81,12 +94,8 @@ def budget_curve(path: pathlib.Path, curve: dict):
     ax.set_ylabel(label)
     ax.grid(alpha=0.3)
   axes[0].legend(fontsize=8)
-  fig.suptitle("mnist1d: accuracy and NLL against the training budget",
-               fontsize=10)
-  fig.tight_layout()
-  fig.savefig(path, metadata={"Software": None})
-  plt.close(fig)
-  return path
+  return _save(plt, fig, path,
+               "mnist1d: accuracy and NLL against the training budget")
 
 
 def shift_curve(path: pathlib.Path, shift: dict):
@@ -107,8 +116,7 @@ def shift_curve(path: pathlib.Path, shift: dict):
         pts.append((float(rho), 1 - mean if flip else mean, sd))
       if pts:
         xs, ys, es = zip(*pts)
-        ax.errorbar(xs, ys, yerr=es, marker=MARKERS[i % 12],
-                    color=PALETTE[i % 12], capsize=3, label=m)
+        ax.errorbar(xs, ys, yerr=es, capsize=3, label=m, **_style(i))
   for j, label in enumerate(shift[rhos[0]].get("references", {})):
     for ax, key, flip in zip(axes, ("accuracy", "severity"), (True, False)):
       ref_pts = [(float(r), shift[r]["references"][label][key])
@@ -124,12 +132,8 @@ def shift_curve(path: pathlib.Path, shift: dict):
     ax.set_ylabel(label, fontsize=8)
     ax.grid(alpha=0.3)
   axes[0].legend(fontsize=7)
-  fig.suptitle("hierarchy-shift: when the taxonomy is partly wrong",
-               fontsize=10)
-  fig.tight_layout()
-  fig.savefig(path, metadata={"Software": None})
-  plt.close(fig)
-  return path
+  return _save(plt, fig, path,
+               "hierarchy-shift: when the taxonomy is partly wrong")
 
 
 def plot(out: pathlib.Path, results: dict) -> list[pathlib.Path]:

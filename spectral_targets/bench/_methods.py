@@ -1,26 +1,42 @@
 """The methods the benchmark compares, and the hyperparameters each tunes.
 
-A ``Method`` names its head, its targets and its own knobs (each with a
-small grid and a default); ``config(method, context, hp)`` turns it into the
-``MethodConfig`` arrays of one model. Every method also tunes the learning
-rate on the same grid (``_tuning.LEARNING_RATES``).
+One row of ``METHODS`` per method: its head, its own knobs (each with a
+small grid and a default) and its loss; ``method.config(context, hp)``
+turns it into the ``MethodConfig`` arrays of one model. Every method also
+tunes the learning rate on the same grid (``_tuning.LEARNING_RATES``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 
-from spectral_targets.bench._models import MethodConfig, method_config
+from spectral_targets.bench._config import MethodConfig, method_config
 
 #: The scale of every cosine or codebook head (logits = scale · cosine).
 SCALES = (2.0, 4.0, 8.0, 16.0, 32.0)
 
 
+@dataclasses.dataclass
+class Context:
+  """What a method's config needs for one seed of a task."""
+  num_classes: int
+  features: int
+  epochs: int
+  total_steps: int
+  kernel: np.ndarray | None
+  codebooks: dict  # name -> (C, d) codes
+
+
+def _cross_entropy(ctx: Context, hp: dict) -> dict:
+  return {}
+
+
 @dataclasses.dataclass(frozen=True)
 class Method:
-  """One method.
+  """One method: its row in ``METHODS`` carries everything about it.
 
   Attributes:
     name: id used in tables and on the command line.
@@ -30,6 +46,11 @@ class Method:
       "spectral-small", "random" or "online".
     knobs: the method's own hyperparameters: name -> grid.
     defaults: name -> the value used while the learning rate is tuned.
+    loss: ``loss(context, hp)`` -> the ``method_config`` keywords of the
+      method's targets and loss terms at hyperparameters ``hp`` (nothing:
+      cross-entropy on one-hot targets).
+    timed_as: how ``_timing`` writes the method's single-model step, as a
+      user would: (the loss, the knob of ``hp`` that loss reads or None).
     needs_kernel: whether the method reads the task's label kernel.
     needs_teacher: "logits" or "codebook" for distillation methods.
     needs_tree: whether the method reads the task's class tree.
@@ -44,15 +65,25 @@ class Method:
   codes: str | None = None
   knobs: dict = dataclasses.field(default_factory=dict)
   defaults: dict = dataclasses.field(default_factory=dict)
+  loss: Callable[[Context, dict], dict] = _cross_entropy
+  timed_as: tuple[str, str | None] = ("ce", None)
   needs_kernel: bool = False
   needs_teacher: str | None = None
   needs_tree: bool = False
   control: str = "one-hot"
   compare: tuple[str, ...] = ()
 
-  @property
-  def cosine_like(self) -> bool:
-    return self.head in ("cosine", "codebook")
+  def config(self, ctx: Context, hp: dict) -> MethodConfig:
+    """The ``MethodConfig`` of this method at hyperparameters ``hp`` (which
+    hold ``lr`` and every knob of the method)."""
+    head: dict = {}
+    if self.head in ("cosine", "codebook"):
+      head.update(head=self.head, scale=hp["scale"])
+      if self.head == "codebook":
+        head["codebook"] = ctx.codebooks[self.codes]
+    return method_config(ctx.num_classes, ctx.features, lr=hp["lr"],
+                         total_steps=ctx.total_steps, **head,
+                         **self.loss(ctx, hp))
 
 
 def _scaled(knobs=None, defaults=None, **kwargs):
@@ -70,13 +101,20 @@ DKD_WARMUP = 0.1
 
 METHODS = {m.name: m for m in (
     Method("one-hot", "Dense head, softmax cross-entropy (the baseline)"),
+    # optax.smooth_labels(one_hot, α) = kernel_soft_labels of a constant
+    # kernel with weight α.
     Method("smooth-labels", "Dense head, optax.smooth_labels targets",
-           knobs={"alpha": (0.05, 0.1, 0.2)}, defaults={"alpha": 0.1}),
+           knobs={"alpha": (0.05, 0.1, 0.2)}, defaults={"alpha": 0.1},
+           loss=lambda ctx, hp: dict(alpha=hp["alpha"]),
+           timed_as=("smooth", "alpha")),
     Method("kernel-soft-labels",
            "Dense head, kernel_soft_labels targets softmax(S_y / τ) (on a "
            "taxonomy: the soft labels of Bertinetto et al. 2020, τ = 1/β)",
            knobs={"temperature": (0.02, 0.05, 0.1, 0.2)},
-           defaults={"temperature": 0.05}, needs_kernel=True),
+           defaults={"temperature": 0.05}, needs_kernel=True,
+           loss=lambda ctx, hp: dict(target_kernel=ctx.kernel, alpha=1.0,
+                                     target_temperature=hp["temperature"]),
+           timed_as=("kernel", "temperature")),
     Method("cosine", "learned cosine classifier: unit features, unit "
            "learned class vectors, logits scale · cos (the control for a "
            "fixed codebook)", **_scaled(head="cosine")),
@@ -96,84 +134,48 @@ METHODS = {m.name: m for m in (
     Method("hxe", "Dense head, hierarchical cross-entropy (Bertinetto et al. "
            "2020), weights exp(−α · depth)",
            knobs={"hxe_alpha": (0.1, 0.2, 0.5)}, defaults={"hxe_alpha": 0.2},
-           needs_tree=True),
+           loss=lambda ctx, hp: dict(w_ce=0.0, w_hxe=1.0,
+                                     hxe_alpha=hp["hxe_alpha"]),
+           timed_as=("hxe", "hxe_alpha"), needs_tree=True),
     Method("online-soft-labels",
            "Dense head, online label smoothing (Zhang et al. 2021): the "
            "previous epoch's mean prediction per class as soft targets, "
            "mixed with one-hot",
            knobs={"w_online": (0.25, 0.5, 0.75)}, defaults={"w_online": 0.5},
+           loss=lambda ctx, hp: dict(w_online=hp["w_online"]),
+           timed_as=("online", "w_online"),
            control="smooth-labels", compare=("kernel-soft-labels",)),
     Method("online-codebook", "fixed codebook head refreshed every epoch "
            "from the online label kernel (starts as the simplex), rotated "
-           "onto the previous codes", **_scaled(head="codebook",
-                                                codes="online",
-                                                control="simplex",
-                                                compare=("cosine",
-                                                         "spectral"))),
+           "onto the previous codes", timed_as=("online", None),
+           **_scaled(head="codebook", codes="online", control="simplex",
+                     compare=("cosine", "spectral"))),
     Method("kd", "Dense-head student, (1 − w) CE + w distillation_loss "
            "(Hinton et al. 2015) from a one-hot teacher",
            knobs={"temperature": (2.0, 4.0, 8.0), "weight": (0.3, 0.6, 0.9)},
            defaults={"temperature": 4.0, "weight": 0.6},
+           loss=lambda ctx, hp: dict(w_ce=1 - hp["weight"], w_kd=hp["weight"],
+                                     kd_temperature=hp["temperature"]),
            needs_teacher="logits"),
     Method("dkd", "Dense-head student, CE + decoupled_distillation_loss "
            "(Zhao et al. 2022; α = 1, τ = 4, warm-up over the first 10% of "
            "the epochs) from a one-hot teacher",
            knobs={"beta": (0.125, 0.5, 2.0, 8.0)}, defaults={"beta": 2.0},
+           loss=lambda ctx, hp: dict(w_dkd=1.0, dkd_beta=hp["beta"],
+                                     kd_temperature=KD_TEMPERATURE,
+                                     dkd_warmup=DKD_WARMUP * ctx.epochs),
            needs_teacher="logits"),
     Method("sa-kd", "spectral-codebook student, (1 − w) CE + w "
            "soft_assignment_distillation_loss (τ = 4) from a "
            "spectral-codebook teacher",
            **_scaled(knobs={"weight": (0.3, 0.6, 0.9)},
                      defaults={"weight": 0.6},
+                     loss=lambda ctx, hp: dict(
+                         w_ce=1 - hp["weight"], w_sa=hp["weight"],
+                         kd_temperature=KD_TEMPERATURE),
                      head="codebook", codes="spectral", needs_kernel=True,
                      needs_teacher="codebook", control="spectral")),
 )}
-
-
-@dataclasses.dataclass
-class Context:
-  """What a method's config needs for one seed of a task."""
-  num_classes: int
-  features: int
-  epochs: int
-  total_steps: int
-  kernel: np.ndarray | None
-  codebooks: dict  # name -> (C, d) codes
-
-
-def config(method: Method, ctx: Context, hp: dict) -> MethodConfig:
-  """The ``MethodConfig`` of ``method`` at hyperparameters ``hp`` (which
-  hold ``lr`` and every knob of the method)."""
-  C, F = ctx.num_classes, ctx.features
-  common = dict(lr=hp["lr"], total_steps=ctx.total_steps)
-  name = method.name
-  if method.head in ("cosine", "codebook"):
-    common.update(head=method.head, scale=hp["scale"])
-    if method.head == "codebook":
-      common["codebook"] = ctx.codebooks[method.codes]
-  if name == "smooth-labels":
-    # optax.smooth_labels(one_hot, α) = kernel_soft_labels of a constant
-    # kernel with weight α.
-    return method_config(C, F, alpha=hp["alpha"], **common)
-  if name == "kernel-soft-labels":
-    return method_config(C, F, target_kernel=ctx.kernel, alpha=1.0,
-                         target_temperature=hp["temperature"], **common)
-  if name == "hxe":
-    return method_config(C, F, w_ce=0.0, w_hxe=1.0,
-                         hxe_alpha=hp["hxe_alpha"], **common)
-  if name == "online-soft-labels":
-    return method_config(C, F, w_online=hp["w_online"], **common)
-  if name == "kd":
-    return method_config(C, F, w_ce=1 - hp["weight"], w_kd=hp["weight"],
-                         kd_temperature=hp["temperature"], **common)
-  if name == "dkd":
-    return method_config(C, F, w_dkd=1.0, dkd_beta=hp["beta"],
-                         kd_temperature=KD_TEMPERATURE,
-                         dkd_warmup=DKD_WARMUP * ctx.epochs, **common)
-  if name == "sa-kd":
-    return method_config(C, F, w_ce=1 - hp["weight"], w_sa=hp["weight"],
-                         kd_temperature=KD_TEMPERATURE, **common)
-  return method_config(C, F, **common)
 
 
 def describe(hp: dict) -> str:

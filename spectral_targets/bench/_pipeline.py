@@ -8,7 +8,7 @@ The order of work for a task:
    seed at a fixed recipe and estimate that seed's kernel from its class
    means on the validation split (``from_class_means``);
 2. build each seed's codebooks (simplex, spectral, small spectral, random);
-3. tune every method (``_tuning``: three stages on the tuning seeds);
+3. tune every method (``_tuning``: the search on the tuning seeds);
 4. train every method at its chosen setting on the evaluation seeds and
    score it on the test split; temperature-scale on validation;
 5. paired differences against one-hot and against ``cosine``.
@@ -31,14 +31,6 @@ TUNING_SEEDS = (1000, 1001)
 KERNEL_MODEL_LR = 1e-2
 #: Runs trained together per call (a fixed size: one compiled program).
 CHUNK = 25
-
-METRICS = ("accuracy", "severity", "nll", "ece", "ece_calibrated", "nc1",
-           "between_condition")
-#: Direction of each metric: +1 higher is better, -1 lower is better.
-DIRECTION = {"accuracy": +1, "severity": -1, "nll": -1, "ece": -1,
-             "ece_calibrated": -1, "nc1": -1, "between_condition": -1,
-             "step_time_ratio": -1}
-
 
 @dataclasses.dataclass
 class Budget:
@@ -97,7 +89,7 @@ class TaskRunner:
     one_hot = _methods.METHODS["one-hot"]
     runs = self.runs(one_hot, [{"lr": KERNEL_MODEL_LR}], seeds,
                      self.budget.epochs)
-    self.kernels_from(runs, *self._train(runs, self.budget.epochs))
+    self.kernels_from(runs, *self.train(runs, self.budget.epochs))
 
   def kernels_from(self, runs, params, cfgs):
     """Each run's seed gets the kernel of that model's class means on the
@@ -148,9 +140,21 @@ class TaskRunner:
         total_steps=epochs * self.steps_per_epoch,
         kernel=self.kernels.get(seed), codebooks=self.codebooks.get(seed, {}))
 
+  def sibling(self, *, body: str, methods: list[Method],
+              budget: Budget | None = None, progress=None) -> TaskRunner:
+    """A runner of ``methods`` on another ``body`` over the same data,
+    sharing this runner's kernels and codebooks (a student, a reference
+    model)."""
+    other = TaskRunner(self.task, self.budget if budget is None else budget,
+                       methods, self.data, self.ex.with_body(body),
+                       self.progress if progress is None else progress)
+    other.kernels, other.codebooks, other.small_d = (
+        self.kernels, self.codebooks, self.small_d)
+    return other
+
   # -- training in fixed-size chunks -----------------------------------------------
 
-  def _train(self, runs, epochs):
+  def train(self, runs, epochs):
     """(params, cfgs) of ``runs`` trained in chunks of ``budget.chunk``
     (the last chunk padded by repeating its last run)."""
     outs = []
@@ -166,60 +170,47 @@ class TaskRunner:
   def train_and_score(self, runs, epochs):
     if not runs:
       return []
-    params, cfgs = self._train(runs, epochs)
+    params, cfgs = self.train(runs, epochs)
     return self.ex.score(params, cfgs, runs)
 
   def runs(self, method, settings, seeds, epochs) -> list[Run]:
-    return [Run(method, hp, s, _methods.config(method,
-                                               self.context(s, epochs), hp))
+    return [Run(method, hp, s, method.config(self.context(s, epochs), hp))
             for hp in settings for s in seeds]
 
   # -- tuning ------------------------------------------------------------------------
 
-  def tune(self, methods, epochs) -> dict:
-    """Every method's ``_tuning.Selection`` at this budget."""
+  def tune(self, methods, epochs=None, *, learning_rates=None) -> dict:
+    """Every method's ``_tuning.Selection`` at ``epochs`` (default: the
+    budget's), searched as the budget says (``_tuning.tune``) over
+    ``learning_rates`` (default: the budget's)."""
+    epochs = self.budget.epochs if epochs is None else epochs
     seeds = list(self.budget.tuning_seeds)
-    lrs = self.budget.learning_rates
-    trials: dict[str, list] = {m.name: [] for m in methods}
 
-    def evaluate(settings_by_method, stage):
+    def evaluate(settings_by_method, stage) -> dict:
       runs = [r for m in methods
               for r in self.runs(m, settings_by_method.get(m.name, []), seeds,
                                  epochs)]
       if not runs:
-        return
+        return {}
       self.progress(f"{self.task.name}: tuning stage {stage} "
                     f"({len(runs)} models, {epochs} epochs)")
       scores = self.train_and_score(runs, epochs)
-      grouped = {}
+      grouped: dict = {}
       for run, score in zip(runs, scores):
         t = grouped.setdefault((run.method.name, _tuning.key(run.hp)),
                                {"hp": run.hp, "val_accuracy": [],
                                 "val_nll": [], "val_severity": []})
         for k in ("val_accuracy", "val_nll", "val_severity"):
           t[k].append(score[k])
+      trials: dict[str, list] = {}
       for (name, _), t in grouped.items():
-        trials[name].append(t)
+        trials.setdefault(name, []).append(t)
+      return trials
 
-    def chosen():
-      """Each method's best so far."""
-      return {m.name: _tuning.choose(m, trials[m.name], lrs).chosen
-              for m in methods}
-
-    if self.budget.search == "grid":
-      evaluate({m.name: _tuning.full_grid(m, lrs) for m in methods}, 1)
-      best = chosen()
-      evaluate({m.name: _tuning.edge_steps(m, best[m.name], lrs)
-                for m in methods}, 2)
-    else:
-      evaluate({m.name: _tuning.stage_one(m, lrs) for m in methods}, 1)
-      best = chosen()
-      evaluate({m.name: _tuning.stage_two(m, best[m.name]["lr"])
-                for m in methods}, 2)
-      best = chosen()
-      evaluate({m.name: _tuning.stage_three(m, best[m.name], lrs)
-                for m in methods}, 3)
-    return {m.name: _tuning.choose(m, trials[m.name], lrs) for m in methods}
+    return _tuning.tune(methods, evaluate, search=self.budget.search,
+                        learning_rates=(self.budget.learning_rates
+                                        if learning_rates is None
+                                        else learning_rates))
 
   # -- evaluation ---------------------------------------------------------------------
 
@@ -274,20 +265,28 @@ class TaskRunner:
     return selections, self.report(methods, selections, per_method, epochs)
 
 
-def runner_for(task, options, methods, data, *, programs, progress,
-               on_epoch) -> TaskRunner:
+def executor_for(session, task, data, *, body: str, batch_size: int,
+                 tree=None) -> Executor:
+  """An ``Executor`` of ``task`` on ``body`` under ``session``'s compiler
+  and options (``_run.Session``)."""
+  return Executor(task, data, body=body, features=task.num_classes - 1,
+                  batch_size=batch_size, programs=session.programs,
+                  fast_compile=session.options.quick,
+                  on_epoch=session.on_epoch, tree=tree)
+
+
+def runner_for(session, task, methods, data) -> TaskRunner:
   """The ``TaskRunner`` of ``methods`` on ``task``'s main body, its
   programs queued for compilation, its kernels and codebooks built."""
-  budget = options.budget(task)
-  ex = Executor(task, data, body=task.body, features=task.num_classes - 1,
-                batch_size=budget.batch_size, programs=programs,
-                fast_compile=options.quick, on_epoch=on_epoch,
-                tree=task.tree if any(m.needs_tree for m in methods)
-                else None)
+  budget = session.options.budget(task)
+  ex = executor_for(session, task, data, body=task.body,
+                    batch_size=budget.batch_size,
+                    tree=task.tree if any(m.needs_tree for m in methods)
+                    else None)
   ex.submit_train(min(budget.chunk, len(budget.tuning_seeds)
                       * len(budget.learning_rates) * len(methods)))
   ex.submit_score()
-  runner = TaskRunner(task, budget, methods, data, ex, progress)
+  runner = TaskRunner(task, budget, methods, data, ex, session.progress)
   runner.estimate_kernels()
   runner.build_codebooks()
   return runner

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from spectral_targets.bench import _methods, _pipeline, _stats
-from spectral_targets.bench._execute import Executor
+from spectral_targets.bench import _methods, _stats
 
 PAPER = {"logistic regression": ("linear", 0.32), "MLP": ("mlp-small", 0.68),
          "CNN": ("cnn", 0.94)}
@@ -26,16 +25,19 @@ PAPER_EPOCHS = 100
 LOGISTIC_C = (0.01, 0.1, 1.0, 10.0)
 
 
-def for_task(task, options, runner, main_reports, programs, progress,
-             on_epoch) -> dict:
-  if task.name == "mnist1d" and not options.quick:
-    return {"MNIST-1D one-hot baselines against the paper (Greydanus 2020)":
-            mnist1d_paper(task, options, runner, main_reports, programs,
-                          progress, on_epoch)}
-  if task.tree is not None:
-    return {"Classifiers without a training loop": closed_form(
-        task, runner, progress)}
-  return {}
+def paper_baselines(session, task, runner, main_reports) -> dict:
+  """MNIST-1D's one-hot baselines against the paper's (none in a
+  ``--quick`` run)."""
+  if session.options.quick:
+    return {}
+  return {"MNIST-1D one-hot baselines against the paper (Greydanus 2020)":
+          mnist1d_paper(session, task, runner, main_reports)}
+
+
+def without_training_loop(session, task, runner, main_reports) -> dict:
+  """A nearest class mean and a logistic regression on the task's data."""
+  return {"Classifiers without a training loop": closed_form(
+      task, runner, session.progress)}
 
 
 def _row(label, values, paper):
@@ -45,28 +47,20 @@ def _row(label, values, paper):
   return f"| {label} | {text} | ~{paper:.2f} |"
 
 
-def mnist1d_paper(task, options, runner, main_reports, programs, progress,
-                  on_epoch):
+def mnist1d_paper(session, task, runner, main_reports):
   one_hot = _methods.METHODS["one-hot"]
   block = {"table": ["| model | epochs | accuracy ↑ | paper |",
                      "|---|---|---|---|"],
            "per_seed": {}, "chosen": {}}
-  main = runner  # the CNN row is the task's own one-hot method
   for label, (body, paper) in PAPER.items():
-    if body == task.body:
+    if body == task.body:  # the CNN row is the task's own one-hot method
       epochs = runner.budget.epochs
       acc = main_reports["one-hot"]["per_seed"]["accuracy"]
       block["chosen"][label] = main_reports["one-hot"]["chosen"]
     else:
-      progress(f"{task.name}: reference {label}")
-      ex = Executor(task, runner.data, body=body, features=runner.F,
-                    batch_size=runner.ex.batch, programs=programs,
-                    fast_compile=options.quick, on_epoch=on_epoch)
-      sub = _pipeline.TaskRunner(task, runner.budget, [one_hot], runner.data,
-                                 ex, progress)
-      sub.kernels, sub.codebooks, sub.small_d = (main.kernels, main.codebooks,
-                                                 main.small_d)
-      epochs = runner.budget.epochs if options.quick else PAPER_EPOCHS
+      session.progress(f"{task.name}: reference {label}")
+      sub = runner.sibling(body=body, methods=[one_hot])
+      epochs = runner.budget.epochs if session.options.quick else PAPER_EPOCHS
       selections = sub.tune([one_hot], epochs)
       per_method = sub.evaluate([one_hot], selections, epochs)
       acc = [r["accuracy"] for r in per_method["one-hot"]]
@@ -121,7 +115,7 @@ def closed_form(task, runner, progress) -> dict:
         scores(logistic(i, strength, data.x_test[i]), data.y_test[i], D))
   metrics = list(rows["nearest class mean"][0])
   table = ["| classifier | " + " | ".join(
-      f"{k} {'↑' if k == 'accuracy' else '↓'}" for k in metrics) + " |",
+      f"{k} {_stats.arrow(k)}" for k in metrics) + " |",
            "|---" * (len(metrics) + 1) + "|"]
   points = {}
   for label, per_seed in rows.items():

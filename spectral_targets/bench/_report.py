@@ -11,15 +11,18 @@ import json
 import math
 import pathlib
 
-#: (key, header, format, direction) of the per-method metric columns.
-COLUMNS = (("accuracy", "accuracy", "{:.3f}", "↑"),
-           ("severity", "mistake severity", "{:.3f}", "↓"),
-           ("nll", "NLL", "{:.3f}", "↓"),
-           ("ece", "ECE", "{:.3f}", "↓"),
-           ("ece_calibrated", "ECE, T-scaled", "{:.3f}", "↓"),
-           ("nc1", "NC1 (train)", "{:.3g}", "↓"),
-           ("between_condition", "κ(Σ_B)", "{:.2g}", ""),
-           ("step_time_ratio", "step time / one-hot", "{:.2f}", "↓"))
+from spectral_targets.bench import _stats
+
+#: (key, header, format) of the per-method metric columns (their
+#: directions: ``_stats.DIRECTION``).
+COLUMNS = (("accuracy", "accuracy", "{:.3f}"),
+           ("severity", "mistake severity", "{:.3f}"),
+           ("nll", "NLL", "{:.3f}"),
+           ("ece", "ECE", "{:.3f}"),
+           ("ece_calibrated", "ECE, T-scaled", "{:.3f}"),
+           ("nc1", "NC1 (train)", "{:.3g}"),
+           ("between_condition", "κ(Σ_B)", "{:.2g}"),
+           ("step_time_ratio", "step time / one-hot", "{:.2f}"))
 
 #: Paired comparisons shown: (metric, header).
 PAIRED = (("accuracy", "Δ accuracy"), ("severity", "Δ severity"),
@@ -67,39 +70,28 @@ def _cell(summary, fmt):
   return text
 
 
-#: +1 where higher is better, −1 where lower is better.
-DIRECTION = {"accuracy": +1, "severity": -1, "nll": -1, "ece": -1,
-             "ece_calibrated": -1}
-
-
-def verdict(d, metric: str) -> str:
-  """"better", "worse" or "tie" (or "n/a") of a paired difference."""
-  sign = DIRECTION.get(metric, -1 if metric.startswith("hdist") else +1)
-  if d is None or d.get("verdict") not in ("higher", "lower"):
-    return "n/a" if d is None or d.get("low") is None else "tie"
-  return "better" if (d["verdict"] == "higher") == (sign > 0) else "worse"
-
-
 def _diff(d, metric="accuracy", fmt="{:+.3f}"):
   if d is None or d.get("mean") is None:
     return "—"
   if d.get("low") is None:
     return fmt.format(d["mean"])
-  mark = {"better": " ✔", "worse": " ✘"}.get(verdict(d, metric), "")
+  mark = {"better": " ✔", "worse": " ✘"}.get(_stats.verdict(d, metric),
+                                               "")
   return (f"{fmt.format(d['mean'])} [{fmt.format(d['low'])}, "
           f"{fmt.format(d['high'])}]{mark}")
 
 
 def methods_table(report: dict) -> list[str]:
   ks = report.get("ks", [])
-  columns = list(COLUMNS[:2]) + [(f"hdist@{k}", f"hdist@{k}", "{:.3f}", "↓")
+  columns = list(COLUMNS[:2]) + [(f"hdist@{k}", f"hdist@{k}", "{:.3f}")
                                  for k in ks] + list(COLUMNS[2:])
   columns = [c for c in columns
              if any(c[0] in r["summary"] for r in report["methods"].values())]
-  lines = ["| method | " + " | ".join(f"{h} {d}".strip() for _, h, _, d in columns)
+  lines = ["| method | " + " | ".join(f"{h} {_stats.arrow(key)}".strip()
+                                     for key, h, _ in columns)
            + " |", "|---" * (len(columns) + 1) + "|"]
   for name, r in report["methods"].items():
-    cells = [_cell(r["summary"].get(key), fmt) for key, _, fmt, _ in columns]
+    cells = [_cell(r["summary"].get(key), fmt) for key, _, fmt in columns]
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
   return lines
 

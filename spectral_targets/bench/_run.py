@@ -1,40 +1,36 @@
-"""A whole benchmark run: every task, its references, the budget curve.
+"""A whole benchmark run: the tasks of ``_suite`` in order.
 
-``run(names, options, ...)`` builds each task's data (on a background
-thread), queues its programs for compilation, and runs the tasks in order
-(``_pipeline.TaskRunner``); it returns one report per task.
+``run_benchmark`` is the command: it checks the arguments, runs the tasks
+(``run``) and writes the report. ``run(names, options, ...)`` draws every
+task's data on a background thread, then runs the tasks in order, each by
+its row's hook (``_suite.BenchTask.run``) with the ``Session`` they share;
+it returns one report per task.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import datetime
+import os
+import pathlib
+import platform
+import sys
+import time
+from typing import Any
 
 import numpy as np
 
-from spectral_targets.bench import (
-  QUICK_TRAIN_LIMIT,
-  _distill,
-  _methods,
-  _pipeline,
-  _references,
-  _shift,
-  _tasks,
-  _timing,
-)
+from spectral_targets.bench import _pipeline, _suite, _tasks, _tuning
 from spectral_targets.bench._compile import Compiler
 from spectral_targets.bench._execute import SeedData
-from spectral_targets.bench._models import BODIES
+from spectral_targets.bench._methods import METHODS
 
-#: The methods of every task (hierarchy tasks add ``hxe``).
-MAIN_METHODS = ("one-hot", "smooth-labels", "kernel-soft-labels", "cosine",
-                "random-codebook", "simplex", "spectral", "spectral-small",
-                "online-soft-labels", "online-codebook")
-#: Training budgets of the MNIST-1D budget curve (its main budget is one).
-BUDGET_CURVE = (5, 100)
-BUDGET_METHODS = ("one-hot", "cosine", "simplex", "spectral")
-#: Batch size per task.
-BATCH = {"mnist1d": 64}
+BENCH_REQUIREMENTS = ("mnist1d", "sklearn", "threadpoolctl", "tqdm", "matplotlib")
+INSTALL_HINT = ('pip install "spectral-targets[bench]"   (from a checkout: '
+                'pip install -e ".[bench]")')
+#: --quick trains on about this many samples per task.
+QUICK_TRAIN_LIMIT = 300
 
 
 @dataclasses.dataclass
@@ -43,7 +39,8 @@ class Options:
 
   seeds: evaluation seeds per task; quick: a smoke run; epochs: override
   every task's budget; methods: restrict the methods (one-hot and cosine,
-  the references of the paired differences, are always kept).
+  the references of the paired differences, are always kept); search: how
+  hyperparameters are searched (``_tuning.SEARCHES``).
   """
   seeds: int = 5
   quick: bool = False
@@ -59,20 +56,7 @@ class Options:
           learning_rates=(1e-2, 2e-2), knob_grids=False, chunk=16,
           search=self.search)
     return _pipeline.Budget(seeds=self.seeds, epochs=epochs,
-                            batch_size=BATCH.get(task.name, 128),
-                            search=self.search)
-
-
-
-
-def task_methods(task, options: Options) -> list:
-  names = list(MAIN_METHODS)
-  if task.tree is not None:
-    names.insert(3, "hxe")
-  if options.methods:
-    keep = set(options.methods) | {"one-hot", "cosine"}
-    names = [n for n in names if n in keep]
-  return [_methods.METHODS[n] for n in names]
+                            batch_size=task.batch_size, search=self.search)
 
 
 def _draw(task, seeds, quick):
@@ -85,111 +69,189 @@ def _draw(task, seeds, quick):
   return SeedData.stack(seeds, splits, distances)
 
 
-#: The tasks, in the order they run and are reported. ``distill`` uses the
-#: mnist1d task's data; ``hierarchy-shift`` reuses the hierarchy task's
-#: results as its ρ = 0 when both run.
-TASK_ORDER = ("mnist1d", "digits", "hierarchy", "ordinal", "distill",
-              "hierarchy-shift")
+class Session:
+  """What the tasks of one run share: the options, the compiler, the
+  progress hooks, the data drawn (each task's once, on a background
+  thread) and the reports of the tasks that ran."""
+
+  def __init__(self, options: Options, programs: Compiler, pool, *,
+               progress, on_epoch):
+    self.options, self.programs, self._pool = options, programs, pool
+    self.progress, self.on_epoch = progress, on_epoch
+    self.reports: dict[str, dict] = {}
+    self._drawn: dict[str, concurrent.futures.Future] = {}
+
+  def draw(self, task, seeds) -> concurrent.futures.Future:
+    """The ``SeedData`` of ``task`` on ``seeds``, drawn in the background."""
+    return self._pool.submit(_draw, task, seeds, self.options.quick)
+
+  def prefetch(self, task):
+    """Starts drawing ``task``'s data on its tuning and evaluation seeds
+    (once per task name)."""
+    if task.name not in self._drawn:
+      budget = self.options.budget(task)
+      self._drawn[task.name] = self.draw(
+          task, list(budget.tuning_seeds) + budget.eval_seeds)
+
+  def data(self, task) -> SeedData:
+    """``task``'s data (a fresh ``SeedData`` per call: runners write their
+    kernels' distances and teacher outputs into it)."""
+    self.prefetch(task)
+    return dataclasses.replace(self._drawn[task.name].result())
 
 
 def run(names, options: Options, *, progress, on_epoch,
         on_task=lambda name, report: None) -> dict:
-  """Runs the tasks ``names``; returns {name: report} (and hands each to
-  ``on_task`` as it finishes)."""
-  base = {"distill": "mnist1d", "hierarchy-shift": "hierarchy"}
-  tasks = {}
-  for name in names:
-    task = _tasks.TASKS[base.get(name, name)]()
-    tasks[name] = (dataclasses.replace(task, epochs=options.epochs)
-                   if options.epochs else task)
-  reports = {}
+  """Runs the tasks ``names`` (in ``_suite.TASKS`` order); returns {name:
+  report} (and hands each to ``on_task`` as it finishes)."""
+  rows = [row for name, row in _suite.TASKS.items() if name in names]
+  tasks = []
+  for row in rows:
+    task = row.data() if row.data is not None else None
+    if task is not None and options.epochs:
+      task = dataclasses.replace(task, epochs=options.epochs)
+    tasks.append(task)
   with Compiler() as programs, concurrent.futures.ThreadPoolExecutor(
       1, thread_name_prefix="bench-data") as pool:
-
-    def draw(task, seeds):
-      return pool.submit(_draw, task, seeds, options.quick)
-
-    drawn = {}
-    for name, task in tasks.items():
-      if name == "hierarchy-shift":
-        continue
-      budget = options.budget(task)
-      key = base.get(name, name)
-      if key not in drawn:
-        drawn[key] = draw(task, list(budget.tuning_seeds) + budget.eval_seeds)
-    kw = dict(programs=programs, progress=progress, on_epoch=on_epoch)
-    for name, task in tasks.items():
-      if name == "distill":
-        reports[name] = _distill.run(
-            task, options, dataclasses.replace(drawn["mnist1d"].result()),
-            **kw)
-      elif name == "hierarchy-shift":
-        reports[name] = {"shift": _shift.run(
-            options, draw=lambda t, s: draw(t, s).result(),
-            hierarchy_report=reports.get("hierarchy"), **kw)}
-      else:
-        reports[name] = run_task(task, options,
-                                 dataclasses.replace(drawn[name].result()),
-                                 **kw)
-      on_task(name, reports[name])
-  return reports
+    session = Session(options, programs, pool, progress=progress,
+                      on_epoch=on_epoch)
+    for task in tasks:
+      if task is not None:
+        session.prefetch(task)
+    for row, task in zip(rows, tasks):
+      session.reports[row.name] = row.run(session, task)
+      on_task(row.name, session.reports[row.name])
+  return session.reports
 
 
-def run_task(task, options: Options, data: SeedData, *, programs, progress,
-             on_epoch) -> dict:
-  budget = options.budget(task)
-  runner = _pipeline.runner_for(task, options, task_methods(task, options),
-                                data, programs=programs, progress=progress,
-                                on_epoch=on_epoch)
-  selections, method_reports = runner.run()
-  d = data
-  report = dict(
-      description=task.description, construction=task.construction,
-      num_classes=task.num_classes, body=BODIES[task.body][1],
-      sizes=f"{d.y_train.shape[1]} / {d.y_val.shape[1]} / "
-            f"{d.y_test.shape[1]}",
-      epochs=budget.epochs, seeds=budget.seeds,
-      tuning_seeds=list(budget.tuning_seeds), ks=list(task.ks),
-      distance_unit=task.distance_unit,
-      kernel="true: given with the task" if task.kernel is not None else
-             "estimated per seed: cosine similarity of a one-hot model's "
-             "class means on the validation split",
-      small_d={str(s): runner.small_d[s] for s in budget.eval_seeds},
-      left_out=runner.notes, methods=method_reports, references={})
-  if not options.quick:
-    progress(f"{task.name}: step timing")
-    first = data.index(budget.eval_seeds[0])
-    ratios = _timing.step_time_ratios(
-        task, runner, selections, runner.methods,
-        x=data.x_train[first][:budget.batch_size],
-        y=data.y_train[first][:budget.batch_size], rounds=8, steps=25)
-    for name, r in method_reports.items():
-      r["summary"]["step_time_ratio"] = {"mean": ratios[name], "std": None,
-                                         "n": 1}
-  report["references"] = _references.for_task(
-      task, options, runner, method_reports, programs, progress, on_epoch)
-  if task.name == "mnist1d":
-    report["budget_curve"] = budget_curve(runner, options, method_reports,
-                                          progress)
-  return report
+def missing_requirements() -> list[str]:
+  import importlib.util
+  return [name for name in BENCH_REQUIREMENTS
+          if importlib.util.find_spec(name) is None]
 
 
-def budget_curve(runner, options, main_reports, progress) -> dict:
-  """Accuracy and NLL of a few methods after each budget, each budget
-  tuned on its own; the main budget's figures come from the main run."""
-  methods = [m for m in runner.methods if m.name in BUDGET_METHODS]
-  budgets = (1, 3) if options.quick else BUDGET_CURVE
-  curve = {str(runner.budget.epochs): {
-      m.name: {"summary": {k: main_reports[m.name]["summary"][k]
-                           for k in ("accuracy", "nll")},
-               "chosen": main_reports[m.name]["chosen"]} for m in methods}}
-  for epochs in budgets:
-    progress(f"{runner.task.name}: budget curve, {epochs} epochs")
-    _, reports = runner.run(methods, epochs)
-    curve[str(epochs)] = {
-        name: {"summary": {k: r["summary"][k] for k in ("accuracy", "nll")},
-               "chosen": r["chosen"], "at_edge": r["at_edge"],
-               "per_seed": {k: r["per_seed"][k] for k in ("accuracy",
-                                                          "nll")}}
-        for name, r in reports.items()}
-  return curve
+def cpu_name() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
+class _Progress:
+  """Progress on stderr: tqdm bars on a terminal, one plain line per phase
+  otherwise (CI logs get no carriage returns or cursor movement)."""
+
+  def __init__(self, stream=None):
+    self.stream = stream or sys.stderr
+    self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+    self.start = time.perf_counter()
+    if self.tty:
+      from tqdm.auto import tqdm
+      self.bar = tqdm(unit="epoch", desc="bench", file=self.stream,
+                      leave=False)
+
+  def phase(self, message: str):
+    if self.tty:
+      self.bar.set_description_str(message)
+    else:
+      elapsed = time.perf_counter() - self.start
+      print(f"[{elapsed:6.0f} s] {message}", file=self.stream, flush=True)
+
+  def epoch(self):
+    if self.tty:
+      self.bar.update(1)
+
+  def close(self):
+    if self.tty:
+      self.bar.close()
+
+
+def run_benchmark(*, tasks=None, seeds: int = 5, quick: bool = False,
+                  epochs: int | None = None, methods=None,
+                  search: str = "cross",
+                  out: str | os.PathLike = "bench-results",
+                  command: str = "", echo=print) -> dict:
+  """Runs the benchmark and writes ``results.json``, ``results.md`` and the
+  figures into ``out``; returns the results dict.
+
+  ``quick`` is a smoke test of the whole pipeline, not evidence: tiny
+  training sets, two epochs, two learning rates, no knob grids, no step
+  timing, every program compiled at XLA's backend optimisation level 0; its
+  report says so at the top. ``search`` is how hyperparameters are chosen
+  on validation: ``"cross"`` (learning rate, then the method's knobs, then
+  the learning rates next to the choice) or ``"grid"`` (every combination;
+  slower, see ``_tuning``).
+  """
+  missing = missing_requirements()
+  if missing:
+    raise ModuleNotFoundError(
+        f"the benchmark needs {', '.join(missing)}; install them with: "
+        f"{INSTALL_HINT}")
+  order = list(_suite.TASKS)
+  names = order if not tasks else list(tasks)
+  unknown = [n for n in names if n not in order]
+  if unknown:
+    raise ValueError(f"unknown task(s) {unknown}; choose from {order}.")
+  names = [n for n in order if n in names]
+  if methods:
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+      raise ValueError(f"unknown method(s) {bad}; choose from "
+                       f"{list(METHODS)}.")
+  if seeds < 1:
+    raise ValueError(f"seeds must be >= 1, got {seeds}.")
+  if epochs is not None and epochs < 1:
+    raise ValueError(f"epochs must be >= 1, got {epochs}.")
+  if search not in _tuning.SEARCHES:
+    raise ValueError(f"search must be one of {list(_tuning.SEARCHES)}, got "
+                     f"{search!r}.")
+
+  import flax
+  import jax
+  import optax
+
+  import spectral_targets
+  from spectral_targets.bench import _report
+
+  started = time.perf_counter()
+  options = Options(seeds=seeds, quick=quick, epochs=epochs,
+                         methods=tuple(methods) if methods else None,
+                         search=search)
+  meta: dict[str, Any] = dict(
+      search=search,
+      command=command or "spectral-targets bench", quick=quick, seeds=seeds,
+      date=datetime.datetime.now(datetime.timezone.utc).isoformat(
+          timespec="seconds"),
+      machine=f"{cpu_name()}, {os.cpu_count()} cores, "
+              f"{jax.devices()[0].platform}",
+      versions=f"spectral_targets {spectral_targets.__version__}, jax "
+               f"{jax.__version__}, optax {optax.__version__}, flax "
+               f"{flax.__version__}, python {sys.version.split()[0]}",
+      methods={name: m.note for name, m in METHODS.items()})
+  if quick:
+    echo(_report.SMOKE_BANNER + "\n")
+  echo("\n".join(_report.legend(meta["methods"])))
+  progress = _Progress()
+  # BLAS on one thread for the whole run. JAX's CPU LAPACK kernels (eigh,
+  # svd: the scorer's collapse metrics, refresh_codebook's procrustes)
+  # call OpenBLAS, whose own threads fight XLA's for the cores: on 2 cores
+  # a 99 x 99 procrustes took 0.5 s with two BLAS threads and 1-10 ms with
+  # one. threadpoolctl comes with scikit-learn (the bench extra).
+  import threadpoolctl
+  try:
+    with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
+      reports = run(names, options, progress=progress.phase,
+                         on_epoch=progress.epoch,
+                         on_task=lambda name, report: echo(
+                             _report.section(name, report)))
+  finally:
+    progress.close()
+  meta["wall_time"] = f"{time.perf_counter() - started:.0f} s"
+  results = {"meta": meta, "tasks": reports}
+  paths = _report.write(pathlib.Path(out), results)
+  echo("wrote " + ", ".join(str(p) for p in paths))
+  return results

@@ -19,13 +19,13 @@ METHODS = ("one-hot", "cosine", "simplex", "spectral", "kernel-soft-labels",
            "hxe")
 
 
-def run(options, *, draw, programs, progress, on_epoch,
-        hierarchy_report=None) -> dict:
-  """{ρ: block}: per-method summaries and paired differences at each ρ.
-
-  ``hierarchy_report``: the ``hierarchy`` task's report from this run (its
-  ρ = 0 row), reused when it ran the same methods.
-  """
+def run(session, task=None) -> dict:
+  """{"shift": {ρ: block}}: per-method summaries and paired differences at
+  each ρ. Its ρ = 0 row is the ``hierarchy`` task's report when that ran in
+  this session (the same task); ``task`` is unused (each ρ draws its own
+  data)."""
+  options = session.options
+  hierarchy_report = session.reports.get("hierarchy")
   shifts = (0.0, 1.0) if options.quick else SHIFTS
   out = {}
   for rho in shifts:
@@ -39,15 +39,13 @@ def run(options, *, draw, programs, progress, on_epoch,
     methods = [_methods.METHODS[n] for n in METHODS
                if not options.methods or n in options.methods
                or n in ("one-hot", "cosine")]
-    data = draw(task, list(budget.tuning_seeds) + budget.eval_seeds)
-    runner = _pipeline.runner_for(task, options, methods, data,
-                                  programs=programs, progress=progress,
-                                  on_epoch=on_epoch)
+    data = session.draw(task, list(budget.tuning_seeds)
+                        + budget.eval_seeds).result()
+    runner = _pipeline.runner_for(session, task, methods, data)
     _, reports = runner.run()
-    refs = _references.for_task(task, options, runner, reports, programs,
-                                progress, on_epoch)
+    refs = _references.without_training_loop(session, task, runner, reports)
     out[str(rho)] = _block(reports, refs)
-  return out
+  return {"shift": out}
 
 
 def _block(method_reports, references) -> dict:

@@ -5,7 +5,8 @@ so method A and method B on seed s saw the same data: their difference on
 that seed is one paired observation. The benchmark reports the mean of the
 paired differences with a two-sided 95% Student-t interval (n − 1 degrees of
 freedom), and calls a difference a win or a loss only where that interval
-excludes 0.
+excludes 0; ``verdict`` reads that as "better" or "worse" by the
+metric's direction (``DIRECTION``).
 """
 
 from __future__ import annotations
@@ -58,3 +59,29 @@ def t_quantile(p: float, df: int) -> float:
   """The p-quantile of Student's t with ``df`` degrees of freedom."""
   from scipy import stats  # scikit-learn (the bench extra) brings SciPy
   return float(stats.t.ppf(p, df))
+
+
+#: Direction of each metric: +1 higher is better, −1 lower is better, 0
+#: neither (a diagnostic). hdist@k is lower-better; anything else higher.
+DIRECTION = {"accuracy": +1, "severity": -1, "nll": -1, "ece": -1,
+             "ece_calibrated": -1, "nc1": -1, "between_condition": 0,
+             "step_time_ratio": -1}
+
+
+def direction(metric: str) -> int:
+  """+1 where higher is better, −1 where lower is better, 0 neither."""
+  return -1 if metric.startswith("hdist") else DIRECTION.get(metric, +1)
+
+
+def arrow(metric: str) -> str:
+  """↑ / ↓ / nothing: the metric's direction in a table header."""
+  return {+1: "↑", -1: "↓"}.get(direction(metric), "")
+
+
+def verdict(d, metric: str) -> str:
+  """"better", "worse" or "tie" (or "n/a") of a paired difference ``d``
+  (``paired_difference``'s dict) of ``metric``."""
+  if d is None or d.get("verdict") not in ("higher", "lower"):
+    return "n/a" if d is None or d.get("low") is None else "tie"
+  return ("better" if (d["verdict"] == "higher") == (direction(metric) > 0)
+          else "worse")

@@ -22,9 +22,10 @@ import numpy as np
 import spectral_targets as st
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class Split:
-  """One seed's data: float32 inputs, int32 labels."""
+  """One seed's data: float32 inputs, int32 labels (``_execute.SeedData``
+  stacks seeds of them)."""
   x_train: np.ndarray
   y_train: np.ndarray
   x_val: np.ndarray
@@ -43,7 +44,7 @@ class Task:
     construction: how the data are made, for the report (and what, if
       anything, they share with the kernels the methods are given).
     num_classes: C.
-    body: the model body, a key of ``_models.BODIES``.
+    body: the model body, a key of ``_bodies.BODIES``.
     epochs: the training budget of every method.
     draw: ``draw(seed) -> Split``.
     kernel: the (C, C) label kernel the methods are given, or None when it
@@ -57,6 +58,7 @@ class Task:
     tree: the ``Tree`` of a hierarchy task (for hierarchical losses), else
       None.
     extra: task-specific facts for the report.
+    batch_size: the minibatch size of every method.
   """
   name: str
   description: str
@@ -71,6 +73,7 @@ class Task:
   small_d: int = 2
   tree: object = None
   extra: dict = dataclasses.field(default_factory=dict)
+  batch_size: int = 128
 
   @property
   def ks(self) -> tuple[int, ...]:
@@ -133,7 +136,7 @@ def mnist1d_task(epochs: int = 25) -> Task:
       "500 validation / 1,000 test; no true label kernel: one is estimated "
       "per seed from a one-hot model's class means on the validation split",
       10, "cnn", epochs, mnist1d_split, distance_unit="1 − estimated kernel",
-      small_d=3)
+      small_d=3, batch_size=64)
 
 
 # -- scikit-learn's bundled data ------------------------------------------------
@@ -298,8 +301,3 @@ def subsample(split: Split, limit: int) -> Split:
                                  for c in classes]))
   return dataclasses.replace(split, x_train=split.x_train[keep],
                              y_train=split.y_train[keep])
-
-
-TASKS: dict[str, Callable[..., Task]] = {
-    "mnist1d": mnist1d_task, "digits": digits_task,
-    "hierarchy": hierarchy_task, "ordinal": ordinal_task}

@@ -20,15 +20,12 @@ import numpy as np
 import optax
 
 import spectral_targets as st
-from spectral_targets.bench import _models as m
+from spectral_targets.bench import _bodies, _training
 
 
 def _program(method, d):
   """What a method's step computes: (head, loss, feature width)."""
-  loss = {"smooth-labels": "smooth", "kernel-soft-labels": "kernel",
-          "hxe": "hxe", "online-soft-labels": "online",
-          "online-codebook": "online"}.get(method.name, "ce")
-  return (method.head, loss, d)
+  return (method.head, method.timed_as[0], d)
 
 
 def _step(body, C, d, head, loss_name, tree, tx):
@@ -81,22 +78,21 @@ def step_time_ratios(task, runner, selections, methods, *, x, y,
   for method in methods:
     d = runner.small_d[seed] if method.codes == "spectral-small" else F
     key = _program(method, d)
-    body = m.make_body(task.body, d, single=True)
+    body = _bodies.make_body(task.body, d, single=True)
     if key not in programs:
       head, loss_name, _ = key
       programs[key] = _step(body, C, d, head, loss_name, task.tree, tx)
     params = jax.tree_util.tree_map(lambda a: jnp.asarray(a[0]),
-                                    m.init_params(body, C, d, [0],
+                                    _training.init_params(body, C, d, [0],
                                                   x.shape[1:]))
     keep = {"body"} | ({"dense_w", "dense_b"} if method.head == "dense"
                        else {"class_vectors"} if method.head == "cosine"
                        else set())
     params = {k: v for k, v in params.items() if k in keep}
     hp = selections[method.name].chosen
+    knob = method.timed_as[1]
     batch = {"x": jnp.asarray(x), "y": jnp.asarray(y),
-             "knob": jnp.float32(hp.get("alpha", hp.get(
-                 "temperature", hp.get("hxe_alpha", hp.get("w_online",
-                                                           0.0)))))}
+             "knob": jnp.float32(hp[knob] if knob else 0.0)}
     if method.head != "dense":
       batch["scale"] = jnp.float32(hp["scale"])
     if method.head == "codebook":

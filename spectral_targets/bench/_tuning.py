@@ -92,6 +92,53 @@ def edge_steps(method, best: dict,
   return settings
 
 
+def cross(methods, evaluate, best, learning_rates) -> None:
+  """The default search: the three stages above, every method's stage in
+  one call of ``evaluate``."""
+  evaluate({m.name: stage_one(m, learning_rates) for m in methods}, 1)
+  chosen = best()
+  evaluate({m.name: stage_two(m, chosen[m.name]["lr"]) for m in methods}, 2)
+  chosen = best()
+  evaluate({m.name: stage_three(m, chosen[m.name], learning_rates)
+            for m in methods}, 3)
+
+
+def grid(methods, evaluate, best, learning_rates) -> None:
+  """``search="grid"``: the full product, then the steps beyond an
+  unbounded grid's end."""
+  evaluate({m.name: full_grid(m, learning_rates) for m in methods}, 1)
+  chosen = best()
+  evaluate({m.name: edge_steps(m, chosen[m.name], learning_rates)
+            for m in methods}, 2)
+
+
+#: The searches by name (``--search``).
+SEARCHES = {"cross": cross, "grid": grid}
+
+
+def tune(methods, evaluate, *, search: str = "cross",
+         learning_rates=LEARNING_RATES) -> dict:
+  """Every method's ``Selection`` by the search ``search``.
+
+  ``evaluate(settings_by_method, stage)`` trains and scores the settings
+  ``{method name: [hp, ...]}`` and returns ``{method name: [trial, ...]}``
+  (trials as ``choose`` reads them); a method's best so far is chosen over
+  everything evaluated.
+  """
+  trials: dict[str, list] = {m.name: [] for m in methods}
+
+  def run(settings_by_method, stage):
+    for name, rows in evaluate(settings_by_method, stage).items():
+      trials[name] += rows
+
+  def best():
+    return {m.name: choose(m, trials[m.name], learning_rates).chosen
+            for m in methods}
+
+  SEARCHES[search](methods, run, best, learning_rates)
+  return {m.name: choose(m, trials[m.name], learning_rates) for m in methods}
+
+
 @dataclasses.dataclass
 class Selection:
   """The record of one method's tuning.

@@ -1,0 +1,107 @@
+"""A method as data: the ``MethodConfig`` arrays of one model.
+
+Every method of a task trains the same body; what differs is data, not
+code: the head (a learned Dense layer, a learned cosine classifier or a
+fixed codebook), the codebook and its scale, the learning rate, the targets
+and the loss weights are arrays in a ``MethodConfig``. So all methods, grid
+points and seeds of a task train in one ``vmap``-ed, once-compiled program
+(``_training``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import numpy as np
+
+_FIELDS = ("lr", "total_steps", "mask", "head", "codebook", "scale",
+           "target_kernel", "target_temperature", "alpha", "w_online",
+           "w_ce", "w_hxe", "hxe_alpha", "w_kd", "kd_temperature", "w_dkd",
+           "dkd_beta", "dkd_warmup", "w_sa")
+
+
+@functools.partial(jax.tree_util.register_dataclass, data_fields=list(_FIELDS),
+                   meta_fields=[])
+@dataclasses.dataclass(frozen=True)
+class MethodConfig:
+  """A method at one grid point, as arrays (stack along a leading axis to
+  vmap; float32 and never weak-typed, so one compiled program serves every
+  method of a task).
+
+  lr, total_steps: peak learning rate of AdamW's cosine schedule and the
+    number of steps it decays over.
+  mask: (F,) which feature dimensions the head sees (a d-dim codebook pads
+    to F with zero columns and masks the rest).
+  head: (3,) one-hot over (Dense, learned cosine, fixed codebook).
+  codebook: (C, F) fixed codes (zeros for the learned heads); scale: the
+    cosine heads' logit scale.
+  target_kernel, target_temperature, alpha: targets
+    ``kernel_soft_labels(y, K, temperature, alpha)`` (alpha 0: one-hot);
+    w_online: weight of the online soft targets (the previous epoch's mean
+    prediction per class) mixed into them.
+  w_ce, w_hxe, w_kd, w_dkd, w_sa: weights of cross-entropy on those targets,
+    hierarchical cross-entropy (``hxe_alpha``), Hinton KD on logits
+    (``kd_temperature``), DKD (``dkd_beta``, linear warm-up over
+    ``dkd_warmup`` epochs) and KD of soft assignments over the codebook.
+  """
+  lr: np.ndarray
+  total_steps: np.ndarray
+  mask: np.ndarray
+  head: np.ndarray
+  codebook: np.ndarray
+  scale: np.ndarray
+  target_kernel: np.ndarray
+  target_temperature: np.ndarray
+  alpha: np.ndarray
+  w_online: np.ndarray
+  w_ce: np.ndarray
+  w_hxe: np.ndarray
+  hxe_alpha: np.ndarray
+  w_kd: np.ndarray
+  kd_temperature: np.ndarray
+  w_dkd: np.ndarray
+  dkd_beta: np.ndarray
+  dkd_warmup: np.ndarray
+  w_sa: np.ndarray
+
+
+HEADS = ("dense", "cosine", "codebook")
+
+
+def method_config(C: int, F: int, *, lr: float, total_steps: int,
+                  head: str = "dense", codebook=None, scale: float = 1.0,
+                  target_kernel=None, target_temperature: float = 1.0,
+                  alpha: float = 0.0, w_online: float = 0.0,
+                  w_ce: float = 1.0, w_hxe: float = 0.0,
+                  hxe_alpha: float = 0.0, w_kd: float = 0.0,
+                  kd_temperature: float = 4.0, w_dkd: float = 0.0,
+                  dkd_beta: float = 8.0, dkd_warmup: float = 1.0,
+                  w_sa: float = 0.0) -> MethodConfig:
+  """A ``MethodConfig`` of host float32 arrays. ``codebook`` may have d < F
+  columns: it is padded to F and the head sees only its d dimensions."""
+  f32 = lambda a: np.asarray(a, np.float32)
+  mask = np.ones(F, np.float32)
+  codes = np.zeros((C, F), np.float32)
+  if codebook is not None:
+    codebook = f32(codebook)
+    codes[:, :codebook.shape[1]] = codebook
+    mask[codebook.shape[1]:] = 0
+  return MethodConfig(
+      lr=f32(lr), total_steps=f32(total_steps), mask=mask,
+      head=f32(np.eye(3)[HEADS.index(head)]), codebook=codes,
+      scale=f32(scale),
+      target_kernel=f32(np.zeros((C, C)) if target_kernel is None
+                        else target_kernel),
+      target_temperature=f32(target_temperature), alpha=f32(alpha),
+      w_online=f32(w_online), w_ce=f32(w_ce), w_hxe=f32(w_hxe),
+      hxe_alpha=f32(hxe_alpha), w_kd=f32(w_kd),
+      kd_temperature=f32(kd_temperature), w_dkd=f32(w_dkd),
+      dkd_beta=f32(dkd_beta), dkd_warmup=f32(max(dkd_warmup, 1.0)),
+      w_sa=f32(w_sa))
+
+
+def stack(items):
+  """Stacks pytrees of host arrays along a new leading axis."""
+  return jax.tree_util.tree_map(lambda *xs: np.stack(xs), *items)

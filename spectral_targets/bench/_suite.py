@@ -1,0 +1,125 @@
+"""The benchmark's tasks, in the order they run and are reported: one row
+each, carrying how it runs.
+
+A row names its data (a ``_tasks`` recipe, drawn once per run and shared by
+rows with the same data) and its ``run(session, task) -> report`` hook.
+Most tasks run ``Standard``: every method tuned and evaluated on the task's
+body, step timing, then the row's references and extras. Adding a task is
+adding a row here (``_run`` and the command line read the names from
+``TASKS``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from spectral_targets.bench import (
+  _distill,
+  _methods,
+  _pipeline,
+  _references,
+  _shift,
+  _tasks,
+  _timing,
+)
+from spectral_targets.bench._bodies import BODIES
+from spectral_targets.bench._budget_curve import budget_curve
+
+if TYPE_CHECKING:
+  from spectral_targets.bench._run import Session
+
+#: The methods of a standard task.
+MAIN_METHODS = ("one-hot", "smooth-labels", "kernel-soft-labels", "cosine",
+                "random-codebook", "simplex", "spectral", "spectral-small",
+                "online-soft-labels", "online-codebook")
+#: A task with a class tree adds hierarchical cross-entropy.
+TREE_METHODS = MAIN_METHODS[:3] + ("hxe",) + MAIN_METHODS[3:]
+#: The references of the paired differences: always run.
+ALWAYS = ("one-hot", "cosine")
+
+#: ``hook(session, task, runner, main_reports)`` of a standard task.
+Extra = Callable[..., object]
+
+
+@dataclasses.dataclass(frozen=True)
+class Standard:
+  """How a standard task runs: ``methods`` tuned and evaluated on the
+  task's body (``_pipeline.TaskRunner``), their step times (not with
+  ``--quick``), then ``references`` (each returns ``{title: block}``) and
+  ``extras`` (report key -> hook)."""
+  methods: tuple[str, ...] = MAIN_METHODS
+  references: tuple[Extra, ...] = ()
+  extras: tuple[tuple[str, Extra], ...] = ()
+
+  def __call__(self, session: Session, task) -> dict:
+    options = session.options
+    data = session.data(task)
+    budget = options.budget(task)
+    names = [n for n in self.methods if not options.methods
+             or n in options.methods or n in ALWAYS]
+    runner = _pipeline.runner_for(session, task,
+                                  [_methods.METHODS[n] for n in names], data)
+    selections, method_reports = runner.run()
+    d = data
+    report = dict(
+        description=task.description, construction=task.construction,
+        num_classes=task.num_classes, body=BODIES[task.body][1],
+        sizes=f"{d.y_train.shape[1]} / {d.y_val.shape[1]} / "
+              f"{d.y_test.shape[1]}",
+        epochs=budget.epochs, seeds=budget.seeds,
+        tuning_seeds=list(budget.tuning_seeds), ks=list(task.ks),
+        distance_unit=task.distance_unit,
+        kernel="true: given with the task" if task.kernel is not None else
+               "estimated per seed: cosine similarity of a one-hot model's "
+               "class means on the validation split",
+        small_d={str(s): runner.small_d[s] for s in budget.eval_seeds},
+        left_out=runner.notes, methods=method_reports, references={})
+    if not options.quick:
+      session.progress(f"{task.name}: step timing")
+      first = data.index(budget.eval_seeds[0])
+      ratios = _timing.step_time_ratios(
+          task, runner, selections, runner.methods,
+          x=data.x_train[first][:budget.batch_size],
+          y=data.y_train[first][:budget.batch_size], rounds=8, steps=25)
+      for name, r in method_reports.items():
+        r["summary"]["step_time_ratio"] = {"mean": ratios[name], "std": None,
+                                           "n": 1}
+    for references in self.references:
+      report["references"].update(references(session, task, runner,
+                                             method_reports))
+    for key, extra in self.extras:
+      report[key] = extra(session, task, runner, method_reports)
+    return report
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchTask:
+  """One task of the suite.
+
+  Attributes:
+    name: id on the command line and in the report.
+    run: ``run(session, task) -> report``.
+    data: the ``_tasks`` recipe of its data (``task``), or None where the
+      task draws its own (``session.draw``).
+  """
+  name: str
+  run: Callable[[Session, _tasks.Task | None], dict]
+  data: Callable[[], _tasks.Task] | None = None
+
+
+TASKS = {t.name: t for t in (
+    BenchTask("mnist1d", Standard(
+        references=(_references.paper_baselines,),
+        extras=(("budget_curve", budget_curve),)), _tasks.mnist1d_task),
+    BenchTask("digits", Standard(), _tasks.digits_task),
+    BenchTask("hierarchy", Standard(
+        TREE_METHODS, references=(_references.without_training_loop,)),
+        _tasks.hierarchy_task),
+    BenchTask("ordinal", Standard(), _tasks.ordinal_task),
+    # The mnist1d task's data; a wide teacher and two small students.
+    BenchTask("distill", _distill.run, _tasks.mnist1d_task),
+    # Reuses the hierarchy task's report as its ρ = 0 when both run.
+    BenchTask("hierarchy-shift", _shift.run),
+)}
