@@ -66,6 +66,12 @@ def lca_kernel(edges, classes):
   return S
 
 
+def unit(x):
+  """Rows of x as unit vectors, in float64."""
+  x = np.asarray(x, np.float64)
+  return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
 def softmax(x, axis=-1):
   x = np.asarray(x, np.float64)
   e = np.exp(x - x.max(axis, keepdims=True))

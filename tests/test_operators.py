@@ -58,26 +58,6 @@ def test_tree_operator_against_independent_lca_reference():
                              atol=1e-6)
 
 
-def test_random_hierarchy_shape_and_determinism():
-  edges = st.random_hierarchy(5000, depth=7, seed=4)
-  assert edges == st.random_hierarchy(5000, depth=7, seed=4)
-  assert edges != st.random_hierarchy(5000, depth=7, seed=5)
-  parent = dict((c, p) for p, c in edges)
-  leaves = set(parent) - {p for p, _ in edges}
-  assert len(leaves) == 5000 and len(parent) == len(edges)  # a tree
-  depth = {}
-  for leaf in leaves:
-    node, n = leaf, 0
-    while node in parent:
-      node, n = parent[node], n + 1
-    depth[leaf] = n
-  assert max(depth.values()) == 7 and min(depth.values()) < 7  # uneven
-  with pytest.raises(ValueError, match="num_classes"):
-    st.random_hierarchy(1)
-  with pytest.raises(ValueError, match="branching"):
-    st.random_hierarchy(10, branching=1.5)
-
-
 def test_tree_operator_passes_through_jit():
   K = st.from_hierarchy(st.random_hierarchy(300, seed=0), implicit=True)
   x = jnp.ones((300, 3))
