@@ -9,11 +9,9 @@ from jax.experimental import sparse
 
 import reference as ref
 import spectral_targets as st
-from conftest import HIERARCHIES
+from conftest import (SHIPPED_HIERARCHIES, UNSHIPPED_HIERARCHIES,
+                      hierarchy_path)
 from spectral_targets import _operators
-
-REAL = ["cifar100.parent-child.txt", "imagenet.parent-child.mintree.txt",
-        "imagenet.isa.txt", "tiered_imagenet.isa.txt", "inaturalist19.isa.txt"]
 
 
 def _check_tree_operator(edges, classes=None, k=5):
@@ -29,12 +27,9 @@ def _check_tree_operator(edges, classes=None, k=5):
   assert K.shape == S.shape
 
 
-@pytest.mark.parametrize("name", REAL)
+@pytest.mark.parametrize("name", SHIPPED_HIERARCHIES + UNSHIPPED_HIERARCHIES)
 def test_tree_operator_equals_dense_on_real_taxonomies(name):
-  path = HIERARCHIES / name
-  if not path.exists():
-    pytest.skip(f"{path} absent")
-  _check_tree_operator(st.load_hierarchy(path))
+  _check_tree_operator(st.load_hierarchy(hierarchy_path(name)))
 
 
 @pytest.mark.parametrize("num_classes,depth,seed", [

@@ -19,11 +19,10 @@ def test_shipped_cifar100_trees():
   assert float(S[classes.index("apple"), classes.index("pear")]) == 0.5
   edges, names = st.cifar100_hierarchy("wordnet")
   assert names == classes
-  if (HIERARCHIES / "cifar100.parent-child.txt").exists():
-    raw = st.load_hierarchy(HIERARCHIES / "cifar100.parent-child.txt")
-    np.testing.assert_allclose(
-        st.from_hierarchy(edges, classes=names),
-        st.from_hierarchy(raw, classes=[str(k) for k in range(100)]))
+  raw = st.load_hierarchy(HIERARCHIES / "cifar100.parent-child.txt")
+  np.testing.assert_allclose(
+      st.from_hierarchy(edges, classes=names),
+      st.from_hierarchy(raw, classes=[str(k) for k in range(100)]))
   with pytest.raises(ValueError, match="tree must be"):
     st.cifar100_hierarchy("coarse")
 

@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as hs
 
 import spectral_targets as st
-from conftest import HIERARCHIES
+from conftest import (SHIPPED_HIERARCHIES, UNSHIPPED_HIERARCHIES,
+                      hierarchy_path)
 import reference as ref
 
 TOY = [("root", "animal"), ("animal", "cat"), ("animal", "dog"),
@@ -180,14 +181,9 @@ def test_from_hierarchy_random_trees(seed, n_inner):
   assert float(st.spectrum(S)[-1]) > -1e-5  # PSD by construction
 
 
-@pytest.mark.parametrize("name", [
-    "cifar100.parent-child.txt", "imagenet.parent-child.mintree.txt",
-    "imagenet.isa.txt", "tiered_imagenet.isa.txt", "inaturalist19.isa.txt"])
+@pytest.mark.parametrize("name", SHIPPED_HIERARCHIES + UNSHIPPED_HIERARCHIES)
 def test_from_hierarchy_real_taxonomies(name):
-  path = HIERARCHIES / name
-  if not path.exists():
-    pytest.skip(f"{path} absent")
-  edges = st.load_hierarchy(path)
+  edges = st.load_hierarchy(hierarchy_path(name))
   S = np.asarray(st.from_hierarchy(edges))
   kids = {p for p, _ in edges}
   leaves = list(dict.fromkeys(n for e in edges for n in e if n not in kids))
