@@ -41,6 +41,23 @@ def hierarchy_path(name):
   return path
 
 
+def pytest_addoption(parser):
+  parser.addoption("--run-slow", action="store_true", default=False,
+                   help="also run the tests marked slow (the searches whose "
+                   "results tests/reference.py pins)")
+
+
+def pytest_collection_modifyitems(config, items):
+  if (config.getoption("--run-slow", default=False)
+      or os.environ.get("SPECTRAL_TARGETS_RUN_SLOW") == "1"):
+    return
+  skip = pytest.mark.skip(reason="slow: run with --run-slow or "
+                          "SPECTRAL_TARGETS_RUN_SLOW=1")
+  for item in items:
+    if item.get_closest_marker("slow") is not None:
+      item.add_marker(skip)
+
+
 # multidevice needs its own process (4 simulated devices) and is run by
 # tests/test_multidevice.py; multiprocess holds the worker that
 # tests/test_multiprocess.py starts as several processes.
