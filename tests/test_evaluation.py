@@ -1,11 +1,13 @@
 """Evaluation metrics against hand-computed cases."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import spectral_targets as st
 
+RNG = np.random.default_rng(14)
 D = np.array([[0., 1., 2.], [1., 0., 1.], [2., 1., 0.]])
 
 
@@ -83,3 +85,21 @@ def test_errors():
                                   num_bins=0)
   with pytest.raises(ValueError, match=r"labels must have shape \(2,\)"):
     st.expected_calibration_error(np.ones((2, 3)) / 3, np.array([0]))
+
+
+
+
+def test_expected_calibration_error_wants_probabilities():
+  y = np.array([0, 1])
+  with pytest.raises(ValueError, match=r"probs must hold probabilities in "
+                     r"\[0, 1\] \(logits\?"):
+    st.expected_calibration_error(np.array([[3.0, -1.0], [0.5, 2.0]]), y)
+  with pytest.raises(ValueError, match="probs rows must sum to 1.*row 1 "
+                     "sums to 0.8"):
+    st.expected_calibration_error(np.array([[0.3, 0.7], [0.4, 0.4]]), y)
+  with pytest.raises(ValueError, match="probabilities"):
+    st.expected_calibration_error(np.array([[np.nan, 1.0], [0.5, 0.5]]), y)
+  # bf16-rounded probabilities pass (their rows sum to 1 within rounding).
+  p = jax.nn.softmax(RNG.normal(size=(8, 10)) * 3).astype(jnp.bfloat16)
+  got = st.expected_calibration_error(p, np.arange(8), num_bins=5)
+  assert 0 <= float(got) <= 1

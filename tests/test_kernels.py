@@ -5,8 +5,9 @@ from hypothesis import example, given
 from hypothesis import strategies as hs
 
 import spectral_targets as st
-from conftest import HIERARCHIES
 import reference as ref
+
+RNG = np.random.default_rng(14)
 
 
 def test_flat_matches_definition():
@@ -52,126 +53,6 @@ def test_kernels_jit():
   f = jax.jit(st.from_class_means, static_argnums=2)
   np.testing.assert_allclose(f(z, y, 3), st.from_class_means(z, y, 3),
                              atol=1e-6)
-
-
-# -- hierarchy ---------------------------------------------------------------
-
-TOY = [("root", "animal"), ("animal", "cat"), ("animal", "dog"),
-       ("root", "vehicle"), ("vehicle", "car"), ("vehicle", "boat"),
-       ("boat", "canoe"), ("boat", "ferry")]
-
-
-def test_from_hierarchy_toy_against_reference():
-  classes = ["cat", "dog", "car", "canoe", "ferry"]
-  S = st.from_hierarchy(TOY, classes=classes)
-  np.testing.assert_allclose(S, ref.lca_kernel(TOY, classes), atol=1e-6)
-  # height(root) = 3; cat/dog meet at height 1; canoe/ferry at height 1.
-  assert float(S[0, 1]) == pytest.approx(2 / 3)
-  assert float(S[3, 2]) == pytest.approx(1 / 3)
-  assert float(S[0, 2]) == 0
-
-
-def test_from_hierarchy_default_leaf_order():
-  S = st.from_hierarchy(TOY)
-  # Leaves in order of first appearance: cat, dog, car, canoe, ferry.
-  np.testing.assert_allclose(
-      S, st.from_hierarchy(TOY, classes=["cat", "dog", "car", "canoe",
-                                          "ferry"]))
-
-
-def _random_tree(rng, n_inner):
-  edges, frontier = [], [0]
-  nxt = 1
-  for _ in range(n_inner):
-    p = frontier[rng.integers(len(frontier))]
-    for _ in range(rng.integers(1, 4)):
-      edges.append((p, nxt))
-      frontier.append(nxt)
-      nxt += 1
-  return edges
-
-
-@given(seed=hs.integers(0, 2**31), n_inner=hs.integers(1, 12))
-def test_from_hierarchy_random_trees(seed, n_inner):
-  rng = np.random.default_rng(seed)
-  edges = _random_tree(rng, n_inner)
-  rng.shuffle(edges)
-  S = st.from_hierarchy(edges)
-  kids = {p for p, _ in edges}
-  leaves = list(dict.fromkeys(n for e in edges for n in e if n not in kids))
-  np.testing.assert_allclose(S, ref.lca_kernel(edges, leaves), atol=1e-6)
-  assert float(st.spectrum(S)[-1]) > -1e-5  # PSD by construction
-
-
-@pytest.mark.parametrize("name", [
-    "cifar100.parent-child.txt", "imagenet.parent-child.mintree.txt",
-    "imagenet.isa.txt", "tiered_imagenet.isa.txt", "inaturalist19.isa.txt"])
-def test_from_hierarchy_real_taxonomies(name):
-  path = HIERARCHIES / name
-  if not path.exists():
-    pytest.skip(f"{path} absent")
-  edges = st.load_hierarchy(path)
-  S = np.asarray(st.from_hierarchy(edges))
-  kids = {p for p, _ in edges}
-  leaves = list(dict.fromkeys(n for e in edges for n in e if n not in kids))
-  assert S.shape == (len(leaves),) * 2
-  np.testing.assert_allclose(np.diag(S), 1)
-  assert S.min() >= 0 and np.allclose(S, S.T)
-  pick = np.random.default_rng(0).choice(len(leaves), 40, replace=False)
-  sub = [leaves[k] for k in pick]
-  np.testing.assert_allclose(S[np.ix_(pick, pick)], ref.lca_kernel(edges, sub),
-                             atol=1e-6)
-
-
-def test_shipped_cifar100_trees():
-  edges, classes = st.cifar100_hierarchy()
-  S = np.asarray(st.from_hierarchy(edges, classes=classes))
-  assert S.shape == (100, 100) and len(set(classes)) == 100
-  # 20 superclasses of 5: each row has five 1-or-0.5 entries, the rest 0.
-  assert sorted(set(np.round(S.ravel(), 6))) == [0, 0.5, 1]
-  assert np.all((S > 0).sum(1) == 5)
-  assert np.linalg.matrix_rank(S > 0.25) == 20
-  assert float(S[classes.index("apple"), classes.index("pear")]) == 0.5
-  edges, names = st.cifar100_hierarchy("wordnet")
-  assert names == classes
-  if (HIERARCHIES / "cifar100.parent-child.txt").exists():
-    raw = st.load_hierarchy(HIERARCHIES / "cifar100.parent-child.txt")
-    np.testing.assert_allclose(
-        st.from_hierarchy(edges, classes=names),
-        st.from_hierarchy(raw, classes=[str(k) for k in range(100)]))
-  with pytest.raises(ValueError, match="tree must be"):
-    st.cifar100_hierarchy("coarse")
-
-
-def test_load_hierarchy_format(tmp_path):
-  f = tmp_path / "tree.txt"
-  f.write_text("# a comment\nroot a\n\nroot b\n")
-  assert st.load_hierarchy(f) == [("root", "a"), ("root", "b")]
-  f.write_text("root a b\n")
-  with pytest.raises(ValueError, match=r"tree.txt:1: expected 'PARENT CHILD'"):
-    st.load_hierarchy(f)
-
-
-@pytest.mark.parametrize("edges,classes,match", [
-    ([], None, "edges is empty"),
-    ([("a", "b", "c")], None, r"edges\[0\] must be a \(parent, child\) pair"),
-    ([("a", "a")], None, "to itself"),
-    ([("a", "c"), ("b", "c")], None, "two parents"),
-    ([("a", "b"), ("c", "d")], None, "single root"),
-    ([("r", "a"), ("a", "b"), ("b", "a")], None, "two parents|cycle"),
-    ([("r", "a"), ("a", "b"), ("b", "c"), ("c", "a")], None, "two parents"),
-    ([("r", "a"), ("r", "b")], ["a", "zebra"], "not in the hierarchy"),
-    ([("r", "a"), ("a", "b")], ["a"], "inner nodes"),
-    ([("r", "a"), ("r", "b")], ["a", "a"], "repeat"),
-])
-def test_from_hierarchy_rejects(edges, classes, match):
-  with pytest.raises(ValueError, match=match):
-    st.from_hierarchy(edges, classes=classes)
-
-
-def test_from_hierarchy_detects_detached_cycle():
-  with pytest.raises(ValueError, match="cycle"):
-    st.from_hierarchy([("r", "a"), ("x", "y"), ("y", "x")])
 
 
 # -- distances, confusion, class means ---------------------------------------
@@ -258,3 +139,43 @@ def test_bad_sizes(C):
   with pytest.raises(ValueError, match="groups must name"):
     st.blocks([])
   assert st.graded(C, 1.0).shape == (C, C)
+
+
+# -- scale-free in float32 and clear errors (issue 14) ---------------------------
+
+@pytest.mark.parametrize("c", [1e-30, 1e30])
+def test_from_class_means_scale_free(c):
+  z = RNG.normal(size=(40, 5))
+  y = np.arange(40) % 4
+  mu = ref.unit(np.stack([z[y == k].mean(0) for k in range(4)]))
+  np.testing.assert_allclose(
+      st.from_class_means((c * z).astype(np.float32), y, 4), mu @ mu.T,
+      atol=1e-6)
+
+
+def test_blocks_and_from_confusion_reject_what_is_not_a_kernel():
+  with pytest.raises(TypeError, match="groups must be a sequence.*None"):
+    st.blocks(None)
+  with pytest.raises(TypeError, match="groups must be a sequence.*int 3"):
+    st.blocks(3)
+  with pytest.raises(TypeError, match=r"string 'aab'; pass list\('aab'\)"):
+    st.blocks("aab")
+  with pytest.raises(ValueError, match="groups must be one-dimensional"):
+    st.blocks(np.zeros((2, 2)))
+  with pytest.raises(TypeError, match=r"groups\[1\] is \[0\]"):
+    st.blocks([0, [0], 1])
+  np.testing.assert_array_equal(st.blocks(list("aab")), st.blocks([0, 0, 1]))
+  np.testing.assert_array_equal(st.blocks(range(3)), np.eye(3))
+  with pytest.raises(ValueError, match="confusion must have at least one "
+                     "class"):
+    st.from_confusion(np.zeros((0, 0)))
+
+
+def test_from_class_means_names_non_finite_classes():
+  z = RNG.normal(size=(9, 2))
+  y = np.arange(9) % 3
+  z[4, 1] = np.nan
+  z[2, 0] = np.inf
+  with pytest.raises(ValueError, match=r"features of class\(es\) \[1, 2\] "
+                     "are not finite"):
+    st.from_class_means(z, y, 3)

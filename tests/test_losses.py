@@ -22,16 +22,11 @@ CODES = RNG.normal(size=(C, D)).astype(np.float32)
 KERNEL = np.asarray(st.graded(C, 1.5))
 
 
-def _unit(x):
-  x = np.asarray(x, np.float64)
-  return x / np.linalg.norm(x, axis=-1, keepdims=True)
-
-
 # -- values against NumPy float64 references of the published formulas -------
 
 def test_codebook_logits_reference():
   got = st.codebook_logits(Z_S, CODES, scale=7.0)
-  np.testing.assert_allclose(got, 7.0 * _unit(Z_S) @ _unit(CODES).T,
+  np.testing.assert_allclose(got, 7.0 * ref.unit(Z_S) @ ref.unit(CODES).T,
                              rtol=1e-5, atol=1e-5)
   # Feeds optax unchanged.
   loss = optax.softmax_cross_entropy_with_integer_labels(got, Y)
@@ -103,7 +98,7 @@ def test_soft_assignment_and_its_distillation_reference():
 
 
 def test_regression_losses_reference():
-  cos = _unit(Z_S) @ _unit(CODES).T
+  cos = ref.unit(Z_S) @ ref.unit(CODES).T
   np.testing.assert_allclose(st.cosine_regression_loss(Z_S, Y, CODES),
                              1 - cos[np.arange(B), Y], atol=1e-6)
   np.testing.assert_allclose(
@@ -163,7 +158,7 @@ def test_where_equals_slicing_for_targets_assignments_regression():
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
   got = st.similarity_regression_loss(Z_S[:1], Y[:1], CODES, KERNEL,
                                       where=keep)
-  cos = _unit(Z_S[:1]) @ _unit(CODES).T
+  cos = ref.unit(Z_S[:1]) @ ref.unit(CODES).T
   np.testing.assert_allclose(
       got, ((cos - KERNEL[Y[:1]]) ** 2)[:, keep].sum(-1), rtol=1e-5)
   np.testing.assert_allclose(
@@ -330,8 +325,8 @@ def test_kd_nonnegative_and_zero_iff_equal_up_to_constant(row, other, shift,
 @given(y=hs.lists(hs.integers(0, 6), min_size=1, max_size=8),
        tau=hs.floats(0.05, 50), alpha=hs.floats(0, 1))
 def test_soft_labels_are_distributions(y, tau, alpha):
-  q = np.asarray(st.kernel_soft_labels(np.array(y), KERNEL[:7, :7]
-                                       if KERNEL.shape[0] >= 7 else
+  # Labels 0..6: a kernel of 7 classes (the module's KERNEL has C = 6).
+  q = np.asarray(st.kernel_soft_labels(np.array(y),
                                        np.asarray(st.graded(7, 2.0)),
                                        temperature=tau, alpha=alpha))
   assert np.all(q >= 0)
@@ -360,3 +355,20 @@ def test_dark_knowledge_of_top_class_grows_with_temperature(z):
       st.soft_assignment(z, CODES, temperature=t), np.array(top)))
           for t in taus]
   assert np.all(np.diff(mass) >= -1e-6)
+
+
+# -- kernels checked wherever they are taken ------------------------------------
+
+@pytest.mark.parametrize("fn", [
+    lambda K: st.kernel_soft_labels(np.array([0, 1]), K, alpha=0.5),
+    lambda K: st.similarity_regression_loss(np.ones((2, 2), np.float32),
+                                            np.array([0, 1]), np.eye(2), K)])
+def test_losses_check_their_kernel(fn):
+  with pytest.raises(ValueError, match="kernel must be finite"):
+    fn(np.array([[1.0, np.nan], [np.nan, 1.0]]))
+  with pytest.raises(ValueError, match="kernel must be symmetric"):
+    fn(np.array([[1.0, 0.5], [0.0, 1.0]]))
+  with pytest.raises(ValueError, match="kernel must be a square"):
+    fn(np.ones((2, 3)))
+  with pytest.raises(TypeError, match="kernel must be an array"):
+    fn(None)

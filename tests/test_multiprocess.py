@@ -112,7 +112,7 @@ def test_all_reduce_and_streaming_equal_one_process(run):
   # And against float64, from the definitions.
   between, within = ref.class_covariances(Z, y, c.C)
   got = st.ClassStatistics(*(results[0][f"all_reduce/{k}"]
-                             for k in ("counts", "mu", "scatter")))
+                             for k in ("counts", "means", "scatter")))
   np.testing.assert_allclose(got.covariances()[0], between, rtol=1e-4,
                              atol=1e-4)
   np.testing.assert_allclose(got.covariances()[1], within, rtol=1e-4,

@@ -9,11 +9,9 @@ from jax.experimental import sparse
 
 import reference as ref
 import spectral_targets as st
-from conftest import HIERARCHIES
+from conftest import (SHIPPED_HIERARCHIES, UNSHIPPED_HIERARCHIES,
+                      hierarchy_path)
 from spectral_targets import _operators
-
-REAL = ["cifar100.parent-child.txt", "imagenet.parent-child.mintree.txt",
-        "imagenet.isa.txt", "tiered_imagenet.isa.txt", "inaturalist19.isa.txt"]
 
 
 def _check_tree_operator(edges, classes=None, k=5):
@@ -29,12 +27,9 @@ def _check_tree_operator(edges, classes=None, k=5):
   assert K.shape == S.shape
 
 
-@pytest.mark.parametrize("name", REAL)
+@pytest.mark.parametrize("name", SHIPPED_HIERARCHIES + UNSHIPPED_HIERARCHIES)
 def test_tree_operator_equals_dense_on_real_taxonomies(name):
-  path = HIERARCHIES / name
-  if not path.exists():
-    pytest.skip(f"{path} absent")
-  _check_tree_operator(st.load_hierarchy(path))
+  _check_tree_operator(st.load_hierarchy(hierarchy_path(name)))
 
 
 @pytest.mark.parametrize("num_classes,depth,seed", [
@@ -56,26 +51,6 @@ def test_tree_operator_against_independent_lca_reference():
   K = st.from_hierarchy(edges, classes=classes, implicit=True)
   np.testing.assert_allclose(K.to_dense(), ref.lca_kernel(edges, classes),
                              atol=1e-6)
-
-
-def test_random_hierarchy_shape_and_determinism():
-  edges = st.random_hierarchy(5000, depth=7, seed=4)
-  assert edges == st.random_hierarchy(5000, depth=7, seed=4)
-  assert edges != st.random_hierarchy(5000, depth=7, seed=5)
-  parent = dict((c, p) for p, c in edges)
-  leaves = set(parent) - {p for p, _ in edges}
-  assert len(leaves) == 5000 and len(parent) == len(edges)  # a tree
-  depth = {}
-  for leaf in leaves:
-    node, n = leaf, 0
-    while node in parent:
-      node, n = parent[node], n + 1
-    depth[leaf] = n
-  assert max(depth.values()) == 7 and min(depth.values()) < 7  # uneven
-  with pytest.raises(ValueError, match="num_classes"):
-    st.random_hierarchy(1)
-  with pytest.raises(ValueError, match="branching"):
-    st.random_hierarchy(10, branching=1.5)
 
 
 def test_tree_operator_passes_through_jit():

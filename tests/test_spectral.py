@@ -175,3 +175,60 @@ def test_simplex_meets_welch_bound(C):
   codes = st.spectral_codebook(st.flat(C), C - 1)
   assert float(st.coherence(codes)) == pytest.approx(st.welch_bound(C, C - 1),
                                                      abs=1e-5)
+
+
+# -- scale-free in float32 and clear errors (issue 14) ---------------------------
+
+@pytest.mark.parametrize("c", [1e-30, 1e-20, 1.0, 1e20, 1e30])
+def test_gram_error_and_alignment_scale_free(c):
+  assert float(st.gram_error(c * st.flat(5), 2)) == pytest.approx(
+      np.sqrt(0.5), rel=1e-6)
+  S = np.asarray(st.graded(6, 2.0), np.float64)
+  A = ref.random_symmetric(np.random.default_rng(0), 6)
+  assert float(st.alignment(c * st.graded(6, 2.0), S)) == pytest.approx(1.0,
+                                                                         abs=1e-6)
+  want = np.vdot(A, S) / np.linalg.norm(A) / np.linalg.norm(S)
+  assert float(st.alignment(np.float32(c) * A.astype(np.float32), S)) == (
+      pytest.approx(want, abs=1e-6))
+  J = np.eye(6) - 1 / 6
+  Ac, Sc = J @ A @ J, J @ S @ J
+  assert float(st.alignment(np.float32(c) * A.astype(np.float32), S,
+                            centered=True)) == pytest.approx(
+      np.vdot(Ac, Sc) / np.linalg.norm(Ac) / np.linalg.norm(Sc), abs=1e-5)
+
+
+@pytest.mark.parametrize("c", [1e-15, 1.0, 1e15])
+def test_operator_paths_scale_free(c):
+  F = np.random.default_rng(1).normal(size=(60, 8))
+  S = F @ F.T
+  lam = np.linalg.eigvalsh(S)[::-1]
+  want = np.sqrt(np.sum(lam[4:] ** 2) / np.sum(lam**2))
+  K = st.low_rank_kernel((c * F).astype(np.float32))
+  assert float(st.gram_error(K, 4, method="randomized")) == pytest.approx(
+      want, rel=1e-4)
+  codes = np.random.default_rng(2).normal(size=(60, 3))
+  G = codes @ codes.T
+  want = np.vdot(S, G) / np.linalg.norm(S) / np.linalg.norm(G)
+  got = st.alignment(K, st.low_rank_kernel((codes / c).astype(np.float32)))
+  assert float(got) == pytest.approx(want, rel=1e-5)
+
+
+def test_inputs_that_are_not_arrays_name_their_argument():
+  with pytest.raises(TypeError, match="kernel must be an array, got None"):
+    st.spectrum(None)
+  with pytest.raises(ValueError, match="kernel must be a rectangular"):
+    st.spectrum([[1.0, 0.0], [0.0]])
+  with pytest.raises(ValueError, match="a must be a rectangular"):
+    st.alignment([[1.0, 0.0], [0.0]], np.eye(2))
+  with pytest.raises(TypeError, match="kernel must be a numeric array, got "
+                     "a string"):
+    st.gram_error("abc", 1)
+
+
+def test_d_must_be_static_under_jit():
+  S = st.graded(5, 2.0)
+  with pytest.raises(TypeError, match=r"d must be a static Python int.*"
+                     r"static_argnames='d'"):
+    jax.jit(st.gram_error)(S, 2)
+  assert float(jax.jit(st.gram_error, static_argnames="d")(S, 2)) == (
+      pytest.approx(float(st.gram_error(S, 2))))

@@ -1,12 +1,18 @@
-"""build_tree: the public tree object, its use under jit, and clear errors
-for malformed hierarchies."""
+"""Class trees (``_tree``): ``build_tree``'s tree object and its use under
+jit, the LCA kernel ``from_hierarchy`` against an independent reference (toy,
+random and real taxonomies), and clear errors for malformed hierarchies."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as hs
 
 import spectral_targets as st
+from conftest import (SHIPPED_HIERARCHIES, UNSHIPPED_HIERARCHIES,
+                      hierarchy_path)
+import reference as ref
 
 TOY = [("root", "animal"), ("animal", "cat"), ("animal", "dog"),
        ("root", "vehicle"), ("vehicle", "car"), ("vehicle", "boat"),
@@ -110,25 +116,6 @@ def test_detached_cycle_is_named():
     st.build_tree([("r", "a"), ("x", "y"), ("y", "x")])
 
 
-def test_non_utf8_file_names_path_and_line(tmp_path):
-  f = tmp_path / "tree.txt"
-  f.write_bytes(b"root a\n# ok\nroot \xe9t\xe9\n")
-  with pytest.raises(ValueError, match=r"tree.txt:3: not valid UTF-8 \(byte "
-                     r"0xe9 at column 6\)"):
-    st.load_hierarchy(f)
-  f.write_bytes("\ufeffroot a\nroot été\n".encode())   # BOM, UTF-8
-  assert st.load_hierarchy(f) == [("root", "a"), ("root", "été")]
-
-
-@pytest.mark.parametrize("seed,error", [(1.5, TypeError), ("0", TypeError),
-                                        (None, TypeError), (-1, ValueError)])
-def test_random_hierarchy_seed(seed, error):
-  with pytest.raises(error, match="seed must be"):
-    st.random_hierarchy(10, seed=seed)
-  assert st.random_hierarchy(10, seed=np.int64(3)) == st.random_hierarchy(
-      10, seed=3)
-
-
 def test_unhashable_ids():
   with pytest.raises(TypeError, match=r"the parent in edges\[1\] is not "
                      r"hashable: \['a'\] \(list\)"):
@@ -148,3 +135,84 @@ def test_other_bad_inputs():
   with pytest.raises(TypeError, match="classes must be a sequence of class "
                      "ids, not a string"):
     st.build_tree(TOY, "cat")
+
+
+# -- the LCA kernel ------------------------------------------------------------
+
+def test_from_hierarchy_toy_against_reference():
+  classes = ["cat", "dog", "car", "canoe", "ferry"]
+  S = st.from_hierarchy(TOY, classes=classes)
+  np.testing.assert_allclose(S, ref.lca_kernel(TOY, classes), atol=1e-6)
+  # height(root) = 3; cat/dog meet at height 1; canoe/ferry at height 1.
+  assert float(S[0, 1]) == pytest.approx(2 / 3)
+  assert float(S[3, 2]) == pytest.approx(1 / 3)
+  assert float(S[0, 2]) == 0
+
+
+def test_from_hierarchy_default_leaf_order():
+  S = st.from_hierarchy(TOY)
+  # Leaves in order of first appearance: cat, dog, car, canoe, ferry.
+  np.testing.assert_allclose(
+      S, st.from_hierarchy(TOY, classes=["cat", "dog", "car", "canoe",
+                                          "ferry"]))
+
+
+def _random_tree(rng, n_inner):
+  edges, frontier = [], [0]
+  nxt = 1
+  for _ in range(n_inner):
+    p = frontier[rng.integers(len(frontier))]
+    for _ in range(rng.integers(1, 4)):
+      edges.append((p, nxt))
+      frontier.append(nxt)
+      nxt += 1
+  return edges
+
+
+@given(seed=hs.integers(0, 2**31), n_inner=hs.integers(1, 12))
+def test_from_hierarchy_random_trees(seed, n_inner):
+  rng = np.random.default_rng(seed)
+  edges = _random_tree(rng, n_inner)
+  rng.shuffle(edges)
+  S = st.from_hierarchy(edges)
+  kids = {p for p, _ in edges}
+  leaves = list(dict.fromkeys(n for e in edges for n in e if n not in kids))
+  np.testing.assert_allclose(S, ref.lca_kernel(edges, leaves), atol=1e-6)
+  assert float(st.spectrum(S)[-1]) > -1e-5  # PSD by construction
+
+
+@pytest.mark.parametrize("name", SHIPPED_HIERARCHIES + UNSHIPPED_HIERARCHIES)
+def test_from_hierarchy_real_taxonomies(name):
+  edges = st.load_hierarchy(hierarchy_path(name))
+  S = np.asarray(st.from_hierarchy(edges))
+  kids = {p for p, _ in edges}
+  leaves = list(dict.fromkeys(n for e in edges for n in e if n not in kids))
+  assert S.shape == (len(leaves),) * 2
+  np.testing.assert_allclose(np.diag(S), 1)
+  assert S.min() >= 0 and np.allclose(S, S.T)
+  pick = np.random.default_rng(0).choice(len(leaves), 40, replace=False)
+  sub = [leaves[k] for k in pick]
+  np.testing.assert_allclose(S[np.ix_(pick, pick)], ref.lca_kernel(edges, sub),
+                             atol=1e-6)
+
+
+@pytest.mark.parametrize("edges,classes,match", [
+    ([], None, "edges is empty"),
+    ([("a", "b", "c")], None, r"edges\[0\] must be a \(parent, child\) pair"),
+    ([("a", "a")], None, "to itself"),
+    ([("a", "c"), ("b", "c")], None, "two parents"),
+    ([("a", "b"), ("c", "d")], None, "single root"),
+    ([("r", "a"), ("a", "b"), ("b", "a")], None, "two parents|cycle"),
+    ([("r", "a"), ("a", "b"), ("b", "c"), ("c", "a")], None, "two parents"),
+    ([("r", "a"), ("r", "b")], ["a", "zebra"], "not in the hierarchy"),
+    ([("r", "a"), ("a", "b")], ["a"], "inner nodes"),
+    ([("r", "a"), ("r", "b")], ["a", "a"], "repeat"),
+])
+def test_from_hierarchy_rejects(edges, classes, match):
+  with pytest.raises(ValueError, match=match):
+    st.from_hierarchy(edges, classes=classes)
+
+
+def test_from_hierarchy_detects_detached_cycle():
+  with pytest.raises(ValueError, match="cycle"):
+    st.from_hierarchy([("r", "a"), ("x", "y"), ("y", "x")])
