@@ -26,6 +26,9 @@ from spectral_targets._eigensolvers import top_eigenmodes as top_eigenmodes
 from spectral_targets._evaluation import expected_calibration_error as expected_calibration_error
 from spectral_targets._evaluation import hierarchical_distance_at_k as hierarchical_distance_at_k
 from spectral_targets._evaluation import mistake_severity as mistake_severity
+from spectral_targets._expected_cost import expected_cost_predictions as expected_cost_predictions
+from spectral_targets._expected_cost import expected_costs as expected_costs
+from spectral_targets._expected_cost import posterior_median as posterior_median
 from spectral_targets._hierarchical_loss import hierarchical_cross_entropy as hierarchical_cross_entropy
 from spectral_targets._hierarchy import Tree as Tree
 from spectral_targets._hierarchy import build_tree as build_tree
