@@ -46,6 +46,8 @@ from spectral_targets._kernels import graded as graded
 from spectral_targets._logits import codebook_logits as codebook_logits
 from spectral_targets._online_kernel import OnlineKernel as OnlineKernel
 from spectral_targets._operators import KernelOperator as KernelOperator
+from spectral_targets._ordinal_metrics import mean_absolute_error as mean_absolute_error
+from spectral_targets._ordinal_metrics import quadratic_weighted_kappa as quadratic_weighted_kappa
 from spectral_targets._operators import LowRankKernel as LowRankKernel
 from spectral_targets._operators import TreeKernel as TreeKernel
 from spectral_targets._operators import low_rank_kernel as low_rank_kernel
