@@ -14,6 +14,9 @@ from spectral_targets._codebook import spectral_codebook as spectral_codebook
 from spectral_targets._collapse import CollapseMetrics as CollapseMetrics
 from spectral_targets._collapse import collapse_metrics as collapse_metrics
 from spectral_targets._collapse import collapse_metrics_from_statistics as collapse_metrics_from_statistics
+from spectral_targets._coral import coral_loss as coral_loss
+from spectral_targets._coral import coral_predictions as coral_predictions
+from spectral_targets._coral import coral_probabilities as coral_probabilities
 from spectral_targets._dark_knowledge import dark_knowledge_mass as dark_knowledge_mass
 from spectral_targets._dark_knowledge import entropy as entropy
 from spectral_targets._dark_knowledge import soft_assignment as soft_assignment
