@@ -29,15 +29,15 @@ def _check_probabilities(probabilities: object) -> jax.Array:
   """(..., C) probabilities, at least float32; when concrete, every row
   without NaN holds probabilities that sum to 1 (NaN rows are decided as
   -1, not rejected)."""
-  p = num.as_compute(v.as_float_array(probabilities, "probabilities"),
-                     "probabilities")
+  given = v.as_float_array(probabilities, "probabilities")
+  p = num.as_compute(given, "probabilities")
   if p.ndim < 1 or p.shape[-1] == 0:
     raise ValueError(f"probabilities must have shape (..., C) with C >= 1, "
                      f"got {p.shape}.")
   if v.is_concrete(p) and p.size:
     rows = np.asarray(p, np.float64).reshape(-1, p.shape[-1])
-    _check_distributions(rows[~np.isnan(rows).any(-1)],
-                         jnp.result_type(probabilities), "probabilities")
+    _check_distributions(rows[~np.isnan(rows).any(-1)], given.dtype,
+                         "probabilities")
   return p
 
 

@@ -184,3 +184,9 @@ def test_errors_name_the_argument():
     st.posterior_median(np.float32(1.0))
   with pytest.raises(TypeError, match="probabilities must be a numeric"):
     st.posterior_median("p")
+
+
+def test_lists_and_integer_one_hots_are_probabilities():
+  assert st.posterior_median([[0.2, 0.8], [1.0, 0.0]]).tolist() == [1, 0]
+  assert st.expected_cost_predictions(np.eye(3, dtype=int),
+                                      ordinal_costs(3)).tolist() == [0, 1, 2]
