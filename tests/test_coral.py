@@ -183,7 +183,8 @@ def test_nnx_head_is_rank_consistent_and_trains():
                                              logits.shape), atol=1e-5)
   assert (np.diff(np.asarray(head.bias[...])) <= 0).all()
   assert (np.asarray(st.coral_predictions(logits)) == y).mean() > 0.8
-  with pytest.raises(ValueError, match=r"features must have shape \(\.\.\., 4\)"):
+  with pytest.raises(ValueError,
+                     match=r"features must have shape \(\.\.\., 4\)"):
     head(np.zeros((2, 3)))
   with pytest.raises(ValueError, match="num_classes must be >= 2"):
     CoralHead(4, 1, rngs=nnx.Rngs(0))

@@ -89,7 +89,8 @@ def test_each_target_leaves_its_own_column_out(table):
     assert a.x_train.shape[1] == 9
   # ...and uses the other's: colour's inputs include price.
   a = dia.diamonds_split(1, "colour", table=table)
-  b = dia.diamonds_split(1, "colour", table=dict(table, price=shuffled["price"]))
+  b = dia.diamonds_split(1, "colour",
+                         table=dict(table, price=shuffled["price"]))
   assert not np.array_equal(a.x_train, b.x_train)
 
 

@@ -156,10 +156,10 @@ def _check_names(fine_names, coarse_names, *parts, path):
   is its class's superclass there."""
   edges, classes = st.cifar100_hierarchy("superclasses")
   if fine_names != classes:
+    differ = [(a, b) for a, b in zip(fine_names, classes) if a != b][:3]
     raise ValueError(f"{path}: meta's fine_label_names are not CIFAR-100's "
-                     f"classes in label order (first differences: "
-                     f"{[(a, b) for a, b in zip(fine_names, classes) if a != b][:3]}"
-                     f", {len(fine_names)} names)")
+                     f"classes in label order ({len(fine_names)} names; "
+                     f"first differences (file, expected): {differ})")
   parent = {child: p for p, child in edges}
   if set(coarse_names) != {parent[c] for c in classes} or len(
       coarse_names) != 20:
