@@ -5,6 +5,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as hs
 from jax.test_util import check_grads
 
 import spectral_targets as st
@@ -190,3 +192,20 @@ def test_lists_and_integer_one_hots_are_probabilities():
   assert st.posterior_median([[0.2, 0.8], [1.0, 0.0]]).tolist() == [1, 0]
   assert st.expected_cost_predictions(np.eye(3, dtype=int),
                                       ordinal_costs(3)).tolist() == [0, 1, 2]
+
+
+@given(hs.lists(hs.integers(0, 4), min_size=2, max_size=8))
+@example([1, 0, 1])   # a three-way tie
+@example([0, 0, 0, 5])  # all mass on the last grade
+def test_median_is_the_crm_decision_of_absolute_error(counts):
+  # Dyadic rows (counts / 2^k) make every sum exact: the two routes must
+  # agree exactly, ties included, and the decision is a least-cost grade.
+  counts = np.asarray(counts, np.float64)
+  total = 2.0 ** np.ceil(np.log2(max(counts.sum(), 1)))
+  counts[-1] += total - counts.sum()  # the mass a power of two: dyadic p
+  p = (counts / total)[None]
+  C = p.shape[1]
+  med = int(st.posterior_median(p.astype(np.float32))[0])
+  crm = int(st.expected_cost_predictions(p.astype(np.float32),
+                                         ordinal_costs(C))[0])
+  assert med == crm == int(brute_force_decisions(p, ordinal_costs(C))[0])
