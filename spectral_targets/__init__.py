@@ -14,6 +14,9 @@ from spectral_targets._codebook import spectral_codebook as spectral_codebook
 from spectral_targets._collapse import CollapseMetrics as CollapseMetrics
 from spectral_targets._collapse import collapse_metrics as collapse_metrics
 from spectral_targets._collapse import collapse_metrics_from_statistics as collapse_metrics_from_statistics
+from spectral_targets._coral import coral_loss as coral_loss
+from spectral_targets._coral import coral_predictions as coral_predictions
+from spectral_targets._coral import coral_probabilities as coral_probabilities
 from spectral_targets._dark_knowledge import dark_knowledge_mass as dark_knowledge_mass
 from spectral_targets._dark_knowledge import entropy as entropy
 from spectral_targets._distillation import decoupled_distillation_loss as decoupled_distillation_loss
@@ -25,6 +28,9 @@ from spectral_targets._eigensolvers import top_eigenmodes as top_eigenmodes
 from spectral_targets._evaluation import expected_calibration_error as expected_calibration_error
 from spectral_targets._evaluation import hierarchical_distance_at_k as hierarchical_distance_at_k
 from spectral_targets._evaluation import mistake_severity as mistake_severity
+from spectral_targets._expected_cost import expected_cost_predictions as expected_cost_predictions
+from spectral_targets._expected_cost import expected_costs as expected_costs
+from spectral_targets._expected_cost import posterior_median as posterior_median
 from spectral_targets._hierarchical_loss import hierarchical_cross_entropy as hierarchical_cross_entropy
 from spectral_targets._kernels import blocks as blocks
 from spectral_targets._kernels import double_center as double_center
@@ -36,6 +42,8 @@ from spectral_targets._kernels import graded as graded
 from spectral_targets._logits import codebook_logits as codebook_logits
 from spectral_targets._online_kernel import OnlineKernel as OnlineKernel
 from spectral_targets._operators import KernelOperator as KernelOperator
+from spectral_targets._ordinal_metrics import mean_absolute_error as mean_absolute_error
+from spectral_targets._ordinal_metrics import quadratic_weighted_kappa as quadratic_weighted_kappa
 from spectral_targets._operators import LowRankKernel as LowRankKernel
 from spectral_targets._operators import TreeKernel as TreeKernel
 from spectral_targets._operators import low_rank_kernel as low_rank_kernel

@@ -33,6 +33,12 @@ def kernel_soft_labels(labels: jax.typing.ArrayLike,
     softmax(−β·h(lca)/h(root)), are ``kernel_soft_labels(y,
     from_hierarchy(...), alpha=1, temperature=1/β)`` (the kernel is
     1 − h/h(root); the constant cancels in the softmax);
+  * the soft ordinal labels of SORD (Díaz & Marathe, 2019),
+    softmax(−φ(i, y)) with φ a distance between ranks, are
+    ``kernel_soft_labels(y, -phi, alpha=1)`` with ``phi`` the (C, C) matrix
+    φ(i, j), e.g. ``abs(i[:, None] - i[None, :])`` for ``i = arange(C)``
+    (``temperature`` τ divides φ; a squared distance is
+    ``phi ** 2``);
   * τ → 0 gives one-hot targets when S has its row maximum on the diagonal.
 
   **Masks.** Masked classes get probability 0 and the kernel part is
@@ -71,6 +77,8 @@ def kernel_soft_labels(labels: jax.typing.ArrayLike,
   References:
     Bertinetto et al., "Making Better Mistakes: Leveraging Class Hierarchies
     with Deep Networks", CVPR 2020.
+
+    Díaz & Marathe, "Soft Labels for Ordinal Regression", CVPR 2019.
   """
   S = v.as_kernel(kernel)
   C = S.shape[0]

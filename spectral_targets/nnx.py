@@ -15,7 +15,7 @@ from flax import nnx
 from spectral_targets import _validation as v
 from spectral_targets._logits import codebook_logits
 
-__all__ = ["Codebook", "CodebookHead"]
+__all__ = ["Codebook", "CodebookHead", "CoralHead"]
 
 
 class Codebook(nnx.Variable[jax.Array]):
@@ -74,3 +74,55 @@ class CodebookHead(nnx.Module):
     scale = (self.scale[...] if isinstance(self.scale, nnx.Param)
              else self.scale)
     return codebook_logits(features, self.codebook[...], scale=scale)
+
+
+class CoralHead(nnx.Module):
+  r"""CORAL's ordinal head: K - 1 logits of P(y > k) sharing one weight
+  vector, one bias each (Cao, Mirjalili & Raschka, 2020).
+
+  .. math::
+    g_k = w \cdot z + b_k, \qquad k = 0, \dots, K - 2
+
+  Train with ``coral_loss``; predict with ``coral_predictions`` or, for a
+  distribution, ``coral_probabilities``. The biases are free parameters, as
+  in the paper: its Theorem 1 shows the loss's minimiser has
+  :math:`b_0 \ge \dots \ge b_{K-2}`, so the answers are rank-consistent.
+  They start ordered, evenly from 1 down to 1/(K - 1) (as in the authors'
+  ``coral-pytorch``).
+
+  Args:
+    in_features: d, the size of the features.
+    num_classes: K >= 2 grades.
+    rngs: the ``nnx.Rngs`` the weight vector is drawn from (LeCun normal).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> from spectral_targets.nnx import CoralHead
+    >>> head = CoralHead(3, 5, rngs=nnx.Rngs(0))
+    >>> head(jnp.ones((2, 3))).shape
+    (2, 4)
+
+  References:
+    Cao, Mirjalili & Raschka, "Rank consistent ordinal regression for neural
+    networks with application to age estimation", Pattern Recognition
+    Letters 140, 2020.
+  """
+
+  def __init__(self, in_features: int, num_classes: int, *,
+               rngs: nnx.Rngs) -> None:
+    d = v.check_int(in_features, "in_features", minimum=1)
+    K = v.check_int(num_classes, "num_classes", minimum=2)
+    init = nnx.initializers.lecun_normal()
+    self.weight = nnx.Param(init(rngs.params(), (d, 1), jnp.float32)[:, 0])
+    self.bias = nnx.Param(jnp.arange(K - 1, 0, -1, dtype=jnp.float32)
+                          / (K - 1))
+
+  def __call__(self, features: jax.typing.ArrayLike) -> jax.Array:
+    """(..., d) features -> (..., K - 1) logits."""
+    z = v.as_float_array(features, "features")
+    w = self.weight[...]
+    if z.ndim < 1 or z.shape[-1] != w.shape[0]:
+      raise ValueError(f"features must have shape (..., {w.shape[0]}), got "
+                       f"{z.shape}.")
+    return (z @ w)[..., None] + self.bias[...]

@@ -59,6 +59,28 @@ def test_kernel_soft_labels_expresses_bertinetto():
   np.testing.assert_allclose(got, want, atol=1e-6)
 
 
+def test_kernel_soft_labels_expresses_sord():
+  # Diaz & Marathe (2019): q_i = exp(-phi(i, y)) / sum_j exp(-phi(j, y)),
+  # written out by a loop over the ranks.
+  C = 7
+  i = np.arange(C)
+  for phi in (np.abs(i[:, None] - i[None, :]).astype(float),
+              2.0 * (i[:, None] - i[None, :]) ** 2.0):
+    want = np.zeros((C, C))
+    for y in range(C):
+      w = np.array([np.exp(-phi[r, y]) for r in range(C)])
+      want[y] = w / w.sum()
+    got = jax.jit(lambda y, k: st.kernel_soft_labels(y, k, alpha=1.0))(
+        i, -phi)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+  # Hand case: phi = |i - y|, C = 3, y = 0: (1, e^-1, e^-2) / sum.
+  q = st.kernel_soft_labels(np.array([0]), -np.abs(i[:3, None] - i[None, :3]),
+                            alpha=1.0)
+  e = np.exp(-1.0)
+  np.testing.assert_allclose(q[0], np.array([1, e, e * e]) / (1 + e + e * e),
+                             rtol=1e-6)
+
+
 def test_distillation_loss_reference_and_optax_at_tau_1():
   for tau in (1.0, 4.0):
     np.testing.assert_allclose(
