@@ -90,11 +90,12 @@ def _parser() -> tuple[argparse.ArgumentParser,
       help="training epochs of every task (default: each task's own "
            "budget; 2 with --quick)")
   bench_parser.add_argument(
-      "--search", choices=bench.SEARCHES, default="cross",
+      "--search", choices=bench.SEARCHES, default=bench.SEARCHES[0],
       help="how each method's hyperparameters are chosen on validation: "
-           "cross (learning rate, then the method's knobs; the default) or "
-           "grid (every combination: about 2.4x the models for a head with "
-           "a scale)")
+           "halving (the default: successive halving over every "
+           "combination of the grids, keeping the best third after each "
+           "rung), grid (every combination trained to the full budget) or "
+           "cross (learning rate, then the method's knobs)")
   bench_parser.add_argument(
       "--out", type=_folder, default="bench-results", metavar="DIR",
       help="output folder (default ./bench-results)")

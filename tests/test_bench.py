@@ -1,10 +1,12 @@
 """The main job, `spectral-targets bench`: its protocol, statistics and data,
 and the quick run end to end."""
 
+import dataclasses
 import json
 import math
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 import pytest
@@ -165,6 +167,131 @@ def test_selection_breaks_accuracy_ties_by_nll_and_averages_seeds():
   assert chosen == {"lr": 2e-2}
 
 
+# -- successive halving ------------------------------------------------------------
+
+
+class _CurveTrainer:
+  """A trainer whose validation accuracy after t of E epochs is a quadratic
+  in (log lr, log scale), peaked at ``best``, times a learning curve
+  (t / E)^0.5, plus noise drawn per (cell, t); it checks that resumed cells
+  continue from where they stopped and counts the cells and cell-epochs
+  trained per call (the compute)."""
+
+  def __init__(self, epochs, best, noise=0.01):
+    self.epochs, self.best, self.noise = epochs, best, noise
+    self.at = {}  # cell -> epochs trained so far
+    self.calls = []  # (stage, cells, epochs trained per cell)
+    self.asked = []  # the settings of every call, in order
+
+  def quality(self, hp):  # knobs not in best peak at 0.1
+    return 1 - 0.1 * sum(np.log(v / self.best.get(k, 0.1)) ** 2
+                         for k, v in hp.items())
+
+  def train_to(self, settings, until, stage):
+    from spectral_targets.bench import _tuning
+    if not any(settings.values()):
+      return {}  # as the real trainer: nothing to train, no call
+    self.asked.append((settings, until))
+    out, at, self.at = {}, self.at, {}
+    cells = 0
+    for name, hps in settings.items():
+      rows = []
+      for hp in hps:
+        cell = (name, _tuning.key(hp))
+        start = at.get(cell, 0)
+        assert start < until  # resumed, never retrained
+        self.at[cell] = until
+        cells += 1
+        rng = np.random.default_rng(zlib.crc32(repr((cell, until)).encode()))
+        acc = (self.quality(hp) * (until / self.epochs) ** 0.5
+               + self.noise * rng.normal(size=2))
+        rows.append({"hp": hp, "val_accuracy": list(acc),
+                     "val_nll": list(1 - acc)})
+      out[name] = rows
+    self.calls.append((stage, cells, until - max(
+        [at.get((n, _tuning.key(hp)), 0) for n, hps in settings.items()
+         for hp in hps] or [0])))
+    return out
+
+
+def test_halving_keeps_the_best_cell_of_a_noisy_quadratic():
+  from spectral_targets.bench import _tuning
+  from spectral_targets.bench._methods import METHODS, SCALES
+  method = METHODS["cosine"]
+  best = {"lr": 1e-2, "scale": 8.0}
+  trainer = _CurveTrainer(25, best)
+  selection = _tuning.tune([method], trainer, search="halving", eta=3)[
+      "cosine"]
+  assert selection.chosen == best and selection.at_edge == []
+  cells = len(_tuning.LEARNING_RATES) * len(SCALES)
+  rungs = selection.halving["rungs"]
+  assert selection.halving["eta"] == 3
+  # E/9, E/3, E: three rungs that add up to the budget.
+  assert [r["until"] for r in rungs] == [3, 8, 25]
+  assert sum(r["epochs"] for r in rungs) == 25
+  # The batch shrinks: every cell, then the best third, twice; nothing
+  # after the last rung (the choice is inside the grid: no edge steps).
+  assert [n for _, n, _ in trainer.calls] == [cells, 10, 4]
+  assert [len(r["cells"]) for r in rungs] == [cells, 10, 4]
+  assert [len(r["survivors"]) for r in rungs] == [10, 4, 4]
+  for before, after in zip(rungs, rungs[1:]):
+    assert [c["hp"] for c in after["cells"]] == before["survivors"]
+  assert best in rungs[-1]["survivors"]
+  # Survivors resume: each call trains only the epochs since the last
+  # rung, a third of the grid's cell-epochs in all.
+  assert [e for _, _, e in trainer.calls] == [3, 5, 17]
+  spent = sum(n * e for _, n, e in trainer.calls)
+  assert spent == cells * 3 + 10 * 5 + 4 * 17 < cells * 25 / 3
+  # The choice is made among cells trained to the full budget only.
+  assert len(selection.trials) == 4
+
+
+def test_halving_follows_a_choice_at_the_edge_one_step_beyond():
+  from spectral_targets.bench import _tuning
+  from spectral_targets.bench._methods import METHODS
+  trainer = _CurveTrainer(25, {"lr": 0.1, "scale": 8.0}, noise=0.0)
+  selection = _tuning.tune([METHODS["cosine"]], trainer, search="halving")[
+      "cosine"]
+  assert selection.chosen == {"lr": 0.1, "scale": 8.0}
+  assert selection.at_edge == ["lr"]
+  settings, until = trainer.asked[-1]
+  assert settings == {"cosine": [{"lr": 0.1, "scale": 8.0}]}
+  assert until == 25 and trainer.calls[-1] == (4, 1, 25)
+
+
+def test_halving_with_eta_one_is_the_grid():
+  from spectral_targets.bench import _tuning
+  from spectral_targets.bench._methods import METHODS
+  methods = [METHODS["cosine"], METHODS["smooth-labels"]]
+  best = {"lr": 2e-2, "scale": 16.0}
+  selections = {}
+  for search, eta in (("grid", 3), ("halving", 1)):
+    trainer = _CurveTrainer(25, best)
+    selections[search] = (
+        _tuning.tune(methods, trainer, search=search, eta=eta),
+        trainer.asked)
+  (grid, grid_asked), (halving, halving_asked) = selections.values()
+  assert halving_asked == grid_asked
+  for m in methods:
+    g, h = grid[m.name], halving[m.name]
+    assert (h.chosen, h.trials, h.at_edge) == (g.chosen, g.trials, g.at_edge)
+    assert g.halving is None
+    assert [r["until"] for r in h.halving["rungs"]] == [25]
+
+
+def test_rungs():
+  from spectral_targets.bench import _tuning
+  assert _tuning.rungs(25, 30, 3) == [3, 8, 25]
+  assert _tuning.rungs(30, 30, 3) == [1, 3, 10, 30]  # capped: ⌊log₃ 30⌋
+  assert _tuning.rungs(25, 6, 3) == [3, 8, 25]  # 6 -> 2 -> 1
+  assert _tuning.rungs(25, 3, 3) == [8, 25]  # 3 -> 1
+  assert _tuning.rungs(25, 1, 3) == [25]
+  assert _tuning.rungs(2, 2, 2) == [1, 2]
+  assert _tuning.rungs(25, 30, 1) == [25]
+  with pytest.raises(ValueError, match="eta must be >= 1"):
+    _tuning.rungs(25, 30, 0)
+
+
 # -- data that vary with the seed ------------------------------------------------
 
 
@@ -246,6 +373,82 @@ def test_models_trained_together_equal_models_trained_alone():
       # another.
       np.testing.assert_allclose(np.asarray(a)[i], np.asarray(b)[0],
                                  rtol=1e-3, atol=1e-4)
+
+
+def test_training_resumed_equals_training_through():
+  """Survivors of a rung continue from their state: one epoch, then two
+  more from the kept parameters, optimiser and online state (the online
+  codebook's codes too) equals three epochs in one go."""
+  import jax
+
+  from spectral_targets.bench import _methods, _pipeline, _run, _tasks
+  from spectral_targets.bench._compile import Compiler
+  from spectral_targets.bench._execute import Executor
+  task = _tasks.digits_task()
+  data = _run._draw(task, [0], True)
+  budget = _pipeline.Budget(seeds=1, epochs=3, batch_size=32)
+  with Compiler() as programs:
+    ex = Executor(task, data, body="mlp", features=9, batch_size=32,
+                  programs=programs, fast_compile=True)
+    runner = _pipeline.TaskRunner(task, budget, [], data, ex)
+    runner.codebooks = {0: {"online": np.eye(10, 9)}}
+    runs = (runner.runs(_methods.METHODS["online-soft-labels"],
+                        [{"lr": 1e-2, "w_online": 0.5}], [0], 3)
+            + runner.runs(_methods.METHODS["online-codebook"],
+                          [{"lr": 2e-2, "scale": 8.0}], [0], 3))
+    through = ex.advance(runs, ex.initial(runs), start=0, epochs=3)
+    first = ex.advance(runs, ex.initial(runs), start=0, epochs=1)
+    resumed = ex.advance(runs, first, start=1, epochs=2)
+  for a, b in zip(jax.tree_util.tree_leaves(through),
+                  jax.tree_util.tree_leaves(resumed)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_halving_trains_fewer_models_each_rung_and_the_winner_as_untuned():
+  """On a real task: the batch of models shrinks between rungs, the rungs
+  add up to the budget, and the winner's validation scores are those of
+  the same cell trained from scratch for the full budget."""
+  from spectral_targets.bench import (
+    _methods,
+    _pipeline,
+    _run,
+    _tasks,
+    _tuning,
+  )
+  from spectral_targets.bench._compile import Compiler
+  from spectral_targets.bench._execute import Executor
+  task = _tasks.digits_task()
+  data = _run._draw(task, [0], True)
+  budget = _pipeline.Budget(seeds=1, epochs=3, batch_size=32,
+                            tuning_seeds=(0,), learning_rates=(1e-2, 2e-2),
+                            chunk=2, search="halving", eta=3)
+  cosine = dataclasses.replace(_methods.METHODS["cosine"],
+                               knobs={"scale": (4.0, 8.0, 16.0)})
+  with Compiler() as programs:
+    ex = Executor(task, data, body="mlp", features=9, batch_size=32,
+                  programs=programs, fast_compile=True)
+    runner = _pipeline.TaskRunner(task, budget, [cosine], data, ex)
+    trials = _pipeline.Trials(runner, runner.methods, budget.epochs)
+    selection = _tuning.tune(runner.methods, trials, search="halving",
+                             learning_rates=budget.learning_rates, eta=3)[
+                                 "cosine"]
+    rungs = selection.halving["rungs"]
+    assert [r["until"] for r in rungs] == [1, 3]
+    assert sum(r["epochs"] for r in rungs) == budget.epochs
+    # Six cells train one epoch; the best two train on for two more,
+    # resumed (not retrained); then at most the steps beyond an end.
+    assert trials.trained[:2] == [(1, 6, 1), (2, 2, 2)]
+    assert all(e == 3 for _, _, e in trials.trained[2:])
+    chosen = selection.chosen
+    assert chosen in rungs[-1]["survivors"]
+    best = next(t for t in selection.trials if t["hp"] == chosen)
+    alone = runner.runs(cosine, [chosen], [0], budget.epochs)
+    score = ex.score(*runner.train(alone, budget.epochs), alone)[0]
+  # Chunked with another model or alone: float32 rounding, at most one
+  # validation example apart.
+  np.testing.assert_allclose(best["val_accuracy"], [score["val_accuracy"]],
+                             atol=1.0 / data.y_val.shape[1] + 1e-6)
+  np.testing.assert_allclose(best["val_nll"], [score["val_nll"]], rtol=1e-3)
 
 
 def test_cnn_windows_equal_flax_conv():
@@ -334,6 +537,15 @@ def test_quick_bench_reports_every_method_metric_and_choice(quick_results):
           assert d["low"] <= d["mean"] <= d["high"]
         if r["control"] != "one-hot" and r["control"] in methods:
           assert f"vs {r['control']}" in r
+  # The default search: successive halving, its rungs recorded per method
+  # and adding up to the budget.
+  assert results["meta"]["search"] == "halving"
+  for task in ("mnist1d", "digits", "hierarchy", "ordinal"):
+    report = results["tasks"][task]
+    for name, r in report["methods"].items():
+      rungs = r["halving"]["rungs"]
+      assert sum(rung["epochs"] for rung in rungs) == report["epochs"], name
+      assert len(rungs[-1]["cells"]) <= len(rungs[0]["cells"])
   assert (out / "mnist1d.png").stat().st_size > 10_000
   assert (out / "mnist1d-budget.png").stat().st_size > 10_000
   assert (out / "hierarchy-shift.png").stat().st_size > 10_000

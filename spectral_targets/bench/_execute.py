@@ -168,23 +168,39 @@ class Executor:
 
   def train(self, runs: list[Run], epochs: int, *, padding: int = 0):
     """Trains ``runs`` together for ``epochs``; returns the stacked final
-    parameters (leading axis in the order of ``runs``). The last
-    ``padding`` runs only fill the program's fixed size: their results are
-    discarded, and nothing is refreshed for them between epochs."""
+    parameters (leading axis in the order of ``runs``) and configs. The
+    last ``padding`` runs only fill the program's fixed size: their results
+    are discarded, and nothing is refreshed for them between epochs."""
+    state, cfgs = self.advance(runs, self.initial(runs), start=0,
+                               epochs=epochs, padding=padding)
+    return state[0], cfgs
+
+  def initial(self, runs: list[Run]):
+    """The untrained ``((params, opt_state, online), cfgs)`` of ``runs``,
+    stacked: what ``advance`` starts from at epoch 0."""
+    state = _training.initial_state(self.body, self.C, self.F,
+                                    [r.seed for r in runs],
+                                    self.sample_shape)
+    return state, _config.stack([r.cfg for r in runs])
+
+  def advance(self, runs: list[Run], state, *, start: int, epochs: int,
+              padding: int = 0):
+    """Trains ``runs`` on from ``state`` = ``(state, cfgs)`` (stacked, as
+    ``initial`` or an earlier ``advance`` returns them, after ``start``
+    epochs) for ``epochs`` more epochs; returns the new ``(state, cfgs)``. Resuming is exact: epoch e of a model draws its minibatches
+    from (seed, e) and its schedule counts the optimiser's own steps, so
+    training in two calls equals training in one."""
+    (params, opt_state, online), cfgs = state
     M = len(runs)
     self.submit_train(M)
     program = self.programs[self._key("epoch", M)]
     seeds = np.asarray([r.seed for r in runs], np.int32)
     index = np.asarray([self.data.index(r.seed) for r in runs], np.int32)
-    params, opt_state, online = _training.initial_state(
-        self.body, self.C, self.F, [int(s) for s in seeds],
-        self.sample_shape)
-    cfgs = _config.stack([r.cfg for r in runs])
     online_codes = [i for i, r in enumerate(runs[:M - padding])
                     if r.method.codes == "online"]
     device_cfgs = jax.device_put(cfgs)
     teacher = self._teacher_args()
-    for epoch in range(epochs):
+    for epoch in range(start, start + epochs):
       params, opt_state, online = program(
           (params, opt_state, online), device_cfgs, index, seeds,
           np.int32(epoch), self.data.x_train, self.data.y_train, *teacher,
@@ -197,7 +213,7 @@ class Executor:
       if refreshed:
         device_cfgs = jax.device_put(cfgs)
       self.on_epoch()
-    return params, cfgs
+    return (params, opt_state, online), cfgs
 
   def _between_epochs(self, online, cfgs, online_codes):
     """The next epoch's online soft targets (each model's ``OnlineKernel``

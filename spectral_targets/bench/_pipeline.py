@@ -8,7 +8,9 @@ The order of work for a task:
    seed at a fixed recipe and estimate that seed's kernel from its class
    means on the validation split (``from_class_means``);
 2. build each seed's codebooks (simplex, spectral, small spectral, random);
-3. tune every method (``_tuning``: the search on the tuning seeds);
+3. tune every method (``_tuning``: the search on the tuning seeds; by
+   default successive halving, its trials resumed rung to rung by
+   ``Trials``);
 4. train every method at its chosen setting on the evaluation seeds and
    score it on the test split; temperature-scale on validation;
 5. paired differences against one-hot and against ``cosine``.
@@ -18,10 +20,11 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import numpy as np
 
 import spectral_targets as st
-from spectral_targets.bench import _methods, _stats, _tuning
+from spectral_targets.bench import _config, _methods, _stats, _tuning
 from spectral_targets.bench._execute import Executor, Run, SeedData
 from spectral_targets.bench._methods import Context, Method
 
@@ -42,8 +45,11 @@ class Budget:
   learning_rates: the learning-rate grid (``--quick`` shortens it).
   knob_grids: replace every method's knob grids by their defaults only
     (``--quick``).
-  search: ``"cross"`` (the three stages of ``_tuning``) or ``"grid"`` (the
-    full product of the grids).
+  search: how hyperparameters are searched, a key of
+    ``_tuning.SEARCHES``: ``"halving"`` (successive halving over the full
+    product of the grids), ``"grid"`` (all of it at the full budget) or
+    ``"cross"`` (the three stages of ``_tuning``).
+  eta: successive halving keeps the best 1/η of the cells after each rung.
   """
   seeds: int
   epochs: int
@@ -52,7 +58,8 @@ class Budget:
   learning_rates: tuple[float, ...] = _tuning.LEARNING_RATES
   knob_grids: bool = True
   chunk: int = CHUNK
-  search: str = "cross"
+  search: str = "halving"
+  eta: int = _tuning.ETA
 
   @property
   def eval_seeds(self) -> list[int]:
@@ -167,6 +174,28 @@ class TaskRunner:
       outs.append((params, cfgs, len(chunk)))
     return _concat(outs)
 
+  def advance(self, runs, models, *, start: int, until: int) -> list:
+    """Trains ``runs`` from epoch ``start`` to ``until`` in chunks of
+    ``budget.chunk``; ``models``: each run's one-model ``(state, cfg)``
+    after ``start`` epochs (None at 0: untrained). Returns the runs' new
+    one-model ``(state, cfg)``, host arrays."""
+    out: list = []
+    k = min(self.budget.chunk, len(runs))
+    for first in range(0, len(runs), k):
+      chunk = runs[first:first + k]
+      padded = chunk + [chunk[-1]] * (k - len(chunk))
+      if start == 0:
+        state = self.ex.initial(padded)
+      else:
+        given = models[first:first + k]
+        state = _config.stack(given + [given[-1]] * (k - len(chunk)))
+      state = self.ex.advance(padded, state, start=start,
+                              epochs=until - start, padding=k - len(chunk))
+      host = jax.tree_util.tree_map(np.asarray, state)
+      out += [jax.tree_util.tree_map(lambda a, i=i: a[i].copy(), host)
+              for i in range(len(chunk))]
+    return out
+
   def train_and_score(self, runs, epochs):
     if not runs:
       return []
@@ -184,30 +213,8 @@ class TaskRunner:
     budget's), searched as the budget says (``_tuning.tune``) over
     ``learning_rates`` (default: the budget's)."""
     epochs = self.budget.epochs if epochs is None else epochs
-    seeds = list(self.budget.tuning_seeds)
-
-    def evaluate(settings_by_method, stage) -> dict:
-      runs = [r for m in methods
-              for r in self.runs(m, settings_by_method.get(m.name, []), seeds,
-                                 epochs)]
-      if not runs:
-        return {}
-      self.progress(f"{self.task.name}: tuning stage {stage} "
-                    f"({len(runs)} models, {epochs} epochs)")
-      scores = self.train_and_score(runs, epochs)
-      grouped: dict = {}
-      for run, score in zip(runs, scores):
-        t = grouped.setdefault((run.method.name, _tuning.key(run.hp)),
-                               {"hp": run.hp, "val_accuracy": [],
-                                "val_nll": [], "val_severity": []})
-        for k in ("val_accuracy", "val_nll", "val_severity"):
-          t[k].append(score[k])
-      trials: dict[str, list] = {}
-      for (name, _), t in grouped.items():
-        trials.setdefault(name, []).append(t)
-      return trials
-
-    return _tuning.tune(methods, evaluate, search=self.budget.search,
+    return _tuning.tune(methods, Trials(self, methods, epochs),
+                        search=self.budget.search, eta=self.budget.eta,
                         learning_rates=(self.budget.learning_rates
                                         if learning_rates is None
                                         else learning_rates))
@@ -241,6 +248,8 @@ class TaskRunner:
           note=m.note, control=m.control, chosen=selections[m.name].chosen,
           at_edge=selections[m.name].at_edge,
           tuning=selections[m.name].as_dict()["trials"],
+          **({"halving": selections[m.name].halving}
+             if selections[m.name].halving is not None else {}),
           per_seed=per_seed,
           summary={k: _stats.summary(v) for k, v in per_seed.items()})
     for m in methods:
@@ -263,6 +272,75 @@ class TaskRunner:
     selections = self.tune(methods, epochs)
     per_method = self.evaluate(methods, selections, epochs)
     return selections, self.report(methods, selections, per_method, epochs)
+
+
+class Trials:
+  """The trials of one tuning (``_tuning.tune``'s trainer): ``methods`` on
+  the tuning seeds, each setting trained to the epoch a search asks for.
+
+  A setting asked for again resumes where it stopped: its models keep their
+  parameters, optimiser state and online state (and an online codebook its
+  current codes) between calls, so nothing is retrained; a setting not
+  asked for again is dropped, and the next call's batch of models (trained
+  in chunks of the one compiled size, ``budget.chunk``) shrinks with it.
+  Every model's schedule spans ``epochs``, the full budget, from the
+  start: a setting resumed to the full budget is trained exactly as an
+  untuned run.
+
+  ``trained``: (stage, models, epochs) of every batch trained, in order.
+  """
+
+  def __init__(self, runner: TaskRunner, methods, epochs: int):
+    self.runner, self.methods, self.epochs = runner, methods, epochs
+    self.trained: list[tuple[int, int, int]] = []
+    # (method, setting, seed) -> (epochs trained, one model's (state, cfg))
+    self._kept: dict[tuple, tuple[int, object]] = {}
+
+  def train_to(self, settings_by_method, until: int, stage) -> dict:
+    """``{method name: [trial, ...]}`` of the settings ``{method name: [hp,
+    ...]}`` trained to epoch ``until`` and scored on validation."""
+    runner = self.runner
+    runs = [r for m in self.methods
+            for r in runner.runs(m, settings_by_method.get(m.name, []),
+                                 list(runner.budget.tuning_seeds),
+                                 self.epochs)]
+    if not runs:
+      return {}
+    ids = [(r.method.name, _tuning.key(r.hp), r.seed) for r in runs]
+    kept, self._kept = self._kept, {}
+    starts: dict[int, list[int]] = {}
+    for i, run_id in enumerate(ids):
+      starts.setdefault(kept[run_id][0] if run_id in kept else 0,
+                        []).append(i)
+    models: list = [None] * len(runs)
+    for start, rows in sorted(starts.items()):
+      since = f", from epoch {start}" if start else ""
+      runner.progress(f"{runner.task.name}: tuning stage {stage} "
+                      f"({len(rows)} models, {until - start} epochs{since})")
+      trained = runner.advance(
+          [runs[i] for i in rows],
+          [kept[ids[i]][1] if start else None for i in rows],
+          start=start, until=until)
+      for i, model in zip(rows, trained):
+        models[i] = model
+      self.trained.append((stage, len(rows), until - start))
+    if until < self.epochs:
+      self._kept = {run_id: (until, model)
+                    for run_id, model in zip(ids, models)}
+    params = _config.stack([state[0] for state, _ in models])
+    cfgs = _config.stack([cfg for _, cfg in models])
+    trials: dict[str, list] = {}
+    grouped: dict = {}
+    for run, score in zip(runs, runner.ex.score(params, cfgs, runs)):
+      t = grouped.get((run.method.name, _tuning.key(run.hp)))
+      if t is None:
+        t = grouped[(run.method.name, _tuning.key(run.hp))] = {
+            "hp": run.hp, "val_accuracy": [], "val_nll": [],
+            "val_severity": []}
+        trials.setdefault(run.method.name, []).append(t)
+      for k in ("val_accuracy", "val_nll", "val_severity"):
+        t[k].append(score[k])
+    return trials
 
 
 def executor_for(session, task, data, *, body: str, batch_size: int,

@@ -125,7 +125,12 @@ def tuning_table(report: dict) -> list[str]:
         f"{k} {v:g}{' ⚠' if k in r['at_edge'] else ''}"
         for k, v in sorted(r["chosen"].items()))
     best = max(t["mean_val_accuracy"] for t in r["tuning"])
-    lines.append(f"| {name} | {chosen} | {best:.3f} | {len(r['tuning'])} |")
+    tried = str(len(r["tuning"]))
+    if "halving" in r:  # the cells of each rung, then those at the budget
+      tried = (" → ".join(str(len(rung["cells"]))
+                          for rung in r["halving"]["rungs"])
+               + f" (η = {r['halving']['eta']}); {tried} at the budget")
+    lines.append(f"| {name} | {chosen} | {best:.3f} | {tried} |")
   return lines
 
 

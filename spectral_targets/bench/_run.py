@@ -46,7 +46,7 @@ class Options:
   quick: bool = False
   epochs: int | None = None
   methods: tuple[str, ...] | None = None
-  search: str = "cross"
+  search: str = "halving"
 
   def budget(self, task) -> _pipeline.Budget:
     epochs = self.epochs or task.epochs
@@ -54,7 +54,7 @@ class Options:
       return _pipeline.Budget(
           seeds=self.seeds, epochs=self.epochs or 2, batch_size=64,
           learning_rates=(1e-2, 2e-2), knob_grids=False, chunk=16,
-          search=self.search)
+          search=self.search, eta=2)
     return _pipeline.Budget(seeds=self.seeds, epochs=epochs,
                             batch_size=task.batch_size, search=self.search)
 
@@ -172,7 +172,7 @@ class _Progress:
 
 def run_benchmark(*, tasks=None, seeds: int = 5, quick: bool = False,
                   epochs: int | None = None, methods=None,
-                  search: str = "cross",
+                  search: str = "halving",
                   out: str | os.PathLike = "bench-results",
                   command: str = "", echo=print) -> dict:
   """Runs the benchmark and writes ``results.json``, ``results.md`` and the
@@ -181,10 +181,12 @@ def run_benchmark(*, tasks=None, seeds: int = 5, quick: bool = False,
   ``quick`` is a smoke test of the whole pipeline, not evidence: tiny
   training sets, two epochs, two learning rates, no knob grids, no step
   timing, every program compiled at XLA's backend optimisation level 0; its
-  report says so at the top. ``search`` is how hyperparameters are chosen
-  on validation: ``"cross"`` (learning rate, then the method's knobs, then
-  the learning rates next to the choice) or ``"grid"`` (every combination;
-  slower, see ``_tuning``).
+  report says so at the top (and halves after one epoch of its two: η = 2).
+  ``search`` is how hyperparameters are chosen on validation (see
+  ``_tuning``): ``"halving"`` (successive halving over every combination of
+  the grids, η = 3), ``"grid"`` (every combination at the full budget;
+  slower) or ``"cross"`` (learning rate, then the method's knobs, then the
+  learning rates next to the choice).
   """
   missing = missing_requirements()
   if missing:

@@ -21,8 +21,21 @@ with a scale, and no blind spot where two hyperparameters interact (the
 cross can miss a cell that is better along neither axis from the cross's
 centre).
 
+``search="halving"`` (the default) searches the same full product by
+successive halving (Jamieson & Talwalkar 2016; the inner loop of Li et
+al.'s 2018 Hyperband): every cell starts; after each rung (a fraction of
+the budget) the cells ranked by mean validation accuracy (then NLL) keep
+their best 1/η (η = ``ETA``), which train on from where they stopped (their
+parameters, optimiser and online state are kept, so a survivor is trained
+exactly as an untuned run of the full budget would be: its schedule spans
+the full budget from the start). The rungs end at E/η^s, ..., E/η, E epochs,
+with s the halvings that thin the largest grid to one cell, at most those
+that leave the first rung a whole epoch. Then the steps beyond an unbounded
+grid's end, as for the grid. η = 1 is the grid.
+
 The configuration with the best mean validation accuracy over everything
-evaluated is chosen (ties: the lower mean validation NLL). A choice at the
+evaluated at the full budget is chosen (ties: the lower mean validation
+NLL). A choice at the
 end of what was tried is flagged: the optimum may lie outside the grid
 (for the learning rate and the scale: even one step beyond did better).
 """
@@ -31,11 +44,14 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 
 import numpy as np
 
 #: The learning-rate grid every method searches.
 LEARNING_RATES = (1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2)
+#: Successive halving keeps the best 1/ETA of the cells after each rung.
+ETA = 3
 #: Grids with no natural end (positive, searched geometrically): a choice at
 #: an end is followed one step (a factor of 2) beyond it in stage 3.
 UNBOUNDED = ("lr", "scale")
@@ -92,51 +108,117 @@ def edge_steps(method, best: dict,
   return settings
 
 
-def cross(methods, evaluate, best, learning_rates) -> None:
-  """The default search: the three stages above, every method's stage in
-  one call of ``evaluate``."""
+def cross(methods, evaluate, best, learning_rates, *, eta: int,
+          epochs: int) -> dict:
+  """The three stages above, every method's stage in one call of
+  ``evaluate`` (``eta``, ``epochs``: unused, as for every search)."""
   evaluate({m.name: stage_one(m, learning_rates) for m in methods}, 1)
   chosen = best()
   evaluate({m.name: stage_two(m, chosen[m.name]["lr"]) for m in methods}, 2)
   chosen = best()
   evaluate({m.name: stage_three(m, chosen[m.name], learning_rates)
             for m in methods}, 3)
+  return {}
 
 
-def grid(methods, evaluate, best, learning_rates) -> None:
+def grid(methods, evaluate, best, learning_rates, *, eta: int,
+         epochs: int) -> dict:
   """``search="grid"``: the full product, then the steps beyond an
   unbounded grid's end."""
   evaluate({m.name: full_grid(m, learning_rates) for m in methods}, 1)
   chosen = best()
   evaluate({m.name: edge_steps(m, chosen[m.name], learning_rates)
             for m in methods}, 2)
+  return {}
 
 
-#: The searches by name (``--search``).
-SEARCHES = {"cross": cross, "grid": grid}
+def rungs(epochs: int, cells: int, eta: int = ETA) -> list[int]:
+  """The epochs at which successive halving's rungs end: E/η^s, ..., E/η,
+  E (rounded, at least 1), with s the halvings that thin ``cells`` to one
+  (keeping ⌈n/η⌉ of n each time), at most ⌊log_η E⌋."""
+  if eta < 1:
+    raise ValueError(f"eta must be >= 1, got {eta}")
+  s = 0
+  if eta > 1:
+    n = cells
+    while n > 1 and eta ** (s + 1) <= epochs:
+      n, s = math.ceil(n / eta), s + 1
+  ends = [max(1, round(epochs / eta ** (s - k))) for k in range(s + 1)]
+  return sorted(set(ends))
 
 
-def tune(methods, evaluate, *, search: str = "cross",
-         learning_rates=LEARNING_RATES) -> dict:
+def _rank(trial) -> tuple:
+  """Best first: higher mean validation accuracy, then lower NLL."""
+  return (-float(np.mean(trial["val_accuracy"])),
+          _finite(float(np.mean(trial["val_nll"]))))
+
+
+def halving(methods, evaluate, best, learning_rates, *, eta: int,
+            epochs: int) -> dict:
+  """``search="halving"``: successive halving over the full product (the
+  rungs of ``rungs``), then the steps beyond an unbounded grid's end.
+  ``evaluate(settings, stage, until)`` trains the settings to epoch
+  ``until``, resuming those trained before. Returns each method's record:
+  η and, per rung, its epochs, the cells that trained in it with their
+  mean validation accuracy there, and the survivors."""
+  alive = {m.name: full_grid(m, learning_rates) for m in methods}
+  ends = rungs(epochs, max(len(v) for v in alive.values()), eta)
+  record: dict = {m.name: {"eta": eta, "rungs": []} for m in methods}
+  done = 0
+  for stage, until in enumerate(ends, 1):
+    trials = evaluate(dict(alive), stage, until)
+    for name, rows in trials.items():
+      ranked = sorted(rows, key=_rank)
+      keep = (len(rows) if until == epochs
+              else max(1, math.ceil(len(rows) / eta)))
+      alive[name] = [t["hp"] for t in ranked[:keep]]
+      record[name]["rungs"].append(dict(
+          epochs=until - done, until=until,
+          cells=[{"hp": t["hp"],
+                  "mean_val_accuracy": float(np.mean(t["val_accuracy"]))}
+                 for t in rows],
+          survivors=alive[name]))
+    done = until
+  chosen = best()
+  evaluate({m.name: edge_steps(m, chosen[m.name], learning_rates)
+            for m in methods}, len(ends) + 1)
+  return record
+
+
+#: The searches by name (``--search``); the first is the default.
+SEARCHES = {"halving": halving, "grid": grid, "cross": cross}
+
+
+def tune(methods, trainer, *, search: str = "halving",
+         learning_rates=LEARNING_RATES, eta: int = ETA) -> dict:
   """Every method's ``Selection`` by the search ``search``.
 
-  ``evaluate(settings_by_method, stage)`` trains and scores the settings
-  ``{method name: [hp, ...]}`` and returns ``{method name: [trial, ...]}``
-  (trials as ``choose`` reads them); a method's best so far is chosen over
-  everything evaluated.
+  ``trainer.epochs`` is the full budget; ``trainer.train_to(settings,
+  until, stage)`` trains the settings ``{method name: [hp, ...]}`` to epoch
+  ``until`` (resuming a setting trained before, starting the others) and
+  returns ``{method name: [trial, ...]}`` (trials as ``choose`` reads
+  them); settings it is not given again are dropped. A method's best is
+  chosen over everything evaluated at the full budget.
   """
   trials: dict[str, list] = {m.name: [] for m in methods}
 
-  def run(settings_by_method, stage):
-    for name, rows in evaluate(settings_by_method, stage).items():
-      trials[name] += rows
+  def evaluate(settings_by_method, stage, until=None):
+    until = trainer.epochs if until is None else until
+    out = trainer.train_to(settings_by_method, until, stage)
+    if until == trainer.epochs:
+      for name, rows in out.items():
+        trials[name] += rows
+    return out
 
   def best():
     return {m.name: choose(m, trials[m.name], learning_rates).chosen
             for m in methods}
 
-  SEARCHES[search](methods, run, best, learning_rates)
-  return {m.name: choose(m, trials[m.name], learning_rates) for m in methods}
+  records = SEARCHES[search](methods, evaluate, best, learning_rates,
+                             eta=eta, epochs=trainer.epochs)
+  return {m.name: dataclasses.replace(
+      choose(m, trials[m.name], learning_rates), halving=records.get(m.name))
+          for m in methods}
 
 
 @dataclasses.dataclass
@@ -149,10 +231,13 @@ class Selection:
       validation accuracy of each tuning seed and their mean.
     at_edge: the names of the chosen values that sit at an end of their
       grid.
+    halving: successive halving's record (η, the rungs and their
+      survivors), or None for another search.
   """
   chosen: dict
   trials: list[dict]
   at_edge: list[str]
+  halving: dict | None = None
 
   def as_dict(self) -> dict:
     return dataclasses.asdict(self)
