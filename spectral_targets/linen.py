@@ -100,3 +100,8 @@ class CodebookHead(nn.Module):
     else:
       scale = self.scale
     return codebook_logits(features, W, scale=scale)
+
+
+def __dir__() -> list[str]:
+  # dir() and tab completion show the API, not this module's imports.
+  return list(__all__)

@@ -69,3 +69,8 @@ class CodebookHead(nnx.Module):
     scale = (self.scale[...] if isinstance(self.scale, nnx.Param)
              else self.scale)
     return codebook_logits(features, self.codebook[...], scale=scale)
+
+
+def __dir__() -> list[str]:
+  # dir() and tab completion show the API, not this module's imports.
+  return list(__all__)
