@@ -1,13 +1,22 @@
-"""Writes examples/figures/dark-knowledge.gif, shown in the README.
+"""Renders the dark-knowledge animation (examples/figures/dark-knowledge.gif in the README).
 
-    python examples/render_dark_knowledge_gif.py
+    python examples/render_dark_knowledge_gif.py                        # a new temporary folder
+    python examples/render_dark_knowledge_gif.py --out examples/figures # replace the README's
 
 (`spectral-targets render dark-knowledge --frames N --fps N --out DIR` for options.)
 """
 
+import argparse
 import pathlib
+import tempfile
 
 from spectral_targets import render
 
 if __name__ == "__main__":
-  print("wrote", render.render("dark-knowledge", pathlib.Path(__file__).parent / "figures"))
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--out", type=pathlib.Path, metavar="DIR",
+                      help="output folder (default: a new temporary one, so "
+                           "the tracked figures change only when asked)")
+  out = parser.parse_args().out or pathlib.Path(
+      tempfile.mkdtemp(prefix="spectral-targets-"))
+  print("wrote", render.render("dark-knowledge", out))

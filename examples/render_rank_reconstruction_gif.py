@@ -1,13 +1,22 @@
-"""Writes examples/figures/rank-reconstruction.gif, shown in the README.
+"""Renders the rank-reconstruction animation (examples/figures/rank-reconstruction.gif in the README).
 
-    python examples/render_rank_reconstruction_gif.py
+    python examples/render_rank_reconstruction_gif.py                        # a new temporary folder
+    python examples/render_rank_reconstruction_gif.py --out examples/figures # replace the README's
 
 (`spectral-targets render rank-reconstruction --frames N --fps N --out DIR` for options.)
 """
 
+import argparse
 import pathlib
+import tempfile
 
 from spectral_targets import render
 
 if __name__ == "__main__":
-  print("wrote", render.render("rank-reconstruction", pathlib.Path(__file__).parent / "figures"))
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--out", type=pathlib.Path, metavar="DIR",
+                      help="output folder (default: a new temporary one, so "
+                           "the tracked figures change only when asked)")
+  out = parser.parse_args().out or pathlib.Path(
+      tempfile.mkdtemp(prefix="spectral-targets-"))
+  print("wrote", render.render("rank-reconstruction", out))

@@ -58,7 +58,7 @@ def main():
 
   dense = nnx.Linear(D, C, rngs=nnx.Rngs(1))                 # before
   codes = st.spectral_codebook(st.double_center(st.graded(C, 2.0)), D)
-  horseshoe = CodebookHead(codes, scale=16.0)                # after
+  horseshoe = CodebookHead(codes)        # after (scale 8 by default)
 
   print(f"Dense head:     test accuracy {fit(dense, data):.3f}")
   print(f"Codebook head:  test accuracy {fit(horseshoe, data):.3f}")

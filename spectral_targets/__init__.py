@@ -1,7 +1,45 @@
 """spectral_targets: fixed-target heads and spectral distillation for JAX.
 
-A label kernel S (C x C) is diagonalised; its top-d eigenmodes give a
-codebook, one unit vector per class, whose Gram matrix best approximates S.
+A label kernel S (C x C: how similar class i is to class j) is diagonalised;
+its top-d eigenmodes give a codebook, one unit vector per class, whose Gram
+matrix best approximates S. The codebook becomes a fixed classifier head,
+soft training targets, and the frame in which a teacher's dark knowledge is
+distilled. Every name below is importable from ``spectral_targets`` (the two
+Flax modules load flax on first use); ``help(spectral_targets.NAME)`` shows
+its math, shapes and an example. The documentation (``docs/``) groups the
+reference the same way.
+
+Kernels
+  flat, blocks, graded, double_center, from_hierarchy, load_hierarchy,
+  cifar100_hierarchy, random_hierarchy, from_distances, from_confusion,
+  from_class_means, build_tree, Tree, OnlineKernel
+Kernel operators (kernels too large to form)
+  KernelOperator, TreeKernel, LowRankKernel, low_rank_kernel
+Spectral machinery
+  spectrum, eigenmodes, top_eigenmodes, TopEigenmodes, ConvergenceWarning,
+  spectral_codebook, separating_dimension, gram_error, alignment,
+  procrustes, coherence, welch_bound, refresh_codebook
+Heads, targets, losses
+  nnx.CodebookHead, nnx.Codebook, linen.CodebookHead, linen.FrozenArray,
+  codebook_logits, kernel_soft_labels, cosine_regression_loss,
+  similarity_regression_loss, hierarchical_cross_entropy
+Distillation and dark knowledge
+  distillation_loss, decoupled_distillation_loss, soft_assignment,
+  soft_assignment_distillation_loss, dark_knowledge_mass, entropy
+Diagnostics
+  class_covariances, ClassStatistics, collapse_metrics,
+  collapse_metrics_from_statistics, CollapseMetrics
+Evaluation
+  expected_calibration_error, mistake_severity, hierarchical_distance_at_k,
+  fit_temperature
+Ordinal and expected-cost
+  expected_costs, expected_cost_predictions, posterior_median, coral_loss,
+  coral_probabilities, coral_predictions, nnx.CoralHead,
+  mean_absolute_error, quadratic_weighted_kappa
+
+Subpackages loaded on request: ``spectral_targets.render`` (the animations,
+the ``viz`` extra) and ``spectral_targets.bench`` (the benchmark behind
+``spectral-targets bench``, the ``bench`` extra).
 """
 
 from typing import TYPE_CHECKING
@@ -82,3 +120,15 @@ else:
       return importlib.import_module(f"spectral_targets.{name}")
     raise AttributeError(
         f"module 'spectral_targets' has no attribute {name!r}")
+
+# The public names are the re-exports above (`from ._m import x as x`) and
+# the two Flax modules: one place to add a name. The documentation's
+# coverage check (docs/_ext/coverage.py) reads this list.
+__all__ = sorted(
+    {name for name in globals()
+     if not name.startswith("_") and name != "TYPE_CHECKING"}
+    | {"linen", "nnx"})
+
+
+def __dir__() -> list[str]:
+  return [*__all__, "__version__"]

@@ -253,7 +253,7 @@ class ClassStatistics:
     """Merges the statistics of every device along ``axis_name``.
 
     For use inside ``shard_map``/``pmap`` (also across processes: the mesh
-    may span hosts): two ``psum``s, one for counts and weighted means, one
+    may span hosts): two ``psum`` calls, one for counts and weighted means, one
     for the scatter about the global class means.
     """
     names = axis_name if isinstance(axis_name, tuple) else (axis_name,)

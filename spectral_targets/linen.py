@@ -1,8 +1,9 @@
 """Flax Linen heads with a fixed codebook.
 
 The codebook lives in the ``"constants"`` collection, not in ``"params"``:
-``optax`` updates on ``variables["params"]`` never see it. Pass the whole
-variables dict to ``apply``.
+``optax`` updates on ``variables["params"]`` never see it. ``apply`` takes
+the whole variables dict, or ``{"params": params}`` alone (the codebook is
+then the module's own attribute).
 """
 
 from __future__ import annotations
@@ -58,10 +59,17 @@ class CodebookHead(nn.Module):
   .. math::
     \ell_c = s\,\cos(z, w_c)
 
+  ``init`` copies the codebook into the ``"constants"`` collection, so a
+  checkpoint of the variables carries it. ``apply`` reads it from there when
+  the variables have it (a restored or refreshed codebook wins), and from the
+  ``codebook`` attribute otherwise: ``apply({"params": params}, x)`` works
+  as for any Linen model (Flax would raise ``ScopeCollectionNotFound`` for
+  ``"constants"``).
+
   Attributes:
-    codebook: (C, d) class codes (any array; stored as a ``FrozenArray``) and
-      copied into the ``"constants"`` collection at ``init``.
-    scale: s > 0 (16 by default).
+    codebook: (C, d) class codes (any array; stored as a ``FrozenArray``).
+    scale: s > 0; 8 by default, as :class:`spectral_targets.nnx.CodebookHead`
+      (where the default comes from is said there).
     learn_scale: make s a ``"params"`` entry, trained with the model.
 
   Examples:
@@ -71,9 +79,11 @@ class CodebookHead(nn.Module):
     >>> variables = head.init(jax.random.key(0), jnp.ones((2, 3)))
     >>> sorted(variables), head.apply(variables, jnp.ones((2, 3))).shape
     (['constants'], (2, 4))
+    >>> head.apply({"params": {}}, jnp.ones((2, 3))).shape
+    (2, 4)
   """
   codebook: FrozenArray | jax.typing.ArrayLike
-  scale: float = 16.0
+  scale: float = 8.0
   learn_scale: bool = False
 
   def __post_init__(self) -> None:
@@ -92,11 +102,21 @@ class CodebookHead(nn.Module):
   @nn.compact
   def __call__(self, features: jax.typing.ArrayLike) -> jax.Array:
     """(..., d) features -> (..., C) logits."""
-    W = self.variable("constants", "codebook",
-                      lambda: jnp.asarray(np.asarray(self.codebook))).value
+    if self.is_initializing() or self.has_variable("constants", "codebook"):
+      W = self.variable("constants", "codebook",
+                        lambda: jnp.asarray(np.asarray(self.codebook))).value
+    else:
+      # Variables without "constants" (apply({"params": p}, x)): the
+      # codebook is fixed, and this module holds it.
+      W = jnp.asarray(np.asarray(self.codebook))
     scale: jax.typing.ArrayLike
     if self.learn_scale:
       scale = self.param("scale", lambda _: jnp.asarray(self.scale, W.dtype))
     else:
       scale = self.scale
     return codebook_logits(features, W, scale=scale)
+
+
+def __dir__() -> list[str]:
+  # dir() and tab completion show the API, not this module's imports.
+  return list(__all__)

@@ -143,3 +143,28 @@ def test_linen_head_matches_function_and_hashes():
   assert hash(head) == hash(LinenHead(np.asarray(CODES), scale=3.0))
   with pytest.raises(ValueError, match="codebook must have rank 2"):
     LinenHead(jnp.ones(3))
+
+
+def test_default_scale_is_the_benchmarks_choice():
+  # 8: see CodebookHead's docstring (the benchmark's recorded tunings).
+  z = jnp.asarray(RNG.normal(size=(3, D)), jnp.float32)
+  expected = st.codebook_logits(z, CODES, scale=8.0)
+  np.testing.assert_allclose(CodebookHead(CODES)(z), expected, rtol=1e-6)
+  head = LinenHead(CODES)
+  np.testing.assert_allclose(head.apply(head.init(jax.random.key(0), z), z),
+                             expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("learn_scale", [False, True])
+def test_linen_apply_with_params_only(learn_scale):
+  # The usual Linen call, apply({"params": p}, x), needs no "constants".
+  model = LinenClassifier(learn_scale)
+  variables = model.init(jax.random.key(0), X)
+  full = model.apply(variables, X)
+  params_only = jax.jit(model.apply)({"params": variables["params"]}, X)
+  np.testing.assert_allclose(params_only, full, rtol=1e-5, atol=1e-6)
+  # A "constants" entry that is given wins (a restored, refreshed codebook).
+  other = jax.tree.map(lambda w: -w, variables["constants"])
+  flipped = model.apply({"params": variables["params"], "constants": other},
+                        X)
+  np.testing.assert_allclose(flipped, -full, rtol=1e-5, atol=1e-6)

@@ -29,3 +29,8 @@ def test_readme_test_command_is_what_ci_runs():
   assert 'pip install -e ".[test]" && pytest' in readme
   ci = (ROOT / ".ci" / "run").read_text()
   assert 'pip install -e ".[test]"' in ci and "pytest" in ci
+  # The documentation: the README's build command is the one CI runs.
+  assert ('pip install -e ".[docs]" && sphinx-build -W -b html docs '
+          'docs/_build/html') in readme
+  assert 'pip install --quiet -e ".[docs]"' in ci
+  assert "sphinx-build -W -q -b html docs docs/_build/html" in ci

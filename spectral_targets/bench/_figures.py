@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import pathlib
 
-# Okabe–Ito, then greys: distinguishable with the common colour-vision
-# deficiencies.
-PALETTE = ("#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2",
-           "#D55E00", "#CC79A7", "#777777", "#BBBBBB", "#444444", "#999933")
-MARKERS = "osD^v<>pPX*h"
+from spectral_targets.bench._palette import style
+
+SMOKE_MARK = "SMOKE RUN (--quick): tests the pipeline, not results"
 
 
 def _pyplot():
@@ -26,39 +24,35 @@ def _pyplot():
   return plt
 
 
-def _style(i: int) -> dict:
-  """The colour and marker of the i-th method of a figure."""
-  return dict(marker=MARKERS[i % len(MARKERS)],
-              color=PALETTE[i % len(PALETTE)])
-
-
-def _save(plt, fig, path: pathlib.Path, title: str | None = None):
-  """Writes ``fig`` (under ``title``) to ``path`` and closes it."""
-  if title is not None:
-    fig.suptitle(title, fontsize=10)
-  fig.tight_layout()
-  fig.savefig(path, metadata={"Software": None})
-  plt.close(fig)
-  return path
-
-
 def _mean_std(summary):
   std = summary.get("std")
   return summary["mean"], 0.0 if std is None else std
 
 
-def error_severity(path: pathlib.Path, name: str, report: dict):
+def _save(fig, path: pathlib.Path, smoke: bool) -> pathlib.Path:
+  """Writes the figure; a smoke run's is stamped across, as results.md is."""
+  fig.tight_layout()
+  if smoke:
+    fig.text(0.5, 0.5, SMOKE_MARK, ha="center", va="center", rotation=12,
+             fontsize=13, color="#D55E00", alpha=0.75, weight="bold")
+  fig.savefig(path, metadata={"Software": None})
+  _pyplot().close(fig)
+  return path
+
+
+def error_severity(path: pathlib.Path, name: str, report: dict, *,
+                   smoke: bool = False):
   plt = _pyplot()
   fig, ax = plt.subplots(figsize=(6.6, 4.6), dpi=110)
-  for i, (method, r) in enumerate(report["methods"].items()):
+  for method, r in report["methods"].items():
     acc, sev = r["summary"]["accuracy"], r["summary"]["severity"]
     if acc["mean"] is None or sev["mean"] is None:
       continue
     a, a_sd = _mean_std(acc)
     s, s_sd = _mean_std(sev)
-    style = _style(i)
-    ax.errorbar(1 - a, s, xerr=a_sd, yerr=s_sd, fmt=style["marker"],
-                color=style["color"], capsize=3, label=method)
+    colour, marker = style(method)
+    ax.errorbar(1 - a, s, xerr=a_sd, yerr=s_sd, fmt=marker, color=colour,
+                capsize=3, label=method)
   for ref in report.get("references", {}).values():
     for label, row in ref.get("points", {}).items():
       ax.plot(1 - row["accuracy"], row["severity"], "x", color="0.3")
@@ -71,21 +65,23 @@ def error_severity(path: pathlib.Path, name: str, report: dict):
                f"{report['seeds']} seeds)", fontsize=10)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=7, loc="best")
-  return _save(plt, fig, path)
+  return _save(fig, path, smoke)
 
 
-def budget_curve(path: pathlib.Path, curve: dict):
+def budget_curve(path: pathlib.Path, curve: dict, *, smoke: bool = False):
   plt = _pyplot()
   budgets = sorted(curve, key=int)
   methods = list(curve[budgets[0]])
   fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), dpi=110)
-  for i, m in enumerate(methods):
+  for m in methods:
+    colour, marker = style(m)
     for ax, key in zip(axes, ("accuracy", "nll")):
       pts = [(int(b), *_mean_std(curve[b][m]["summary"][key]))
              for b in budgets if curve[b][m]["summary"][key]["mean"]
              is not None]
       xs, ys, es = zip(*pts)
-      ax.errorbar(xs, ys, yerr=es, capsize=3, label=m, **_style(i))
+      ax.errorbar(xs, ys, yerr=es, marker=marker, color=colour,
+                  capsize=3, label=m)
   for ax, label in zip(axes, ("test accuracy (higher is better)",
                               "test NLL (lower is better)")):
     ax.set_xscale("log")
@@ -94,18 +90,20 @@ def budget_curve(path: pathlib.Path, curve: dict):
     ax.set_ylabel(label)
     ax.grid(alpha=0.3)
   axes[0].legend(fontsize=8)
-  return _save(plt, fig, path,
-               "mnist1d: accuracy and NLL against the training budget")
+  fig.suptitle("mnist1d: accuracy and NLL against the training budget",
+               fontsize=10)
+  return _save(fig, path, smoke)
 
 
-def shift_curve(path: pathlib.Path, shift: dict):
+def shift_curve(path: pathlib.Path, shift: dict, *, smoke: bool = False):
   """``shift``: {ρ: {"methods": {method: {"summary": {metric: summary}}},
   "references": {label: {"accuracy", "severity"}}}}."""
   plt = _pyplot()
   rhos = sorted(shift, key=float)
   methods = list(shift[rhos[0]]["methods"])
   fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), dpi=110)
-  for i, m in enumerate(methods):
+  for m in methods:
+    colour, marker = style(m)
     for ax, key, flip in zip(axes, ("accuracy", "severity"), (True, False)):
       pts = []
       for rho in rhos:
@@ -116,7 +114,8 @@ def shift_curve(path: pathlib.Path, shift: dict):
         pts.append((float(rho), 1 - mean if flip else mean, sd))
       if pts:
         xs, ys, es = zip(*pts)
-        ax.errorbar(xs, ys, yerr=es, capsize=3, label=m, **_style(i))
+        ax.errorbar(xs, ys, yerr=es, marker=marker, color=colour,
+                    capsize=3, label=m)
   for j, label in enumerate(shift[rhos[0]].get("references", {})):
     for ax, key, flip in zip(axes, ("accuracy", "severity"), (True, False)):
       ref_pts = [(float(r), shift[r]["references"][label][key])
@@ -132,18 +131,22 @@ def shift_curve(path: pathlib.Path, shift: dict):
     ax.set_ylabel(label, fontsize=8)
     ax.grid(alpha=0.3)
   axes[0].legend(fontsize=7)
-  return _save(plt, fig, path,
-               "hierarchy-shift: when the taxonomy is partly wrong")
+  fig.suptitle("hierarchy-shift: when the taxonomy is partly wrong",
+               fontsize=10)
+  return _save(fig, path, smoke)
 
 
 def plot(out: pathlib.Path, results: dict) -> list[pathlib.Path]:
   paths = []
+  smoke = bool(results.get("meta", {}).get("quick"))
   for name, report in results["tasks"].items():
     if "methods" in report:
-      paths.append(error_severity(out / f"{name}.png", name, report))
+      paths.append(error_severity(out / f"{name}.png", name, report,
+                                  smoke=smoke))
     if "budget_curve" in report:
       paths.append(budget_curve(out / f"{name}-budget.png",
-                                report["budget_curve"]))
+                                report["budget_curve"], smoke=smoke))
     if "shift" in report:
-      paths.append(shift_curve(out / f"{name}.png", report["shift"]))
+      paths.append(shift_curve(out / f"{name}.png", report["shift"],
+                               smoke=smoke))
   return paths

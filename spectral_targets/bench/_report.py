@@ -48,7 +48,9 @@ How to read the tables:
   features for cosine and codebook heads), in C − 1 dimensions for every
   method (— where a head sees fewer); κ(Σ_B): the condition number of the
   C − 1 between-class modes the pseudo-inverse divides by (a large κ makes
-  NC1 unstable across seeds).
+  NC1 unstable across seeds). It is capped at 1/ε of float32 (2²³ ≈
+  8.4e+06: a smallest mode at rounding level); "≥ … (k/n capped)" marks k
+  of n seeds at the cap, so the mean is a lower bound, not a measurement.
 - Δ columns: paired difference of the method minus one-hot, and minus its
   control (the method that lacks only its ingredient: the learned cosine
   classifier for a fixed codebook, the same student without distillation),
@@ -61,12 +63,24 @@ How to read the tables:
   was tried (the optimum may lie outside)."""
 
 
-def _cell(summary, fmt):
+#: κ(Σ_B)'s ceiling: ``_execute`` divides by max(λ_min, ε·λ_max), so a
+#: smallest between-class mode at float32 rounding reads as 1/ε = 2²³.
+KAPPA_CAP = 2.0 ** 23
+
+
+def _cell(summary, fmt, per_seed=None):
   if summary is None or summary.get("mean") is None:
     return "—"
   text = fmt.format(summary["mean"])
   if summary.get("std") is not None:
     text += " ± " + fmt.format(summary["std"])
+  if per_seed is not None:
+    capped = sum(1 for x in per_seed
+                 if x is not None and x >= KAPPA_CAP * (1 - 1e-6))
+    if capped == len(per_seed):
+      text = f"≥ {fmt.format(KAPPA_CAP)} ({capped}/{capped} capped)"
+    elif capped:  # the mean is a lower bound
+      text = f"≥ {text} ({capped}/{len(per_seed)} capped)"
   return text
 
 
@@ -75,10 +89,19 @@ def _diff(d, metric="accuracy", fmt="{:+.3f}"):
     return "—"
   if d.get("low") is None:
     return fmt.format(d["mean"])
-  mark = {"better": " ✔", "worse": " ✘"}.get(_stats.verdict(d, metric),
-                                               "")
-  return (f"{fmt.format(d['mean'])} [{fmt.format(d['low'])}, "
-          f"{fmt.format(d['high'])}]{mark}")
+  mark = {"better": " ✔", "worse": " ✘"}.get(_stats.verdict(d, metric), "")
+  low, high = (_bound(d[k], fmt, excludes_zero=bool(mark))
+               for k in ("low", "high"))
+  return f"{fmt.format(d['mean'])} [{low}, {high}]{mark}"
+
+
+def _bound(x, fmt, *, excludes_zero):
+  """An interval's end; one that excludes 0 never prints as ±0.000."""
+  text = fmt.format(x)
+  digits = 4
+  while excludes_zero and x != 0 and float(text) == 0 and digits < 9:
+    text, digits = f"{x:+.{digits}f}", digits + 1
+  return text
 
 
 def methods_table(report: dict) -> list[str]:
@@ -91,7 +114,10 @@ def methods_table(report: dict) -> list[str]:
                                      for key, h, _ in columns)
            + " |", "|---" * (len(columns) + 1) + "|"]
   for name, r in report["methods"].items():
-    cells = [_cell(r["summary"].get(key), fmt) for key, _, fmt in columns]
+    cells = [_cell(r["summary"].get(key), fmt,
+                   r.get("per_seed", {}).get(key)
+                   if key == "between_condition" else None)
+             for key, _, fmt in columns]
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
   return lines
 
