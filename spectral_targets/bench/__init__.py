@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from spectral_targets.bench import _methods, _suite, _tuning
 from spectral_targets.bench._run import INSTALL_HINT as INSTALL_HINT
+from spectral_targets.bench._run import cpu_name as cpu_name
 from spectral_targets.bench._run import QUICK_TRAIN_LIMIT as QUICK_TRAIN_LIMIT
 from spectral_targets.bench._run import missing_requirements as missing_requirements
 from spectral_targets.bench._run import run_benchmark as run_benchmark
