@@ -453,7 +453,7 @@ def _modes(op: _operators.KernelOperator, d: int, rtol: float | None, *,
   enough past d to bracket a tie at the cut."""
   C = op.num_classes
   extra = max(4, d // 32)
-  solver = _eigensolvers.resolve_method(method, C, d + extra)
+  solver = _eigensolvers.resolve_method(method, C, d + extra, op)
   if solver == "dense":
     lam, U = _eigensolvers.host_eigenmodes(op)
     return _Modes(lam, U, _errors(lam, None, op.dtype, rtol), complete=True)
