@@ -141,9 +141,6 @@ def deflate(K: _operators.TreeKernel, factor: float = 1.0
   if np.any(is_class[parent[parent >= 0]]):
     raise ValueError("the tree kernel has a class above another class; "
                      "sibling deflation needs every class to be a leaf.")
-  if nodes.size == n:  # a single class at the root: no parent to group by
-    raise ValueError("the tree kernel's only class is its root; there are "
-                     "no siblings to deflate: use method='dense'.")
   class_parent, class_weight = parent[nodes], weight[nodes]
   members = np.lexsort((class_weight, class_parent))  # stable: class order
   new = np.ones(members.size, bool)
