@@ -49,7 +49,8 @@ from spectral_targets import _operators
 class ReducedTreeKernel(_operators._Derived):
   r"""A tree kernel on the vectors constant on each sibling group:
   :math:`S_\mathrm{red}\,x = s \odot T(s \odot x) + w \odot x`, s the
-  square roots of the group sizes, w the groups' leaf weights."""
+  square roots of the group sizes, w the groups' leaf weights (for c S:
+  s √c and c w)."""
   inner: _operators.TreeKernel   # T: one leaf of weight 0 per group
   scale: jax.Array               # (G,) sqrt(g)
   leaf_weight: jax.Array         # (G,) w of the group's leaves
@@ -72,20 +73,18 @@ class SiblingDeflation(NamedTuple):
   sizes: np.ndarray            # (G,) g
   leaf_weight: np.ndarray      # (G,) w, float64 (the kernel's values)
 
-  def sibling_order(self) -> np.ndarray:
+  def _picks(self, count: int) -> tuple[np.ndarray, np.ndarray]:
     """The groups with sibling eigenvalues (g >= 2), largest w first (ties
-    in group order)."""
+    in group order), and how many of each group's g - 1 the ``count``
+    largest sibling eigenvalues take."""
     groups = np.flatnonzero(self.sizes >= 2)
-    order: np.ndarray = groups[np.argsort(-self.leaf_weight[groups],
-                                          kind="stable")]
-    return order
+    order = groups[np.argsort(-self.leaf_weight[groups], kind="stable")]
+    counts = self.sizes[order] - 1
+    return order, np.clip(count - _starts(counts), 0, counts)
 
   def sibling_eigenvalues(self, count: int) -> np.ndarray:
     """The ``count`` largest sibling eigenvalues, descending (float64)."""
-    order = self.sibling_order()
-    counts = self.sizes[order] - 1
-    taken = np.minimum(counts, np.maximum(
-        count - np.concatenate([[0], np.cumsum(counts)[:-1]]), 0))
+    order, taken = self._picks(count)
     values: np.ndarray = np.repeat(self.leaf_weight[order], taken)
     return values
 
@@ -95,18 +94,13 @@ class SiblingDeflation(NamedTuple):
     eigenvalues, in their order: Helmert contrasts inside each group, the
     i-th (i = 1 .. g - 1) :math:`(1, \\dots, 1, -i, 0, \\dots) /
     \\sqrt{i (i + 1)}` over its first i + 1 classes."""
-    order = self.sibling_order()
-    counts = self.sizes[order] - 1
-    taken = np.minimum(counts, np.maximum(
-        count - np.concatenate([[0], np.cumsum(counts)[:-1]]), 0))
+    order, taken = self._picks(count)
     group = np.repeat(order, taken)                          # (count,)
-    first = np.concatenate([[0], np.cumsum(taken)[:-1]])
-    i = 1 + np.arange(group.size) - np.repeat(first, taken)  # 1 .. g - 1
+    i = 1 + np.arange(group.size) - np.repeat(_starts(taken), taken)  # 1..g-1
     # Column j has i_j + 1 entries: i_j of 1 / sqrt(i (i+1)), one of -i / ..
     length = i + 1
     col = np.repeat(np.arange(group.size), length)
-    offset = np.arange(col.size) - np.repeat(
-        np.concatenate([[0], np.cumsum(length)[:-1]]), length)
+    offset = np.arange(col.size) - np.repeat(_starts(length), length)
     rows = self.members[self.start[group[col]] + offset]
     norm = np.sqrt(i * (i + 1.0))[col]
     values = np.where(offset < i[col], 1.0, -i[col].astype(float)) / norm
@@ -118,6 +112,12 @@ class SiblingDeflation(NamedTuple):
     """(C, k) eigenvectors of S from (G, k) ones of ``reduced``."""
     inverse = jnp.asarray(1 / np.sqrt(self.sizes), alpha.dtype)[:, None]
     return jnp.take(alpha * inverse, jnp.asarray(self.group), axis=0)
+
+
+def _starts(lengths: np.ndarray) -> np.ndarray:
+  """Where each of consecutive runs of these lengths starts."""
+  starts: np.ndarray = np.cumsum(lengths) - lengths
+  return starts
 
 
 def deflate(K: _operators.TreeKernel, factor: float = 1.0
