@@ -114,7 +114,8 @@ def gram_error(kernel: _operators.KernelLike, d: int, *,
   Args:
     kernel: (C, C) symmetric kernel, or a ``KernelOperator``.
     d: number of modes kept, 1 <= d <= C.
-    method: eigensolver: "auto", "dense", "randomized" or "lobpcg".
+    method: eigensolver: "auto", "dense", "randomized", "lobpcg" or
+      "tree".
     tol: residual tolerance of an iterative solver.
     max_iter: iteration cap of an iterative solver.
 
