@@ -116,7 +116,8 @@ def spectral_codebook(kernel: _operators.KernelLike, d: int, *,
 
   **Many classes.** The modes come from ``top_eigenmodes`` with ``method``
   (default "auto": a dense eigh below 2,048 classes, in LAPACK float64 up
-  to 1,024; randomized subspace iteration above, where d is small), so
+  to 1,024; randomized subspace iteration above, where d is small, or
+  for a ``TreeKernel`` the exact sibling deflation of "tree"), so
   ``kernel`` may be a ``KernelOperator`` such as
   ``from_hierarchy(..., implicit=True)``. The iterative solvers compute a
   few modes past d to see whether the cut falls in a repeated eigenvalue,
@@ -135,8 +136,8 @@ def spectral_codebook(kernel: _operators.KernelLike, d: int, *,
     normalize: return unit rows (default) or the MDS coordinates X.
     allow_merged: with ``normalize=True``, return coincident codes instead
       of raising.
-    method: eigensolver, "auto", "dense", "randomized" or "lobpcg"; see
-      ``top_eigenmodes``.
+    method: eigensolver, "auto", "dense", "randomized", "lobpcg" or
+      "tree"; see ``top_eigenmodes``.
     tol: residual tolerance of an iterative solver.
     max_iter: iteration cap of an iterative solver.
     degeneracy_rtol: if given, eigenvalues within ``degeneracy_rtol *
@@ -378,7 +379,7 @@ def _modes(op: _operators.KernelOperator, d: int, rtol: float | None, *,
   enough past d to bracket a tie at the cut."""
   C = op.num_classes
   extra = max(4, d // 32)
-  solver = _eigensolvers.resolve_method(method, C, d + extra)
+  solver = _eigensolvers.resolve_method(method, C, d + extra, op)
   if solver == "dense":
     lam, U = _eigensolvers.host_eigenmodes(op)
     return _Modes(lam, U, _errors(lam, None, op.dtype, rtol), complete=True)

@@ -16,12 +16,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from spectral_targets import _operators
+from spectral_targets import _sibling_deflation
 from spectral_targets import _validation as v
 from spectral_targets._jit import jit
 
-Method = Literal["auto", "dense", "randomized", "lobpcg"]
+Method = Literal["auto", "dense", "randomized", "lobpcg", "tree"]
 # What "auto" resolves to.
-Solver = Literal["dense", "randomized", "lobpcg"]
+Solver = Literal["dense", "randomized", "lobpcg", "tree"]
 METHODS: tuple[Method, ...] = get_args(Method)
 # "auto" goes iterative from this many classes on, when the block is small.
 ITERATIVE_FROM = 2048
@@ -45,7 +46,7 @@ class TopEigenmodes(NamedTuple):
       |\\lambda_j|` (0 for the dense solver).
     iterations: iterations run (0 for the dense solver).
     converged: every residual is within ``tol``.
-    method: the solver used ("dense", "randomized" or "lobpcg").
+    method: the solver used ("dense", "randomized", "lobpcg" or "tree").
   """
   eigenvalues: jax.Array
   eigenvectors: jax.Array
@@ -76,8 +77,28 @@ def top_eigenmodes(kernel: _operators.KernelLike, k: int, *,
   * ``"lobpcg"``: ``jax.experimental.sparse.linalg.lobpcg_standard``
     (needs 5k < C). In float32 its residuals stall near 3e-5, so ask it for
     no less than that.
+  * ``"tree"``: exact structure first, for a ``TreeKernel``
+    (``from_hierarchy(..., implicit=True)``, or a positive multiple of
+    one). Sibling leaves a, b (one parent, one weight w) differ only in
+    themselves, so :math:`S(e_a - e_b) = w\,(e_a - e_b)`: a group of g
+    siblings gives the eigenvalue w, g - 1 times, its contrasts as
+    eigenvectors (here the Helmert basis; any orthonormal basis of the
+    eigenspace is as valid). The other eigenpairs are those of the
+    (G, G) kernel of the vectors constant on each group,
+
+    .. math::
+      S_\mathrm{red} = D^{1/2}\,T\,D^{1/2} + \mathrm{diag}(w_G),
+
+    with G the number of groups, D their sizes and T the tree kernel in
+    which each group is one leaf; it is solved as "auto" would solve it
+    (densely for small G, else "randomized"), and lifted. Residuals are
+    the reduced pairs' (the lifted ones' in exact arithmetic), 0 for the
+    sibling pairs. A taxonomy has far fewer parents of leaves than
+    leaves (``random_hierarchy(1_000_000)``: about 10,000), so an
+    iteration costs a small fraction of "randomized"'s on S.
   * ``"auto"``: ``"randomized"`` when C >= 2048 and the block is at most
-    C / 8 (so at C = 4,096 already for k <= 256); ``"dense"`` otherwise.
+    C / 8 (so at C = 4,096 already for k <= 256), or ``"tree"`` there for
+    a ``TreeKernel``; ``"dense"`` otherwise.
 
   The iterative solvers stop when every residual
   :math:`\lVert S u_i - \lambda_i u_i\rVert / \max_j|\lambda_j|` is at most
@@ -100,7 +121,7 @@ def top_eigenmodes(kernel: _operators.KernelLike, k: int, *,
       ``shape`` and a ``@`` that traces under ``jit`` (e.g. a
       ``jax.experimental.sparse.BCOO`` matrix).
     k: number of eigenpairs, 1 <= k <= C.
-    method: "auto", "dense", "randomized" or "lobpcg".
+    method: "auto", "dense", "randomized", "lobpcg" or "tree".
     tol: residual tolerance of the iterative solvers, relative to
       :math:`\max|\lambda|`.
     max_iter: iteration cap of the iterative solvers.
@@ -115,17 +136,26 @@ def top_eigenmodes(kernel: _operators.KernelLike, k: int, *,
     ...                       implicit=True)
     >>> top = st.top_eigenmodes(K, 8)
     >>> top.method, top.converged, top.eigenvectors.shape
-    ('randomized', True, (3000, 8))
+    ('tree', True, (3000, 8))
+    >>> # A root with 5 leaves under it and 3 under a child: 4 sibling
+    >>> # contrasts at weight 1, 2 at 0.5, and 2 and 1 from the two groups.
+    >>> edges = [("r", i) for i in range(5)] + [("r", "s")] + [
+    ...     ("s", i) for i in range(5, 8)]
+    >>> K = st.from_hierarchy(edges, implicit=True)
+    >>> st.top_eigenmodes(K, 8, method="tree").eigenvalues.round(3)
+    Array([2. , 1. , 1. , 1. , 1. , 1. , 0.5, 0.5], dtype=float32)
 
   References:
     Halko, Martinsson & Tropp, "Finding structure with randomness",
     SIAM Review 2011. Knyazev, "Toward the optimal preconditioned
-    eigensolver: LOBPCG", SIAM J. Sci. Comput. 2001.
+    eigensolver: LOBPCG", SIAM J. Sci. Comput. 2001. Dellacherie, Martinez
+    & San Martin, "Inverse M-matrices and ultrametric matrices", Lecture
+    Notes in Mathematics 2118, 2014 (the tree kernel's nested blocks).
   """
   op = _operators.as_operator(kernel)
   C = op.num_classes
   k = v.check_int(k, "k", minimum=1, maximum=C)
-  solver = resolve_method(method, C, k)
+  solver = resolve_method(method, C, k, op)
   v.check_positive(tol, "tol")
   max_iter = v.check_int(max_iter, "max_iter", minimum=1)
   seed = v.check_int(seed, "seed")
@@ -133,28 +163,26 @@ def top_eigenmodes(kernel: _operators.KernelLike, k: int, *,
   if solver == "dense":
     lam, U = _dense_top(op.to_dense(), k)
     return TopEigenmodes(lam, U, jnp.zeros_like(lam), 0, True, "dense")
-  if solver == "lobpcg":
+  if solver == "tree":
+    tree = _tree_of(op)
+    if tree is None:
+      raise ValueError(
+          "method='tree' needs a TreeKernel (from_hierarchy(..., "
+          f"implicit=True)) or a positive multiple of one, got "
+          f"{type(op).__name__}; use method='randomized'.")
+    lam, U, res, iters = _tree_top(*tree, k, tol, max_iter, seed)
+  elif solver == "lobpcg":
     if 5 * k >= C:
       raise ValueError(f"method='lobpcg' needs 5 k < C, got k={k}, C={C}; "
                        "use method='dense' or 'randomized'.")
     start = jax.random.normal(jax.random.key(seed), (C, k), op.dtype)
     # lobpcg_standard's test is |r| <= tol_ * 10 C (λ + |Su|) ~ 20 C tol_ λ.
-    lam, U, iters = _lobpcg(op, start, max_iter, tol / (20 * C))
-    res = _residuals(op, lam, U)
+    lam, U, lobpcg_iters = _lobpcg(op, start, max_iter, tol / (20 * C))
+    res, iters = _residuals(op, lam, U), int(lobpcg_iters)
   else:
-    b = block_size(k, C)
-    start = jax.random.normal(jax.random.key(seed), (C, b), op.dtype)
-    lam, U, res, iters, smallest = _subspace_iteration(
-        op, start, jnp.asarray(tol, op.dtype), k, max_iter)
-    scale = float(jnp.max(jnp.abs(lam)))
-    if float(lam[k - 1]) < float(smallest) - 10 * tol * scale:
-      raise ValueError(
-          "the kernel has negative eigenvalues larger in magnitude than its "
-          f"k-th largest ({float(lam[k - 1]):.3g} < {float(smallest):.3g}); "
-          "subspace iteration cannot separate them: use method='dense' or "
-          "'lobpcg'.")
+    lam, U, res, iters = _randomized(op, k, tol, max_iter, seed)
   res_max = float(jnp.max(res))
-  return TopEigenmodes(lam, U, res, int(iters), res_max <= tol, solver)
+  return TopEigenmodes(lam, U, res, iters, res_max <= tol, solver)
 
 
 def warn_unconverged(top: TopEigenmodes, tol: float) -> None:
@@ -167,15 +195,84 @@ def warn_unconverged(top: TopEigenmodes, tol: float) -> None:
         stacklevel=3)
 
 
-def resolve_method(method: str, num_classes: int, k: int) -> Solver:
-  """The solver "auto" stands for at this size (other names checked)."""
+def resolve_method(method: str, num_classes: int, k: int,
+                   kernel: _operators.KernelOperator | None = None) -> Solver:
+  """The solver "auto" stands for at this size, for this kernel (other
+  names checked)."""
   if method not in METHODS:
     raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
   if method != "auto":
     return method
   iterative = (num_classes >= ITERATIVE_FROM
                and block_size(k, num_classes) <= num_classes // 8)
-  return "randomized" if iterative else "dense"
+  if not iterative:
+    return "dense"
+  return "tree" if kernel is not None and _tree_of(kernel) else "randomized"
+
+
+def _randomized(op: _operators.KernelOperator, k: int, tol: float,
+                max_iter: int, seed: int
+                ) -> tuple[jax.Array, jax.Array, jax.Array, int]:
+  """Subspace iteration from a random start; refuses a kernel whose
+  negative eigenvalues outweigh its k-th."""
+  b = block_size(k, op.num_classes)
+  start = jax.random.normal(jax.random.key(seed), (op.num_classes, b),
+                            op.dtype)
+  lam, U, res, iters, smallest = _subspace_iteration(
+      op, start, jnp.asarray(tol, op.dtype), k, max_iter)
+  scale = float(jnp.max(jnp.abs(lam)))
+  if float(lam[k - 1]) < float(smallest) - 10 * tol * scale:
+    raise ValueError(
+        "the kernel has negative eigenvalues larger in magnitude than its "
+        f"k-th largest ({float(lam[k - 1]):.3g} < {float(smallest):.3g}); "
+        "subspace iteration cannot separate them: use method='dense' or "
+        "'lobpcg'.")
+  return lam, U, res, int(iters)
+
+
+def _tree_of(op: _operators.KernelOperator
+             ) -> tuple[_operators.TreeKernel, float] | None:
+  """(K, c) for an operator that is c K with K a ``TreeKernel`` and c > 0
+  (``gram_error`` solves a scaled kernel), else None."""
+  if isinstance(op, _operators.TreeKernel):
+    return op, 1.0
+  if (isinstance(op, _operators._ScaledKernel)
+      and isinstance(op.inner, _operators.TreeKernel)):
+    return op.inner, float(op.factor)
+  return None
+
+
+def _tree_top(K: _operators.TreeKernel, factor: float, k: int, tol: float,
+              max_iter: int, seed: int
+              ) -> tuple[jax.Array, jax.Array, jax.Array, int]:
+  """The top k eigenpairs of factor * K: the sibling pairs in closed form,
+  the rest from the reduced kernel (see ``_sibling_deflation``)."""
+  parts = _sibling_deflation.deflate(K, factor)
+  reduced = parts.reduced
+  G = reduced.num_classes
+  k_red = min(k, G)
+  if resolve_method("auto", G, k_red) == "dense":
+    lam_r, alpha = _dense_top(reduced.to_dense(), k_red)
+    res_r, iters = jnp.zeros_like(lam_r), 0
+  else:
+    lam_r, alpha, res_r, iters = _randomized(reduced, k_red, tol, max_iter,
+                                             seed)
+  lam_s = factor * parts.sibling_eigenvalues(k)
+  # Both lists descend: the top k of their union take a prefix of each
+  # (a reduced eigenvalue first where the two are equal).
+  values = np.concatenate([np.asarray(lam_r, np.float64), lam_s])
+  order = np.argsort(-values, kind="stable")[:k]
+  n_r = int(np.sum(order < k_red))
+  U = parts.lift(alpha[:, :n_r])
+  res = res_r[:n_r]
+  if n_r < k:
+    # Columns as [reduced prefix, sibling prefix], then in merged order.
+    U = jnp.concatenate(
+        [U, jnp.asarray(parts.sibling_vectors(k - n_r, K.dtype))], axis=1)
+    res = jnp.concatenate([res, jnp.zeros(k - n_r, res.dtype)])
+    columns = np.where(order < k_red, order, n_r + order - k_red)
+    U, res = U[:, columns], res[columns]
+  return jnp.asarray(values[order], K.dtype), U, res, iters
 
 
 def block_size(k: int, num_classes: int) -> int:

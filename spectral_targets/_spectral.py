@@ -113,7 +113,8 @@ def gram_error(kernel: _operators.KernelLike, d: int, *,
   Args:
     kernel: (C, C) symmetric kernel, or a ``KernelOperator``.
     d: number of modes kept, 1 <= d <= C.
-    method: eigensolver: "auto", "dense", "randomized" or "lobpcg".
+    method: eigensolver: "auto", "dense", "randomized", "lobpcg" or
+      "tree".
     tol: residual tolerance of an iterative solver.
     max_iter: iteration cap of an iterative solver.
 
@@ -134,7 +135,7 @@ def gram_error(kernel: _operators.KernelLike, d: int, *,
     return _gram_error(S, v.check_int(d, "d", minimum=1, maximum=S.shape[0]))
   op = _operators.as_operator(kernel)
   d = v.check_int(d, "d", minimum=1, maximum=op.num_classes)
-  solver = _eigensolvers.resolve_method(method, op.num_classes, d)
+  solver = _eigensolvers.resolve_method(method, op.num_classes, d, op)
   if solver == "dense":
     return _gram_error(op.to_dense(), d)
   total = _squared_norm(op, "gram_error")
