@@ -128,14 +128,12 @@ def hierarchical_cross_entropy(logits: jax.typing.ArrayLike,
   if z.shape[-1] != C:
     raise ValueError(f"logits must have {C} classes (the tree's) along axis "
                      f"{axis}, got shape {jnp.shape(logits)}.")
-  y = v.check_labels(labels, C)
-  if y.shape != z.shape[:-1]:
-    raise ValueError(f"labels must have shape {z.shape[:-1]} to match "
-                     f"logits {jnp.shape(logits)}, got {y.shape}.")
-  if v.is_concrete(alpha):
-    a = np.asarray(alpha)
-    if a.shape != () or not np.isfinite(a) or a < 0:
-      raise ValueError(f"alpha must be a finite number >= 0, got {alpha}.")
+  y = v.check_labels(labels, C, shape=z.shape[:-1],
+                     context=f" to match logits {jnp.shape(logits)}")
+  a = v.real_scalar(alpha, "alpha")
+  if a is not None and not (np.isfinite(a) and a >= 0):
+    raise ValueError(f"alpha must be a finite number >= 0, got {alpha}.")
+  alpha = v.scalar_option(alpha, "alpha")
   batch = y.shape
   loss = _hxe(z.reshape(-1, C), y.reshape(-1), jnp.asarray(alpha, z.dtype),
               tree, bool(normalize))

@@ -70,4 +70,5 @@ def cosine_logits(z: jax.Array, W: jax.Array, scale: jax.typing.ArrayLike
                   ) -> jax.Array:
   """s·cos(z, w_c) for checked float arrays: the head's logits."""
   v.check_positive(scale, "scale")
+  scale = v.scalar_option(scale, "scale")
   return (unit_rows(z) @ unit_rows(W).T) * scale

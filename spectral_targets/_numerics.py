@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -276,6 +277,27 @@ def tempered_kl(log_p: jax.Array, log_q: jax.Array, diff: jax.Array,
   return jnp.squeeze(loss, axis), mean
 
 
-def check_temperature(temperature: object, name: str = "temperature"
-                      ) -> None:
-  v.check_positive(temperature, name)
+def temperature(value: object, name: str = "temperature") -> Any:
+  """τ as every temperature-taking function uses it: the one check.
+
+  Concrete (a Python or NumPy number, or a JAX array outside a trace): it
+  must be a positive, finite real scalar, else ``TypeError``/``ValueError``
+  naming ``name``; returned as a Python float (any int size) or as the
+  array. Traced: a tracer cannot raise, so a τ that is not positive and
+  finite becomes NaN, and so does everything computed from it (a negative
+  τ would otherwise give finite, wrong values). To have a bad τ raise
+  under ``jit``, keep it a Python number outside the trace (close over it,
+  or mark it static: ``jax.jit(f, static_argnames="temperature")``).
+  """
+  v.check_positive(value, name)
+  tau = v.scalar_option(value, name)
+  if v.is_concrete(tau):
+    return tau
+  tau = jnp.asarray(tau)
+  return jnp.where((tau > 0) & jnp.isfinite(tau), tau, jnp.nan)
+
+
+def check_temperature(value: object, name: str = "temperature") -> None:
+  """The check of ``temperature`` alone, for callers that keep their τ."""
+  temperature(value, name)
+

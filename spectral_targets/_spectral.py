@@ -6,7 +6,6 @@ import math
 import warnings
 from collections.abc import Iterable
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -233,8 +232,7 @@ def alignment(a: _operators.KernelLike, b: _operators.KernelLike, *,
                                _operators.as_operator(b, "b"), centered)
   K = v.as_kernel(a, "a")
   L = v.as_kernel(b, "b")
-  chex.assert_equal_shape((K, L), custom_message="a and b must have the "
-                          "same shape.", exception_type=ValueError)
+  v.check_equal_shape({"a": K, "b": L})
   nk, nl, inner = _alignment_terms(K, L, bool(centered))
   if v.is_concrete(nk) and v.is_concrete(nl):
     _check_norms((("a", nk), ("b", nl)), centered)
@@ -253,9 +251,7 @@ def _check_norms(norms: Iterable[tuple[str, jax.Array | float]],
 def _operator_alignment(K: _operators.KernelOperator,
                         L: _operators.KernelOperator,
                         centered: bool) -> jax.Array:
-  if K.num_classes != L.num_classes:
-    raise ValueError(f"a and b must have the same shape, got {K.shape} and "
-                     f"{L.shape}.")
+  v.check_equal_shape({"a": K, "b": L})
   explicit = (_operators.LowRankKernel, _operators.DenseKernel)
   if not isinstance(L, explicit):
     K, L = L, K
@@ -312,8 +308,11 @@ def procrustes(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike) -> jax.Array:
     R = \arg\min_{R^\top R = I} \lVert x R - y\rVert_F = U V^\top, \qquad
     x^\top y = U \Sigma V^\top
 
+  Invariant to positive scalings of x and y (both are rescaled before the
+  product); bf16/f16 points are computed in float32.
+
   Args:
-    x: (n, d) points.
+    x: (n, d) points, n, d >= 1.
     y: (n, d) points.
 
   Returns:
@@ -326,11 +325,13 @@ def procrustes(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike) -> jax.Array:
     Array([[0., 1.],
            [1., 0.]], dtype=float32)
   """
-  X = v.as_float_array(x, "x")
-  Y = v.as_float_array(y, "y")
+  X = num.as_compute(v.as_float_array(x, "x"), "x")
+  Y = num.as_compute(v.as_float_array(y, "y"), "y")
   v.check_rank(X, 2, "x")
-  chex.assert_equal_shape((X, Y), custom_message="x and y must have the same "
-                          "shape.", exception_type=ValueError)
+  v.check_equal_shape({"x": X, "y": Y})
+  if 0 in X.shape:
+    raise ValueError(f"x and y must have at least one point and one "
+                     f"dimension, got shape {X.shape}.")
   return _procrustes(X, Y)
 
 
