@@ -53,6 +53,17 @@ def _rescaled(x: jax.Array, axis: int | None
   return x / m, m
 
 
+def power_of_two_scale(x: jax.Array) -> jax.Array:
+  """A power of two near the largest finite magnitude of ``x`` (1 when there
+  is none): dividing by it is exact, so scale-free quantities computed from
+  ``x / s`` are those of ``x`` bit for bit, and squares neither overflow nor
+  underflow. A constant to autodiff, like ``rescale``'s maximum."""
+  finite = jnp.where(jnp.isfinite(x), jnp.abs(x), 0)
+  m = jnp.max(finite) if x.size else jnp.zeros((), x.dtype)
+  _, e = jnp.frexp(jnp.where(m > 0, m, 1))
+  return jax.lax.stop_gradient(jnp.ldexp(jnp.ones((), x.dtype), e - 1))
+
+
 def rescale(x: jax.Array, axis: int | None = None) -> jax.Array:
   """x divided by its largest finite magnitude over ``axis`` (None: all):
   for quantities invariant to positive scaling, before anything is squared
