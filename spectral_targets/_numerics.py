@@ -261,12 +261,16 @@ def tempered_kl(log_p: jax.Array, log_q: jax.Array, diff: jax.Array,
   small = jnp.abs(e) <= _SERIES_RADIUS
   e_small = jnp.where(small, e, 0)
   e_large = jnp.where(small, 1, e)
-  # τ² p g(ε): by the series near 0, else directly (p e^{-ε} in log space).
-  near_terms = jnp.where(
-      small, p * _excess_series(e_small) * c * c,
-      (jnp.exp(lp - e_large) - p + p * e_large) * tau * tau)
-  scaled = jnp.sum(near_terms, axis=axis, keepdims=True)  # τ²(e^KL_S − 1)
-  x = scaled / tau / tau
+  # p g(ε): by the series near 0, else directly (p e^{-ε} in log space);
+  # and τ² p g(ε), whose series terms carry no τ. Nothing is divided by
+  # τ²: at τ = 1e-20 it is subnormal, which XLA's CPU backend flushes to 0
+  # (and it folds x / τ / τ into x / τ²), so 0 / 0 would give NaN.
+  series = p * _excess_series(e_small)
+  direct = jnp.exp(lp - e_large) - p + p * e_large
+  x = jnp.sum(jnp.where(small, series * e_small * e_small, direct),
+              axis=axis, keepdims=True)  # e^KL_S − 1
+  scaled = jnp.sum(jnp.where(small, series * c * c, direct * tau * tau),
+                   axis=axis, keepdims=True)  # τ²(e^KL_S − 1)
   # log1p(x)/x; near 0 by its series (the quotient's derivative would square
   # a subnormal x, which the CPU flushes to 0: inf − inf).
   tiny = x < 1e-3
