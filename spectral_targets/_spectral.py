@@ -136,7 +136,7 @@ def gram_error(kernel: _operators.KernelLike, d: int, *,
   d = v.check_int(d, "d", minimum=1, maximum=op.num_classes)
   solver = _eigensolvers.resolve_method(method, op.num_classes, d)
   if solver == "dense":
-    return _gram_error(op.to_dense(), d)
+    return _gram_error(_operators.densified(op)[0], d)  # scale-free
   total = _squared_norm(op, "gram_error")
   if total == 0:
     return jnp.asarray(0.0, op.dtype)
