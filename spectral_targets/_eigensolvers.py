@@ -129,7 +129,7 @@ def top_eigenmodes(kernel: _operators.KernelLike, k: int, *,
   solver = resolve_method(method, C, k)
   v.check_positive(tol, "tol")
   max_iter = v.check_int(max_iter, "max_iter", minimum=1)
-  seed = v.check_int(seed, "seed")
+  seed = v.check_seed(seed)
 
   if solver == "dense":
     S, c = _operators.densified(op)

@@ -514,7 +514,7 @@ def random_hierarchy(num_classes: int, *, depth: int = 8,
   if branching < 2:
     raise ValueError(f"branching must be >= 2, got {branching}.")
   v.check_positive(unevenness, "unevenness")
-  seed = v.check_int(seed, "seed", minimum=0)
+  seed = v.check_seed(seed)
   rng = np.random.default_rng(seed)
   edges: list[tuple[int, int]] = []
   stack = [(0, C, 0)]

@@ -264,6 +264,13 @@ def check_int(value: object, name: str, *, minimum: int | None = INT32_MIN,
   return value
 
 
+def check_seed(value: object, name: str = "seed") -> int:
+  """A PRNG seed: an int in [0, 2³² − 1], the range that both NumPy's
+  generators and JAX's 32-bit keys read exactly (``jax.random.key`` with
+  x64 off silently maps 2³² to the key of 0)."""
+  return check_int(value, name, minimum=0, maximum=2**32 - 1)
+
+
 def check_extent(shape: Sequence[int], dtype: jax.typing.DTypeLike,
                  name: str) -> None:
   """``ValueError`` naming ``name`` when an array of ``shape`` would hold
