@@ -129,6 +129,8 @@ def gram_error(kernel: _operators.KernelLike, d: int, *,
     >>> round(float(st.gram_error(K, 64)), 3)  # never forms the 3000 x 3000 S
     0.077
   """
+  v.check_positive(tol, "tol")
+  v.check_int(max_iter, "max_iter", minimum=1)
   if not _operators.is_operator(kernel) and not v.is_concrete(kernel):
     S = v.as_kernel(kernel)
     return _gram_error(S, v.check_int(d, "d", minimum=1, maximum=S.shape[0]))
