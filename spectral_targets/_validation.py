@@ -148,8 +148,8 @@ def check_integer_dtype(x: object, name: str) -> None:
   try:
     chex.assert_type(x, int)
   except AssertionError:
-    raise TypeError(f"{name} must have an integer dtype, got "
-                    f"{jnp.result_type(x) if hasattr(x, 'dtype') else x!r}."
+    got = str(np.dtype(x.dtype)) if hasattr(x, "dtype") else repr(x)
+    raise TypeError(f"{name} must have an integer dtype, got {got}."
                     ) from None
 
 
