@@ -114,9 +114,10 @@ def _tempered(t: jax.Array, s: jax.Array, temperature: jax.typing.ArrayLike,
   def at_top(x: jax.Array) -> jax.Array:
     return x - jnp.take_along_axis(x, top, axis=axis)
 
-  loss, mean = num.tempered_kl(num.log_softmax(t / temperature, axis, mask),
-                               num.log_softmax(s / temperature, axis, mask),
-                               at_top(t) - at_top(s), temperature, axis, mask)
+  loss, mean = num.tempered_kl(
+      num.log_softmax(num.tempered(t, temperature, axis, mask), axis, mask),
+      num.log_softmax(num.tempered(s, temperature, axis, mask), axis, mask),
+      at_top(t) - at_top(s), temperature, axis, mask)
   return loss, top, mean
 
 
@@ -222,7 +223,7 @@ def _decoupled(s: jax.Array, t: jax.Array, y: jax.Array,
 
   def binary(x: jax.Array) -> jax.Array:
     # (log p_y, log(1 - p_y)) as log-sum-exps of the target and the rest.
-    x = x / temperature
+    x = num.tempered(x, temperature, -1, inside)
     target = jnp.sum(jnp.where(is_target, x, 0), axis=-1)
     rest = num.logsumexp(x, -1, others)
     total = jnp.logaddexp(target, rest)

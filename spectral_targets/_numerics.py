@@ -180,6 +180,24 @@ def logsumexp(x: jax.Array, axis: int, where: jax.Array | None = None,
   return out if keepdims else jnp.squeeze(out, axis)
 
 
+def tempered(x: jax.Array, temperature: jax.typing.ArrayLike, axis: int,
+             where: jax.Array | None = None) -> jax.Array:
+  """Logits at temperature τ for a softmax: (x − max x)/τ over ``axis``
+  (the maximum over ``where``; a constant to autodiff).
+
+  The shift is taken in the logits' own scale, where it is exact, so the
+  largest entry is exactly 0 however small τ is. Shifting x/τ instead
+  fails at small τ: at τ = 1e-10 an ulp of x/τ is ~1e3, XLA may round
+  x/τ and max(x)/τ differently (it folds a constant τ into a reciprocal),
+  and a "zero" of 254 overflows the softmax's exp. Softmaxes are invariant
+  to the shift.
+  """
+  inside = jnp.ones(x.shape, bool) if where is None else where
+  m = jnp.max(jnp.where(inside, x, -jnp.inf), axis=axis, keepdims=True)
+  m = jax.lax.stop_gradient(jnp.where(jnp.isfinite(m), m, 0))
+  return (x - m) / temperature
+
+
 def log_softmax(x: jax.Array, axis: int, where: jax.Array | None
                 ) -> jax.Array:
   """log softmax over ``axis``; 0 on masked entries.
@@ -288,7 +306,10 @@ def tempered_kl(log_p: jax.Array, log_q: jax.Array, diff: jax.Array,
   leak = jnp.where(has_out, jnp.log1p(
       q_out / jnp.where(has_out & (q_in != 0), q_in, 1)), 0)
   near = scaled * ratio + leak * tau * tau
-  loss = jnp.where(far, jnp.where(far, textbook, 0) * tau * tau, near)
+  # τ²·KL as (τ·KL)·τ, kept apart: XLA would fold a constant τ·τ, which
+  # underflows to 0 at τ = 1e-20 while τ²·KL (KL ~ 1/τ) is ~τ.
+  far_loss = jax.lax.optimization_barrier(jnp.where(far, textbook, 0) * tau)
+  loss = jnp.where(far, far_loss * tau, near)
   return jnp.squeeze(loss, axis), mean
 
 

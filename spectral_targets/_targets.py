@@ -84,7 +84,7 @@ def kernel_soft_labels(labels: jax.typing.ArrayLike,
   if a is not None and not 0 <= a <= 1:
     raise ValueError(f"alpha must be a scalar in [0, 1], got {alpha}.")
   alpha = v.scalar_option(alpha, "alpha")
-  rows = S[y] / temperature
+  rows = num.tempered(S[y], temperature, -1)
   mask = num.class_mask(where, jnp.moveaxis(rows, -1, axis).shape, axis)
   if mask is not None:
     mask = jnp.moveaxis(mask, axis, -1)
