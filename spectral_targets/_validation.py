@@ -62,11 +62,11 @@ def float_dtype(x: jax.typing.ArrayLike, name: str) -> np.dtype[Any]:
   raise TypeError(f"{name} must be a numeric array, got dtype {dtype}.")
 
 
-def floating_dtype(dtype: object, name: str = "dtype") -> np.dtype[Any]:
+def floating_dtype(dtype: Any, name: str = "dtype") -> np.dtype[Any]:
   """``dtype`` (a dtype-like option) as a floating NumPy dtype, else a
   ``TypeError`` naming ``name``."""
   try:
-    dt = jnp.dtype(dtype)  # type: ignore[arg-type]
+    dt: np.dtype[Any] = jnp.dtype(dtype)
   except TypeError:
     raise TypeError(f"{name} must be a floating dtype, got {dtype!r}."
                     ) from None
@@ -111,7 +111,7 @@ def _shape_text(shape: Sequence[int | None]) -> str:
   return f"({dims[0]},)" if len(dims) == 1 else f"({', '.join(dims)})"
 
 
-def check_shape(x: object, shape: Sequence[int | None], name: str,
+def check_shape(x: Any, shape: Sequence[int | None], name: str,
                 context: str = "", *, what: str = "shape") -> None:
   """``ValueError`` unless ``x`` has ``shape`` (None: any size there);
   ``context`` follows the expected shape in the message (e.g. " to match
@@ -123,7 +123,7 @@ def check_shape(x: object, shape: Sequence[int | None], name: str,
                      f", got {jnp.shape(x)}.") from None
 
 
-def check_rank(x: object, rank: int, name: str) -> None:
+def check_rank(x: Any, rank: int, name: str) -> None:
   """``ValueError`` unless ``x`` has rank ``rank``."""
   try:
     chex.assert_rank(x, rank)
@@ -132,7 +132,7 @@ def check_rank(x: object, rank: int, name: str) -> None:
         f"{name} must have rank {rank}, got shape {jnp.shape(x)}.") from None
 
 
-def check_equal_shape(arrays: dict[str, object]) -> None:
+def check_equal_shape(arrays: dict[str, Any]) -> None:
   """``ValueError`` unless the named arrays all have the same shape."""
   try:
     chex.assert_equal_shape(list(arrays.values()))
@@ -375,7 +375,7 @@ def check_labels(labels: object, num_classes: int, *,
   return jnp.asarray(arr)
 
 
-def check_distributions(p: object, name: str,
+def check_distributions(p: Any, name: str,
                         dtype: jax.typing.DTypeLike | None = None) -> None:
   """Rows (last axis) of probabilities, when concrete: finite entries in
   [0, 1], each row summing to 1 within ``DISTRIBUTION_ATOL`` plus 4 ulps
