@@ -7,7 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from spectral_targets import _numerics as num
+from spectral_targets import _sharding
 from spectral_targets import _validation as v
+from spectral_targets._jit import jit
 from spectral_targets._numerics import unit_rows
 
 
@@ -35,13 +37,28 @@ def head_codebook(codebook: object) -> jax.Array:
   check_codebook(jnp.zeros(W.shape[1:], W.dtype), W)
   v.check_finite(W, "codebook")
   if v.is_concrete(W):
-    zero = np.flatnonzero(~np.asarray(W).any(axis=1))
+    if _sharding.spans_processes(W):  # every process reduces, all raise
+      count, first = map(int, _zero_rows(W))
+      zero = np.array([first] if count else [], int)
+    else:
+      zero = np.flatnonzero(~np.asarray(W).any(axis=1))
     if zero.size:
       raise ValueError(
           f"codebook has a zero row for class(es) {zero.tolist()[:10]}"
           f"{' ...' if zero.size > 10 else ''}: a head cannot score a class "
           "whose code is 0 (its logit is 0 for every feature).")
   return W
+
+
+@jit
+def _zero_rows(W: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(number of zero rows, index of the first), replicated."""
+
+  def count(W: jax.Array) -> tuple[jax.Array, jax.Array]:
+    zero = ~jnp.any(W != 0, axis=1)
+    return zero.sum(), jnp.argmax(zero)
+
+  return _sharding.replicated_outputs(count, 2)(W)
 
 
 def codebook_logits(features: jax.typing.ArrayLike,
