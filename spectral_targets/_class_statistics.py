@@ -15,6 +15,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from spectral_targets import _numerics as num
 from spectral_targets import _sharding
 from spectral_targets import _validation as v
 from spectral_targets._jit import jit
@@ -27,15 +28,10 @@ BLOCK_BYTES = 4 * 2**20
 def _check_inputs(features: object, labels: object, num_classes: object
                   ) -> tuple[jax.Array, jax.Array, int]:
   C = v.check_int(num_classes, "num_classes", minimum=1)
-  Z = v.as_array(features, "features")
-  if not jnp.issubdtype(Z.dtype, jnp.floating):
-    raise TypeError(f"features must have a floating dtype, got {Z.dtype}.")
-  Z = Z.astype(jnp.promote_types(Z.dtype, jnp.float32))
+  Z = num.as_compute(features, "features")
   v.check_rank(Z, 2, "features")
-  y = v.check_labels(v.as_array(labels, "labels"), C)
-  if y.shape != (Z.shape[0],):
-    raise ValueError(f"labels must have shape ({Z.shape[0]},) to match "
-                     f"features {Z.shape}, got {y.shape}.")
+  y = v.check_labels(labels, C, shape=Z.shape[:1],
+                     context=f" to match features {Z.shape}")
   return Z, y, C
 
 
@@ -206,16 +202,16 @@ class ClassStatistics:
   @classmethod
   def zeros(cls, num_classes: int, dim: int,
             dtype: jax.typing.DTypeLike = jnp.float32) -> ClassStatistics:
-    """An empty accumulator for C classes of D-dimensional features."""
+    """An empty accumulator for C classes of D-dimensional features.
+
+    ``dtype`` is the floating dtype of the statistics; bf16 and f16 are
+    raised to float32 (as kernels and ``OnlineKernel`` are): long sums of
+    squares in half precision overflow or lose the spread to the mean.
+    """
     C = v.check_int(num_classes, "num_classes", minimum=1)
     D = v.check_int(dim, "dim", minimum=1)
-    try:
-      dt = jnp.dtype(dtype)
-    except TypeError:
-      raise TypeError(f"dtype must be a floating dtype, got {dtype!r}."
-                      ) from None
-    if not jnp.issubdtype(dt, jnp.floating):
-      raise TypeError(f"dtype must be a floating dtype, got {dt}.")
+    dt = v.compute_dtype(v.floating_dtype(dtype, "dtype"))
+    v.check_extent((max(C, D), D), dt, "num_classes and dim")
     return cls(jnp.zeros((C,), jnp.int32), jnp.zeros((C, D), dt),
                jnp.zeros((D, D), dt))
 
@@ -234,8 +230,8 @@ class ClassStatistics:
     if Z.shape[1] != self.dim:
       raise ValueError(f"features must have {self.dim} columns, got shape "
                        f"{Z.shape}.")
-    batch = ClassStatistics(*_moments(Z.astype(self.means.dtype), y,
-                                      self.num_classes))
+    dt = v.compute_dtype(self.means.dtype)
+    batch = ClassStatistics(*_moments(Z.astype(dt), y, self.num_classes))
     return self.merge(batch)
 
   def merge(self, other: ClassStatistics) -> ClassStatistics:
@@ -256,10 +252,7 @@ class ClassStatistics:
     may span hosts): two ``psum`` calls, one for counts and weighted means, one
     for the scatter about the global class means.
     """
-    names = axis_name if isinstance(axis_name, tuple) else (axis_name,)
-    if not names or not all(isinstance(n, str) for n in names):
-      raise TypeError(f"axis_name must be a mesh axis name or a tuple of "
-                      f"them, got {axis_name!r}.")
+    v.check_axis_name(axis_name)
     n = self.counts.astype(self.means.dtype)
     counts = jax.lax.psum(self.counts, axis_name)
     total = counts.astype(self.means.dtype)

@@ -8,6 +8,7 @@ way argparse reports its own: the usage line, then
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
 import shlex
 import sys
@@ -41,9 +42,22 @@ def _one_of(kind: str, names: Sequence[str]) -> Callable[[str], str]:
 
 
 def _folder(text: str) -> pathlib.Path:
+  """An output folder that exists or can be created: checked while the
+  arguments are parsed, before any work (a benchmark that trains for hours
+  must not fail when it writes its results)."""
   path = pathlib.Path(text)
   if path.exists() and not path.is_dir():
     raise argparse.ArgumentTypeError(f"{text!r} exists and is not a folder")
+  existing = path.absolute()
+  while not existing.exists():
+    existing = existing.parent
+  if not existing.is_dir():
+    raise argparse.ArgumentTypeError(
+        f"{text!r} cannot be created: {str(existing)!r} is a file, not a "
+        "folder")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise argparse.ArgumentTypeError(
+        f"{text!r} cannot be written: {str(existing)!r} is not writable")
   return path
 
 

@@ -194,7 +194,7 @@ def _spectral_codebook(kernel: _operators.KernelLike, d: int, *,
   steps = v.check_int(steps, "steps", minimum=0)
   if restarts is not None:
     restarts = v.check_int(restarts, "restarts", minimum=1)
-  seed = v.check_int(seed, "seed")
+  seed = v.check_seed(seed)
   if degeneracy_rtol is not None:
     v.check_positive(degeneracy_rtol, "degeneracy_rtol")
   dtype = jnp.promote_types(op.dtype, jnp.float32)

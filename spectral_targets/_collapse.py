@@ -79,6 +79,19 @@ def collapse_metrics(features: jax.typing.ArrayLike,
   than two present classes is a ``ValueError``. Jit-able with
   ``num_classes`` static (the presence check is then skipped).
 
+  **Scale and undefined values.** Every metric but the two spectra is
+  invariant to a positive rescaling of the features, and is computed so
+  (features and class means are divided by a power of two near their
+  largest magnitude, which is exact): features of size 1e20 or 1e-20 in
+  float32 give the metrics of features of size 1; the spectra are scaled
+  back (and overflow to inf where their true values do). bf16/f16 inputs
+  are computed in float32. A metric that is undefined is NaN, never a
+  number: NC1 and ``nc2_equinorm`` when all class means coincide
+  (Σ_B = 0, to rounding), NC2 when a present
+  class's centred mean is 0, NC3 for an all-zero classifier (or zero
+  centred means), NC4 when a score or a distance is NaN (e.g. a NaN in the
+  classifier or the bias). A complex classifier raises ``TypeError``.
+
   Args:
     features: (N, D) features.
     labels: (N,) integer labels in [0, C).
@@ -104,11 +117,19 @@ def collapse_metrics(features: jax.typing.ArrayLike,
     Analysis of Neural Collapse with Unconstrained Features", NeurIPS 2021.
   """
   Z, y, C = _check_inputs(features, labels, num_classes)
-  stats = ClassStatistics.zeros(C, Z.shape[1], Z.dtype).update(Z, y)
+  # Scale-free metrics from exactly rescaled features: nothing overflows or
+  # underflows in the statistics (features x 1e20 or x 1e-20 in float32);
+  # the spectra, which carry units, are scaled back.
+  s = num.power_of_two_scale(Z)
+  stats = ClassStatistics.zeros(C, Z.shape[1], Z.dtype).update(Z / s, y)
   _check_present(stats)
   W, b = _check_classifier(classifier, bias, C, Z.shape[1])
-  nc4 = None if W is None else _nc4(Z, stats, W, b)
-  return dataclasses.replace(_from_statistics(stats, W), nc4=nc4)
+  nc4 = None if W is None else _nc4(Z / s, stats, W,
+                                    None if b is None else b / s)
+  m = _from_statistics(stats, W)
+  return dataclasses.replace(
+      m, nc4=nc4, between_spectrum=m.between_spectrum * s * s,
+      within_spectrum=m.within_spectrum * s * s)
 
 
 def collapse_metrics_from_statistics(
@@ -148,20 +169,27 @@ def _check_classifier(classifier: object, bias: object, C: int, D: int
     if bias is not None:
       raise ValueError("bias needs a classifier.")
     return None, None
-  W = v.as_array(classifier, "classifier")
-  if W.shape != (C, D):
-    raise ValueError(f"classifier must have shape ({C}, {D}), got {W.shape}.")
+  W = v.as_float_array(classifier, "classifier")
+  v.check_shape(W, (C, D), "classifier")
   b = None
   if bias is not None:
-    b = v.as_array(bias, "bias")
-    if b.shape != (C,):
-      raise ValueError(f"bias must have shape ({C},), got {b.shape}.")
-  return W.astype(jnp.float32), b
+    b = v.as_float_array(bias, "bias")
+    v.check_shape(b, (C,), "bias")
+    b = b.astype(v.compute_dtype(b.dtype))
+  return W.astype(v.compute_dtype(W.dtype)), b
 
 
 @jit
 def _from_statistics(stats: ClassStatistics, W: jax.Array | None
                      ) -> CollapseMetrics:
+  # One rescaling rule for the scale-free parts: the class means divided by
+  # a power of two near their largest magnitude (the scatter by its
+  # square), so half-precision or extreme-scale statistics neither fail in
+  # LAPACK nor overflow; the spectra are scaled back.
+  dt = v.compute_dtype(stats.means.dtype)
+  s = num.power_of_two_scale(stats.means.astype(dt))
+  stats = ClassStatistics(stats.counts, stats.means.astype(dt) / s,
+                          stats.scatter.astype(dt) / s / s)
   between, within = stats.covariances()
   present = stats.counts > 0
   K = present.sum()
@@ -176,7 +204,8 @@ def _from_statistics(stats: ClassStatistics, W: jax.Array | None
             * jnp.max(jnp.abs(lam_b)))
   inverse = jnp.where(jnp.abs(lam_b) > cutoff,
                       1 / jnp.where(lam_b == 0, 1, lam_b), 0)
-  # tr(Σ_W Σ_B⁺) = Σ_i (u_iᵀ Σ_W u_i) / λ_i over the kept modes.
+  # tr(Σ_W Σ_B⁺) = Σ_i (u_iᵀ Σ_W u_i) / λ_i over the kept modes; with
+  # Σ_B = 0 (all class means equal) the ratio is undefined: NaN.
   nc1 = jnp.sum(inverse * jnp.sum(U_b * (within @ U_b), axis=0)) / K
   within, _ = jax.lax.optimization_barrier((within, lam_b))
 
@@ -185,29 +214,42 @@ def _from_statistics(stats: ClassStatistics, W: jax.Array | None
   M = jnp.where(present[:, None], stats.means - mu, 0)
   # NC2 and NC3 are scale-free: norms rescale before squaring.
   norms = num.norm(num.rescale(M), axis=1)
+  # A centred mean within rounding of 0 (the global mean is rounded) has no
+  # direction; when every one is, the class means coincide and Σ_B = 0.
+  rounding = 8 * jnp.finfo(M.dtype).eps * num.norm(stats.means, axis=1)
+  no_direction = present & (num.norm(M, axis=1) <= rounding)
+  coincide = jnp.all(no_direction | ~present)
+  nc1 = jnp.where(coincide, jnp.nan, nc1)
   G = num.unit_rows(M) @ num.unit_rows(M).T
   pair = present[:, None] & present[None, :]
   Kf = K.astype(G.dtype)
   eye = jnp.eye(G.shape[0], dtype=G.dtype)
   etf = jnp.where(pair, (eye - 1 / Kf) / jnp.sqrt(jnp.maximum(Kf - 1, 1)), 0)
-  nc2 = jnp.linalg.norm(num.unit(G, None) - etf)
+  # A present class whose centred mean is 0 has no direction: its cosines,
+  # and NC2, are undefined.
+  nc2 = jnp.where(jnp.any(no_direction), jnp.nan,
+                  jnp.linalg.norm(num.unit(G, None) - etf))
   present_norms = jnp.where(present, norms, 0)
   mean_norm = present_norms.sum() / Kf
   std_norm = jnp.sqrt(jnp.where(present, (norms - mean_norm) ** 2, 0).sum()
                       / Kf)
-  equinorm = std_norm / mean_norm
+  equinorm = jnp.where(coincide, jnp.nan, std_norm / mean_norm)
 
   nc3: jax.Array | None = None
   if W is not None:
     Wp = jnp.where(present[:, None], W, 0)
     nc3 = jnp.linalg.norm(num.unit(Wp, None) - num.unit(M, None))
+    # W/‖W‖ or M/‖M‖ of a zero matrix is undefined (unit() would give 0).
+    zero = (num.norm(Wp, None) == 0) | coincide
+    nc3 = jnp.where(zero, jnp.nan, nc3)
 
   spec_b = lam_b[::-1]
   spec_w = jnp.linalg.eigvalsh(within)[::-1]
   modes = jnp.sum(spec_b > PROTOTYPE_MODE_RTOL * spec_b[0])
   return CollapseMetrics(nc1=nc1, nc2=nc2, nc2_equinorm=equinorm, nc3=nc3,
                          nc4=None, prototype_modes=modes, num_present=K,
-                         between_spectrum=spec_b, within_spectrum=spec_w)
+                         between_spectrum=spec_b * s * s,
+                         within_spectrum=spec_w * s * s)
 
 
 @jit
@@ -218,5 +260,9 @@ def _nc4(Z: jax.Array, stats: ClassStatistics, W: jax.Array,
   # classes are never nearest.
   d2 = jnp.sum(stats.means**2, 1) - 2 * Z @ stats.means.T
   d2 = jnp.where(stats.counts > 0, d2, jnp.inf)
-  return jnp.mean(jnp.argmax(scores, -1) == jnp.argmin(d2, -1))
+  agree = jnp.mean(jnp.argmax(scores, -1) == jnp.argmin(d2, -1))
+  # argmax ranks a NaN somewhere; a score or distance that is NaN makes the
+  # agreement undefined, never a finite fraction.
+  return jnp.where(jnp.isnan(scores).any() | jnp.isnan(d2).any(), jnp.nan,
+                   agree)
 

@@ -32,10 +32,8 @@ def dark_knowledge_mass(probs: jax.typing.ArrayLike,
     Array([0.3], dtype=float32)
   """
   p = jnp.moveaxis(num.as_compute(probs, "probs"), axis, -1)
-  y = v.check_labels(labels, p.shape[-1])
-  if y.shape != p.shape[:-1]:
-    raise ValueError(f"labels must have shape {p.shape[:-1]} to match probs, "
-                     f"got {y.shape}.")
+  y = v.check_labels(labels, p.shape[-1], shape=p.shape[:-1],
+                     context=" to match probs")
   return 1 - jnp.take_along_axis(p, y[..., None], axis=-1)[..., 0]
 
 

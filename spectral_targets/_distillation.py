@@ -21,7 +21,7 @@ from spectral_targets._soft_assignment import assignment_logits
 def _logit_pair(student_logits: jax.typing.ArrayLike,
                 teacher_logits: jax.typing.ArrayLike,
                 temperature: jax.typing.ArrayLike
-                ) -> tuple[jax.Array, jax.Array]:
+                ) -> tuple[jax.Array, jax.Array, jax.typing.ArrayLike]:
   s = num.as_compute(student_logits, "student_logits")
   t = jax.lax.stop_gradient(num.as_compute(teacher_logits, "teacher_logits"))
   if s.shape != t.shape:
@@ -29,8 +29,7 @@ def _logit_pair(student_logits: jax.typing.ArrayLike,
                      f"shape, got {s.shape} and {t.shape}.")
   if s.ndim < 1:
     raise ValueError("student_logits must have at least one (class) axis.")
-  num.check_temperature(temperature)
-  return s, t
+  return s, t, num.temperature(temperature)
 
 
 def distillation_loss(student_logits: jax.typing.ArrayLike,
@@ -64,7 +63,10 @@ def distillation_loss(student_logits: jax.typing.ArrayLike,
   Args:
     student_logits: (..., C) student logits.
     teacher_logits: (..., C) teacher logits (-inf allowed).
-    temperature: τ > 0.
+    temperature: τ > 0. A bad number raises ``ValueError``; a traced τ
+      cannot raise, and one that is not positive and finite gives NaN: to
+      have it checked under ``jit``, pass a Python number (closed over, or
+      ``jax.jit(f, static_argnames="temperature")``).
     axis: the class axis.
     where: boolean mask of the classes to include, one rule for every
       loss: a mask of the logits' rank broadcasts to their shape as it is;
@@ -90,7 +92,8 @@ def distillation_loss(student_logits: jax.typing.ArrayLike,
     Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural Network",
     2015.
   """
-  s, t = _logit_pair(student_logits, teacher_logits, temperature)
+  s, t, temperature = _logit_pair(student_logits, teacher_logits,
+                                  temperature)
   mask = num.class_mask(where, s.shape, axis)
   return _tempered(t, s, temperature, axis, mask)[0]
 
@@ -111,9 +114,10 @@ def _tempered(t: jax.Array, s: jax.Array, temperature: jax.typing.ArrayLike,
   def at_top(x: jax.Array) -> jax.Array:
     return x - jnp.take_along_axis(x, top, axis=axis)
 
-  loss, mean = num.tempered_kl(num.log_softmax(t / temperature, axis, mask),
-                               num.log_softmax(s / temperature, axis, mask),
-                               at_top(t) - at_top(s), temperature, axis, mask)
+  loss, mean = num.tempered_kl(
+      num.log_softmax(num.tempered(t, temperature, axis, mask), axis, mask),
+      num.log_softmax(num.tempered(s, temperature, axis, mask), axis, mask),
+      at_top(t) - at_top(s), temperature, axis, mask)
   return loss, top, mean
 
 
@@ -156,7 +160,10 @@ def decoupled_distillation_loss(student_logits: jax.typing.ArrayLike,
     student_logits: (..., C) student logits.
     teacher_logits: (..., C) teacher logits (-inf allowed off the label).
     labels: (...) integer labels in [0, C).
-    temperature: τ > 0.
+    temperature: τ > 0. A bad number raises ``ValueError``; a traced τ
+      cannot raise, and one that is not positive and finite gives NaN: to
+      have it checked under ``jit``, pass a Python number (closed over, or
+      ``jax.jit(f, static_argnames="temperature")``).
     alpha: weight of TCKD, >= 0.
     beta: weight of NCKD, >= 0.
     axis: the class axis.
@@ -179,15 +186,16 @@ def decoupled_distillation_loss(student_logits: jax.typing.ArrayLike,
     Zhao, Cui, Song, Qiu & Liang, "Decoupled Knowledge Distillation",
     CVPR 2022.
   """
-  s, t = _logit_pair(student_logits, teacher_logits, temperature)
+  s, t, temperature = _logit_pair(student_logits, teacher_logits,
+                                  temperature)
   v.check_nonnegative(alpha, "alpha")
   v.check_nonnegative(beta, "beta")
+  alpha, beta = v.scalar_option(alpha, "alpha"), v.scalar_option(beta, "beta")
   mask = num.class_mask(where, s.shape, axis)
   s, t = jnp.moveaxis(s, axis, -1), jnp.moveaxis(t, axis, -1)
-  y = v.check_labels(labels, s.shape[-1])
-  if y.shape != s.shape[:-1]:
-    raise ValueError(f"labels must have the batch shape {s.shape[:-1]}, got "
-                     f"{y.shape}.")
+  y = v.check_labels(labels, s.shape[-1], shape=s.shape[:-1],
+                     what="the batch shape",
+                     context=f" of student_logits {jnp.shape(student_logits)}")
   if mask is not None:
     mask = jnp.moveaxis(mask, axis, -1)
     if v.is_concrete(mask) and v.is_concrete(y):
@@ -215,7 +223,7 @@ def _decoupled(s: jax.Array, t: jax.Array, y: jax.Array,
 
   def binary(x: jax.Array) -> jax.Array:
     # (log p_y, log(1 - p_y)) as log-sum-exps of the target and the rest.
-    x = x / temperature
+    x = num.tempered(x, temperature, -1, inside)
     target = jnp.sum(jnp.where(is_target, x, 0), axis=-1)
     rest = num.logsumexp(x, -1, others)
     total = jnp.logaddexp(target, rest)
@@ -267,7 +275,10 @@ def soft_assignment_distillation_loss(
     student_features: (..., d) student features.
     teacher_features: (..., d) teacher features.
     prototypes: (C, d) prototypes (e.g. a spectral codebook).
-    temperature: τ > 0.
+    temperature: τ > 0. A bad number raises ``ValueError``; a traced τ
+      cannot raise, and one that is not positive and finite gives NaN: to
+      have it checked under ``jit``, pass a Python number (closed over, or
+      ``jax.jit(f, static_argnames="temperature")``).
     scale: None (raw inner products), or s > 0 for the head's cosine
       logits.
     where: boolean mask of the prototypes to include, read as in
@@ -282,7 +293,7 @@ def soft_assignment_distillation_loss(
     >>> st.soft_assignment_distillation_loss(z, z, jnp.eye(2))
     Array([0.], dtype=float32)
   """
-  num.check_temperature(temperature)
+  temperature = num.temperature(temperature)
   s = assignment_logits(student_features, prototypes, scale)
   t = jax.lax.stop_gradient(
       assignment_logits(teacher_features, prototypes, scale))

@@ -8,6 +8,7 @@ alike.
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Literal, NamedTuple, get_args
 
@@ -158,10 +159,13 @@ def top_eigenmodes(kernel: _operators.KernelLike, k: int, *,
   solver = resolve_method(method, C, k, op)
   v.check_positive(tol, "tol")
   max_iter = v.check_int(max_iter, "max_iter", minimum=1)
-  seed = v.check_int(seed, "seed")
+  seed = v.check_seed(seed)
 
   if solver == "dense":
-    lam, U = _dense_top(op.to_dense(), k)
+    S, c = _operators.densified(op)
+    lam, U = _dense_top(S, k)
+    root = jnp.asarray(math.sqrt(c), lam.dtype)  # c itself may overflow
+    lam = lam * root * root
     return TopEigenmodes(lam, U, jnp.zeros_like(lam), 0, True, "dense")
   if solver == "tree":
     tree = _tree_of(op)
@@ -375,13 +379,14 @@ def host_eigenmodes(op: _operators.KernelOperator
   the kernel's dtype. Eager: a codebook is built once, and a 100-class
   eigh costs less than compiling one.
   """
+  dense, c = _operators.densified(op)
   if op.num_classes <= HOST_EIGH_MAX:
-    S = np.asarray(op.to_dense()).astype(np.float64)
+    S = np.asarray(dense).astype(np.float64)
     lam, U = np.linalg.eigh(S)
     lam, U = lam[::-1], U[:, ::-1]
   else:
-    lam, U = map(np.asarray, _dense_top(op.to_dense(), op.num_classes))
-  return np.asarray(lam, np.float64), fix_signs(U)
+    lam, U = map(np.asarray, _dense_top(dense, op.num_classes))
+  return np.asarray(lam, np.float64) * c, fix_signs(U)
 
 
 def fix_signs(U: np.ndarray) -> np.ndarray:

@@ -21,7 +21,6 @@ import numpy as np
 
 from spectral_targets import _numerics as num
 from spectral_targets import _validation as v
-from spectral_targets._evaluation import _check_distributions
 from spectral_targets._jit import jit
 
 
@@ -36,8 +35,8 @@ def _check_probabilities(probabilities: object) -> jax.Array:
                      f"got {p.shape}.")
   if v.is_concrete(p) and p.size:
     rows = np.asarray(p, np.float64).reshape(-1, p.shape[-1])
-    _check_distributions(rows[~np.isnan(rows).any(-1)], given.dtype,
-                         "probabilities")
+    v.check_distributions(rows[~np.isnan(rows).any(-1)], "probabilities",
+                          given.dtype)
   return p
 
 

@@ -63,7 +63,12 @@ def hierarchical_cross_entropy(logits: jax.typing.ArrayLike,
   deep in the tree, so a mistake between siblings costs less than one
   across the root. ``normalize=True`` divides every weight by
   :math:`\sum_n e^{-\alpha\,\mathrm{depth}(n)}` over all nodes of the tree
-  (the root included), the global normalisation of the reference code.
+  (the root included, and also the nodes with no class below them when
+  ``classes`` is a subset of the leaves), the global normalisation of the
+  reference code (``get_exponential_weighting(..., normalize=True)`` in
+  ``better_mistakes/trees.py`` divides by the sum over every position of
+  the tree it is given). So the normaliser depends on the tree, not on
+  which of its leaves are classes.
 
   **Convention.** The weight of the factor :math:`p(n \mid
   \mathrm{parent}(n))` is that of its lower end n, at n's depth counted from
@@ -92,8 +97,8 @@ def hierarchical_cross_entropy(logits: jax.typing.ArrayLike,
     tree: the hierarchy, from ``build_tree(edges, classes=...)``.
     alpha: α >= 0, the decay of the weights with depth (keyword-only; the
       paper tunes it, e.g. 0.1 to 0.6 on tieredImageNet).
-    normalize: divide the weights by their sum over the tree, as the
-      reference code does.
+    normalize: divide the weights by their sum over every node of the
+      tree, as the reference code does.
     axis: the class axis of ``logits``.
 
   Returns:
@@ -128,14 +133,12 @@ def hierarchical_cross_entropy(logits: jax.typing.ArrayLike,
   if z.shape[-1] != C:
     raise ValueError(f"logits must have {C} classes (the tree's) along axis "
                      f"{axis}, got shape {jnp.shape(logits)}.")
-  y = v.check_labels(labels, C)
-  if y.shape != z.shape[:-1]:
-    raise ValueError(f"labels must have shape {z.shape[:-1]} to match "
-                     f"logits {jnp.shape(logits)}, got {y.shape}.")
-  if v.is_concrete(alpha):
-    a = np.asarray(alpha)
-    if a.shape != () or not np.isfinite(a) or a < 0:
-      raise ValueError(f"alpha must be a finite number >= 0, got {alpha}.")
+  y = v.check_labels(labels, C, shape=z.shape[:-1],
+                     context=f" to match logits {jnp.shape(logits)}")
+  a = v.real_scalar(alpha, "alpha")
+  if a is not None and not (np.isfinite(a) and a >= 0):
+    raise ValueError(f"alpha must be a finite number >= 0, got {alpha}.")
+  alpha = v.scalar_option(alpha, "alpha")
   batch = y.shape
   loss = _hxe(z.reshape(-1, C), y.reshape(-1), jnp.asarray(alpha, z.dtype),
               tree, bool(normalize))
@@ -176,6 +179,9 @@ def _hxe(z: jax.Array, y: jax.Array, alpha: jax.Array, tree: Tree,
                                       jnp.arange(y.size)]
   loss = -at_label
   if normalize:
-    sizes = jnp.asarray([s.size for s in lv.sources], z.dtype)
-    loss = loss / jnp.sum(sizes * jnp.exp(-alpha * jnp.arange(depth)))
+    # Every node of the tree, root included, whether or not a class lies
+    # below it: the reference code sums over all positions of its tree.
+    sizes = np.bincount(tree.depth)
+    loss = loss / jnp.sum(jnp.asarray(sizes, z.dtype)
+                          * jnp.exp(-alpha * jnp.arange(sizes.size)))
   return loss

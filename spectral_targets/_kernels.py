@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -274,11 +273,10 @@ def from_class_means(features: jax.typing.ArrayLike,
   """
   C = v.check_int(num_classes, "num_classes", minimum=1)
   Z = v.as_float_array(features, "features")
+  Z = Z.astype(v.compute_dtype(Z.dtype))
   v.check_rank(Z, 2, "features")
-  y = v.check_labels(labels, C)
-  chex.assert_shape(y, (Z.shape[0],), custom_message="labels must be (N,) "
-                    "with N the number of feature rows.",
-                    exception_type=ValueError)
+  y = v.check_labels(labels, C, shape=Z.shape[:1],
+                     context=f" to match features {Z.shape}")
   Z = num.rescale(Z)  # the cosines do not see the scale; sums cannot overflow
   sums = jax.ops.segment_sum(Z, y, num_segments=C)
   if v.is_concrete(sums):

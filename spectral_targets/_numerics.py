@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -53,6 +54,17 @@ def _rescaled(x: jax.Array, axis: int | None
   m = jax.lax.stop_gradient(jnp.max(finite, axis=axis, keepdims=True))
   m = jnp.where(m > 0, m, 1)
   return x / m, m
+
+
+def power_of_two_scale(x: jax.Array) -> jax.Array:
+  """A power of two near the largest finite magnitude of ``x`` (1 when there
+  is none): dividing by it is exact, so scale-free quantities computed from
+  ``x / s`` are those of ``x`` bit for bit, and squares neither overflow nor
+  underflow. A constant to autodiff, like ``rescale``'s maximum."""
+  finite = jnp.where(jnp.isfinite(x), jnp.abs(x), 0)
+  m = jnp.max(finite) if x.size else jnp.zeros((), x.dtype)
+  _, e = jnp.frexp(jnp.where(m > 0, m, 1))
+  return jax.lax.stop_gradient(jnp.ldexp(jnp.ones((), x.dtype), e - 1))
 
 
 def rescale(x: jax.Array, axis: int | None = None) -> jax.Array:
@@ -171,6 +183,24 @@ def logsumexp(x: jax.Array, axis: int, where: jax.Array | None = None,
   return out if keepdims else jnp.squeeze(out, axis)
 
 
+def tempered(x: jax.Array, temperature: jax.typing.ArrayLike, axis: int,
+             where: jax.Array | None = None) -> jax.Array:
+  """Logits at temperature τ for a softmax: (x − max x)/τ over ``axis``
+  (the maximum over ``where``; a constant to autodiff).
+
+  The shift is taken in the logits' own scale, where it is exact, so the
+  largest entry is exactly 0 however small τ is. Shifting x/τ instead
+  fails at small τ: at τ = 1e-10 an ulp of x/τ is ~1e3, XLA may round
+  x/τ and max(x)/τ differently (it folds a constant τ into a reciprocal),
+  and a "zero" of 254 overflows the softmax's exp. Softmaxes are invariant
+  to the shift.
+  """
+  inside = jnp.ones(x.shape, bool) if where is None else where
+  m = jnp.max(jnp.where(inside, x, -jnp.inf), axis=axis, keepdims=True)
+  m = jax.lax.stop_gradient(jnp.where(jnp.isfinite(m), m, 0))
+  return (x - m) / temperature
+
+
 def log_softmax(x: jax.Array, axis: int, where: jax.Array | None
                 ) -> jax.Array:
   """log softmax over ``axis``; 0 on masked entries.
@@ -252,12 +282,16 @@ def tempered_kl(log_p: jax.Array, log_q: jax.Array, diff: jax.Array,
   small = jnp.abs(e) <= _SERIES_RADIUS
   e_small = jnp.where(small, e, 0)
   e_large = jnp.where(small, 1, e)
-  # τ² p g(ε): by the series near 0, else directly (p e^{-ε} in log space).
-  near_terms = jnp.where(
-      small, p * _excess_series(e_small) * c * c,
-      (jnp.exp(lp - e_large) - p + p * e_large) * tau * tau)
-  scaled = jnp.sum(near_terms, axis=axis, keepdims=True)  # τ²(e^KL_S − 1)
-  x = scaled / tau / tau
+  # p g(ε): by the series near 0, else directly (p e^{-ε} in log space);
+  # and τ² p g(ε), whose series terms carry no τ. Nothing is divided by
+  # τ²: at τ = 1e-20 it is subnormal, which XLA's CPU backend flushes to 0
+  # (and it folds x / τ / τ into x / τ²), so 0 / 0 would give NaN.
+  series = p * _excess_series(e_small)
+  direct = jnp.exp(lp - e_large) - p + p * e_large
+  x = jnp.sum(jnp.where(small, series * e_small * e_small, direct),
+              axis=axis, keepdims=True)  # e^KL_S − 1
+  scaled = jnp.sum(jnp.where(small, series * c * c, direct * tau * tau),
+                   axis=axis, keepdims=True)  # τ²(e^KL_S − 1)
   # log1p(x)/x; near 0 by its series (the quotient's derivative would square
   # a subnormal x, which the CPU flushes to 0: inf − inf).
   tiny = x < 1e-3
@@ -275,13 +309,36 @@ def tempered_kl(log_p: jax.Array, log_q: jax.Array, diff: jax.Array,
   leak = jnp.where(has_out, jnp.log1p(
       q_out / jnp.where(has_out & (q_in != 0), q_in, 1)), 0)
   near = scaled * ratio + leak * tau * tau
-  loss = jnp.where(far, jnp.where(far, textbook, 0) * tau * tau, near)
+  # τ²·KL as (τ·KL)·τ, kept apart: XLA would fold a constant τ·τ, which
+  # underflows to 0 at τ = 1e-20 while τ²·KL (KL ~ 1/τ) is ~τ.
+  far_loss = jax.lax.optimization_barrier(jnp.where(far, textbook, 0) * tau)
+  loss = jnp.where(far, far_loss * tau, near)
   return jnp.squeeze(loss, axis), mean
 
 
-def check_temperature(temperature: object, name: str = "temperature"
-                      ) -> None:
-  v.check_positive(temperature, name)
+def temperature(value: object, name: str = "temperature") -> Any:
+  """τ as every temperature-taking function uses it: the one check.
+
+  Concrete (a Python or NumPy number, or a JAX array outside a trace): it
+  must be a positive, finite real scalar, else ``TypeError``/``ValueError``
+  naming ``name``; returned as a Python float (any int size) or as the
+  array. Traced: a tracer cannot raise, so a τ that is not positive and
+  finite becomes NaN, and so does everything computed from it (a negative
+  τ would otherwise give finite, wrong values). To have a bad τ raise
+  under ``jit``, keep it a Python number outside the trace (close over it,
+  or mark it static: ``jax.jit(f, static_argnames="temperature")``).
+  """
+  v.check_positive(value, name)
+  tau = v.scalar_option(value, name)
+  if v.is_concrete(tau):
+    return tau
+  tau = jnp.asarray(tau)
+  return jnp.where((tau > 0) & jnp.isfinite(tau), tau, jnp.nan)
+
+
+def check_temperature(value: object, name: str = "temperature") -> None:
+  """The check of ``temperature`` alone, for callers that keep their τ."""
+  temperature(value, name)
 
 
 # -- host-side rows ------------------------------------------------------------

@@ -100,9 +100,8 @@ class OnlineKernel:
            dtype: jax.typing.DTypeLike = jnp.float32) -> OnlineKernel:
     """An empty state for C classes (every row falls back to one-hot)."""
     C = v.check_int(num_classes, "num_classes", minimum=1)
-    if not jnp.issubdtype(dtype, jnp.floating):
-      raise TypeError(f"dtype must be a floating dtype, got {dtype}.")
-    dt = jnp.promote_types(dtype, jnp.float32)
+    dt = v.compute_dtype(v.floating_dtype(dtype, "dtype"))
+    v.check_extent((C, C), dt, "num_classes")
     return cls(jnp.zeros((C, C), dt), jnp.zeros((C,), jnp.int32))
 
   @property
@@ -129,7 +128,7 @@ class OnlineKernel:
       probs: (N, C) predicted distributions (e.g. ``jax.nn.softmax(logits)``);
         bf16/f16 are accumulated in the state's float32. When concrete, must
         be finite and non-negative, with rows summing to 1 (within 1e-2 plus
-        the dtype's rounding).
+        4 ulps of the input's dtype).
       labels: (N,) integer labels in [0, C).
       where: (N,) boolean mask of the examples to count (e.g. padding out).
       correct_only: count only correctly classified examples, as OLS does; a
@@ -140,27 +139,20 @@ class OnlineKernel:
     """
     C = self.num_classes
     p = num.as_compute(probs, "probs")
-    if p.ndim != 2 or p.shape[1] != C:
-      raise ValueError(f"probs must have shape (N, {C}), got {p.shape}.")
-    y = v.check_labels(labels, C)
-    if y.shape != (p.shape[0],):
-      raise ValueError(f"labels must have shape ({p.shape[0]},) to match "
-                       f"probs {p.shape}, got {y.shape}.")
+    v.check_shape(p, (None, C), "probs")
+    y = v.check_labels(labels, C, shape=p.shape[:1],
+                       context=f" to match probs {p.shape}")
     if where is None:
       keep = jnp.ones(y.shape, bool)
     else:
-      keep = jnp.asarray(where)
+      keep = v.as_array(where, "where")
       if keep.dtype != jnp.bool_:
         raise TypeError(f"where must be a boolean mask, got {keep.dtype}.")
-      if keep.shape != y.shape:
-        raise ValueError(f"where must have shape {y.shape} (one entry per "
-                         f"example), got {keep.shape}.")
-    only = jnp.asarray(correct_only)
-    if only.shape != () or only.dtype != jnp.bool_:
-      raise TypeError(f"correct_only must be a bool, got {only!r}.")
-    if v.is_concrete(p):
-      _check_distributions(p, jnp.result_type(probs))
-    sums, counts = _accumulate(p.astype(self.sums.dtype), y, keep, only, C)
+      v.check_shape(keep, y.shape, "where", " (one entry per example)")
+    only = v.check_bool(correct_only, "correct_only", traced=True)
+    v.check_distributions(p, "probs", jnp.result_type(probs))
+    sums, counts = _accumulate(p.astype(self.sums.dtype), y, keep,
+                               jnp.asarray(only), C)
     return OnlineKernel(self.sums + sums, self.counts + counts)
 
   def merge(self, other: OnlineKernel) -> OnlineKernel:
@@ -177,6 +169,7 @@ class OnlineKernel:
   def all_reduce(self, axis_name: str | tuple[str, ...]) -> OnlineKernel:
     """Merges the states of every device along ``axis_name`` (two ``psum``s;
     inside ``shard_map``/``pmap``)."""
+    v.check_axis_name(axis_name)
     return OnlineKernel(jax.lax.psum(self.sums, axis_name),
                         jax.lax.psum(self.counts, axis_name))
 
@@ -193,22 +186,6 @@ class OnlineKernel:
     """(C, C) symmetric label kernel S = (P + Pᵀ)/2."""
     P = self.distributions()
     return (P + P.T) / 2
-
-
-def _check_distributions(p: jax.Array, dtype: jax.typing.DTypeLike) -> None:
-  host = np.asarray(p, np.float64)
-  bad = ~np.isfinite(host).all(axis=1) | (host < 0).any(axis=1)
-  # Loose: a softmax computed in bf16 and cast up is still a distribution;
-  # the rows are renormalised anyway. Logits fail this by far.
-  tol = 1e-2 + 16 * float(jnp.finfo(dtype).eps)
-  bad |= np.abs(host.sum(axis=1) - 1) > tol
-  if bad.any():
-    i = int(np.flatnonzero(bad)[0])
-    raise ValueError(
-        f"probs must hold probability distributions (finite, >= 0, rows "
-        f"summing to 1); row {i} is {host[i].tolist()[:8]}"
-        f"{' ...' if host.shape[1] > 8 else ''}. Pass "
-        "jax.nn.softmax(logits), not the logits.")
 
 
 @jit(static_argnums=4)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import math
 from typing import Any, Protocol, TypeAlias, TypeGuard, overload
 
 import jax
@@ -473,6 +474,82 @@ def is_operator(kernel: object
   return hasattr(kernel, "shape")
 
 
+def densified(op: KernelOperator, name: str = "kernel"
+              ) -> tuple[jax.Array, float]:
+  """``(S / c, c)``: the dense matrix of an operator, divided by a power of
+  four c near its Frobenius norm, for every dense eigensolver and
+  scale-free quantity. The one rescaling rule for densification.
+
+  A low-rank kernel ``low_rank_kernel(1e20 * F)`` would overflow float32
+  when formed (and 1e-30 * F underflow to 0); its norm, computed on the
+  host in float64, does not, and the scaled operator forms S / c in range
+  (c is a power of four, so a factor's square root is exact too). A dense
+  kernel is used as it is (c = 1: its entries are already in range), and
+  so is an operator without ``squared_norm`` or with traced data. A matrix
+  formed from an operator that is not structurally symmetric (a wrapped
+  BCOO or any other object with a ``@``, or a custom ``KernelOperator``) is
+  checked as a dense kernel is, when concrete: finite and symmetric, with
+  an error naming ``name`` (LAPACK would otherwise report "Eigenvalues did
+  not converge").
+  """
+  c = 1.0
+  concrete = all(v.is_concrete(x) for x in jax.tree_util.tree_leaves(op))
+  if concrete and not isinstance(op, DenseKernel):
+    try:
+      n2 = op.squared_norm()
+    except NotImplementedError:
+      n2 = 0.0
+    if math.isfinite(n2) and n2 > 0:
+      c = 4.0 ** round(math.log(n2, 16))  # ≈ ‖S‖_F, a power of four
+      op = scaled(op, 1 / c)
+  S = op.to_dense()
+  checked = (DenseKernel, LowRankKernel, TreeKernel, CenteredKernel)
+  if concrete and not isinstance(op, checked) and not (
+      isinstance(op, _ScaledKernel) and isinstance(op.inner, checked)):
+    S = v.as_kernel(S, name)
+  return S, c
+
+
+def _check_sparse_symmetric(matrix: object, name: str) -> None:
+  """A concrete BCOO-like matrix (``indices`` (nnz, 2), ``data`` (nnz,)) is
+  symmetric, to the tolerance of ``as_kernel``, compared entry by entry on
+  the host (duplicates summed): no dense C × C matrix."""
+  indices, data = getattr(matrix, "indices", None), getattr(matrix, "data",
+                                                            None)
+  if not (isinstance(indices, jax.Array) and isinstance(data, jax.Array)
+          and v.is_concrete(indices) and v.is_concrete(data)
+          and indices.ndim == 2 and indices.shape[1] == 2
+          and data.ndim == 1):
+    return
+  n = int(matrix.shape[0])  # type: ignore[attr-defined]
+  ij = np.asarray(indices, np.int64)
+  vals = np.asarray(data, np.float64)
+  keys, inverse = np.unique(ij[:, 0] * n + ij[:, 1], return_inverse=True)
+  sums = np.zeros(keys.size)
+  np.add.at(sums, inverse.reshape(-1), vals)
+  mirror = (keys % n) * n + keys // n
+  at = np.minimum(np.searchsorted(keys, mirror), max(keys.size - 1, 0))
+  found = keys.size > 0
+  other = np.where(found & (keys[at] == mirror), sums[at], 0.0) if found \
+      else sums
+  if not np.isfinite(sums).all():
+    k = int(np.flatnonzero(~np.isfinite(sums))[0])
+    raise ValueError(f"{name} must be finite; found {sums[k]} at index "
+                     f"{divmod(int(keys[k]), n)}.")
+  diff = np.abs(sums - other)
+  largest = float(np.abs(sums).max()) if sums.size else 0.0
+  tol = (1e-5 + 8 * float(jnp.finfo(data.dtype).eps)) * max(
+      largest, np.finfo(np.float64).tiny) if jnp.issubdtype(
+          data.dtype, jnp.floating) else 0.0
+  if diff.size and float(diff.max()) > tol:
+    k = int(np.argmax(diff))
+    i, j = divmod(int(keys[k]), n)
+    raise ValueError(
+        f"{name} must be symmetric; largest asymmetry |S[{i}, {j}] - "
+        f"S[{j}, {i}]| = {float(diff[k]):.3g} exceeds the tolerance "
+        f"{tol:.3g}.")
+
+
 def as_operator(kernel: object, name: str = "kernel") -> KernelOperator:
   """Any kernel as a ``KernelOperator``: operators as they are, objects with
   a ``shape`` and a ``@`` wrapped, arrays validated (``as_kernel``) and
@@ -483,6 +560,7 @@ def as_operator(kernel: object, name: str = "kernel") -> KernelOperator:
     shape = tuple(kernel.shape)
     if len(shape) != 2 or shape[0] != shape[1]:
       raise ValueError(f"{name} must be a square operator, got shape {shape}.")
+    _check_sparse_symmetric(kernel, name)
     kernel = _ProductKernel(kernel)
   if kernel.num_classes == 0:
     raise ValueError(f"{name} must have at least one class.")

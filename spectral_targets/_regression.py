@@ -106,8 +106,5 @@ def similarity_regression_loss(features: jax.typing.ArrayLike,
 
 def _check_labels(labels: jax.typing.ArrayLike, z: jax.Array, W: jax.Array
                   ) -> jax.Array:
-  y = v.check_labels(labels, W.shape[0])
-  if y.shape != z.shape[:-1]:
-    raise ValueError(f"labels must have the batch shape of features, "
-                     f"{z.shape[:-1]}, got {y.shape}.")
-  return y
+  return v.check_labels(labels, W.shape[0], shape=z.shape[:-1],
+                        what="the batch shape", context=" of features")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -130,6 +129,8 @@ def gram_error(kernel: _operators.KernelLike, d: int, *,
     >>> round(float(st.gram_error(K, 64)), 3)  # never forms the 3000 x 3000 S
     0.077
   """
+  v.check_positive(tol, "tol")
+  v.check_int(max_iter, "max_iter", minimum=1)
   if not _operators.is_operator(kernel) and not v.is_concrete(kernel):
     S = v.as_kernel(kernel)
     return _gram_error(S, v.check_int(d, "d", minimum=1, maximum=S.shape[0]))
@@ -137,7 +138,7 @@ def gram_error(kernel: _operators.KernelLike, d: int, *,
   d = v.check_int(d, "d", minimum=1, maximum=op.num_classes)
   solver = _eigensolvers.resolve_method(method, op.num_classes, d, op)
   if solver == "dense":
-    return _gram_error(op.to_dense(), d)
+    return _gram_error(_operators.densified(op)[0], d)  # scale-free
   total = _squared_norm(op, "gram_error")
   if total == 0:
     return jnp.asarray(0.0, op.dtype)
@@ -223,8 +224,7 @@ def alignment(a: _operators.KernelLike, b: _operators.KernelLike, *,
                                _operators.as_operator(b, "b"), centered)
   K = v.as_kernel(a, "a")
   L = v.as_kernel(b, "b")
-  chex.assert_equal_shape((K, L), custom_message="a and b must have the "
-                          "same shape.", exception_type=ValueError)
+  v.check_equal_shape({"a": K, "b": L})
   nk, nl, inner = _alignment_terms(K, L, bool(centered))
   if v.is_concrete(nk) and v.is_concrete(nl):
     _check_norms((("a", nk), ("b", nl)), centered)
@@ -243,9 +243,7 @@ def _check_norms(norms: Iterable[tuple[str, jax.Array | float]],
 def _operator_alignment(K: _operators.KernelOperator,
                         L: _operators.KernelOperator,
                         centered: bool) -> jax.Array:
-  if K.num_classes != L.num_classes:
-    raise ValueError(f"a and b must have the same shape, got {K.shape} and "
-                     f"{L.shape}.")
+  v.check_equal_shape({"a": K, "b": L})
   explicit = (_operators.LowRankKernel, _operators.DenseKernel)
   if not isinstance(L, explicit):
     K, L = L, K
@@ -302,8 +300,11 @@ def procrustes(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike) -> jax.Array:
     R = \arg\min_{R^\top R = I} \lVert x R - y\rVert_F = U V^\top, \qquad
     x^\top y = U \Sigma V^\top
 
+  Invariant to positive scalings of x and y (both are rescaled before the
+  product); bf16/f16 points are computed in float32.
+
   Args:
-    x: (n, d) points.
+    x: (n, d) points, n, d >= 1.
     y: (n, d) points.
 
   Returns:
@@ -316,11 +317,13 @@ def procrustes(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike) -> jax.Array:
     Array([[0., 1.],
            [1., 0.]], dtype=float32)
   """
-  X = v.as_float_array(x, "x")
-  Y = v.as_float_array(y, "y")
+  X = num.as_compute(v.as_float_array(x, "x"), "x")
+  Y = num.as_compute(v.as_float_array(y, "y"), "y")
   v.check_rank(X, 2, "x")
-  chex.assert_equal_shape((X, Y), custom_message="x and y must have the same "
-                          "shape.", exception_type=ValueError)
+  v.check_equal_shape({"x": X, "y": Y})
+  if 0 in X.shape:
+    raise ValueError(f"x and y must have at least one point and one "
+                     f"dimension, got shape {X.shape}.")
   return _procrustes(X, Y)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from spectral_targets import _numerics as num
 from spectral_targets import _validation as v
@@ -51,11 +50,16 @@ def kernel_soft_labels(labels: jax.typing.ArrayLike,
   means the same under ``jit``.
 
   Args:
-    labels: (...) integer labels in [0, C).
+    labels: (...) integer labels in [0, C), one per example: a trailing
+      axis of size 1 (a column of labels, which would broadcast against
+      (N, C) logits into an (N, N) loss) raises ``ValueError``.
     kernel: (C, C) label kernel (real, finite, symmetric; checked when
       concrete; bf16/f16 computed in float32).
     alpha: weight of the kernel part, in [0, 1].
-    temperature: τ > 0.
+    temperature: τ > 0. A bad number raises ``ValueError``; a traced τ
+      cannot raise, and one that is not positive and finite gives NaN: to
+      have it checked under ``jit``, pass a Python number (closed over, or
+      ``jax.jit(f, static_argnames="temperature")``).
     axis: the class axis of the output.
     where: boolean mask of the classes to include, read as in
       ``distillation_loss``: the output's shape (class axis at ``axis``),
@@ -82,13 +86,13 @@ def kernel_soft_labels(labels: jax.typing.ArrayLike,
   """
   S = v.as_kernel(kernel)
   C = S.shape[0]
-  y = v.check_labels(labels, C)
-  num.check_temperature(temperature)
-  if v.is_concrete(alpha):
-    a = np.asarray(alpha)
-    if a.shape != () or not 0 <= float(a) <= 1:
-      raise ValueError(f"alpha must be a scalar in [0, 1], got {alpha}.")
-  rows = S[y] / temperature
+  y = v.check_labels(labels, C)  # shape (...): no trailing axis of size 1
+  temperature = num.temperature(temperature)
+  a = v.real_scalar(alpha, "alpha")
+  if a is not None and not 0 <= a <= 1:
+    raise ValueError(f"alpha must be a scalar in [0, 1], got {alpha}.")
+  alpha = v.scalar_option(alpha, "alpha")
+  rows = num.tempered(S[y], temperature, -1)
   mask = num.class_mask(where, jnp.moveaxis(rows, -1, axis).shape, axis)
   if mask is not None:
     mask = jnp.moveaxis(mask, axis, -1)

@@ -8,6 +8,7 @@ Each returns ``(parent, child)`` edges for ``build_tree`` and
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Iterator
 from importlib import resources
@@ -40,6 +41,11 @@ def load_hierarchy(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
     >>> st.from_hierarchy(edges).tolist()
     [[1.0, 0.5], [0.5, 1.0]]
   """
+  if not isinstance(path, (str, os.PathLike)):
+    # open() would take an int as a file descriptor, read it and close the
+    # caller's descriptor.
+    raise TypeError(f"path must be a str or os.PathLike, got "
+                    f"{type(path).__name__} {path!r}.")
   with open(path, "rb") as f:
     return _parse_edges(_decoded(f, str(path)), str(path))
 
@@ -148,11 +154,13 @@ def random_hierarchy(num_classes: int, *, depth: int = 8,
   """
   C = v.check_int(num_classes, "num_classes", minimum=2)
   depth = v.check_int(depth, "depth", minimum=1)
-  v.check_positive(branching - 1, "branching - 1")
-  if branching < 2:
-    raise ValueError(f"branching must be >= 2, got {branching}.")
+  b = v.real_scalar(branching, "branching")
+  if b is None or not (math.isfinite(b) and b >= 2):
+    raise ValueError(f"branching must be a finite number >= 2, got "
+                     f"{branching}.")
+  branching = b
   v.check_positive(unevenness, "unevenness")
-  seed = v.check_int(seed, "seed", minimum=0)
+  seed = v.check_seed(seed)
   rng = np.random.default_rng(seed)
   edges: list[tuple[int, int]] = []
   stack = [(0, C, 0)]

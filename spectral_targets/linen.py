@@ -16,7 +16,7 @@ import numpy as np
 from flax import linen as nn
 
 from spectral_targets import _validation as v
-from spectral_targets._logits import codebook_logits
+from spectral_targets._logits import codebook_logits, head_codebook
 
 __all__ = ["CodebookHead", "FrozenArray"]
 
@@ -67,7 +67,9 @@ class CodebookHead(nn.Module):
   ``"constants"``).
 
   Attributes:
-    codebook: (C, d) class codes (any array; stored as a ``FrozenArray``).
+    codebook: (C, d) class codes (any array; stored as a ``FrozenArray``) and
+      copied into the ``"constants"`` collection at ``init``: finite,
+      C, d >= 1, no zero row (``ValueError`` otherwise).
     scale: s > 0; 8 by default, as :class:`spectral_targets.nnx.CodebookHead`
       (where the default comes from is said there).
     learn_scale: make s a ``"params"`` entry, trained with the model.
@@ -88,14 +90,11 @@ class CodebookHead(nn.Module):
 
   def __post_init__(self) -> None:
     codebook = self.codebook
+    W = np.asarray(head_codebook(
+        np.asarray(codebook) if isinstance(codebook, FrozenArray)
+        else codebook))
     if not isinstance(codebook, FrozenArray):
-      W = np.asarray(v.as_float_array(codebook, "codebook"))
-      codebook = FrozenArray(W)
-      object.__setattr__(self, "codebook", codebook)
-    if len(codebook.shape) != 2:
-      raise ValueError(f"codebook must have rank 2, got shape "
-                       f"{codebook.shape}.")
-    v.check_finite(np.asarray(codebook), "codebook")
+      object.__setattr__(self, "codebook", FrozenArray(W))
     v.check_positive(self.scale, "scale")
     super().__post_init__()
 

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from spectral_targets import _validation as v
-from spectral_targets._logits import codebook_logits
+from spectral_targets._logits import codebook_logits, head_codebook
 
 __all__ = ["Codebook", "CodebookHead", "CoralHead"]
 
@@ -33,7 +33,9 @@ class CodebookHead(nnx.Module):
   of the model (Hoffer et al., 2018); otherwise it is a constant.
 
   Args:
-    codebook: (C, d) class codes, e.g. from ``spectral_codebook``.
+    codebook: (C, d) class codes, e.g. from ``spectral_codebook``: finite,
+      C, d >= 1, no zero row (``ValueError`` otherwise: that class could
+      not be scored).
     scale: s > 0; 8 by default. Cosine logits lie in [-1, 1] and need a
       sharper softmax. Tuned on validation (``benchmarks/results/``
       ``default.json`` and ``grid-*.json``, 16 tunings), the benchmark's
@@ -54,10 +56,9 @@ class CodebookHead(nnx.Module):
 
   def __init__(self, codebook: jax.typing.ArrayLike, *,
                scale: float = 8.0, learn_scale: bool = False) -> None:
-    W = v.as_float_array(codebook, "codebook")
-    v.check_rank(W, 2, "codebook")
-    v.check_finite(W, "codebook")
+    W = head_codebook(codebook)
     v.check_positive(scale, "scale")
+    scale = v.scalar_option(scale, "scale")
     self.codebook = Codebook(W)
     # The scale's type is the one record of ``learn_scale``.
     self.scale: nnx.Param[jax.Array] | float

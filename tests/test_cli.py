@@ -4,6 +4,7 @@ The command runs as ``python -m spectral_targets`` in a subprocess, so these
 test this checkout's package and the real exit status.
 """
 
+import os
 import re
 import subprocess
 import sys
@@ -58,7 +59,11 @@ def test_version():
      "argument --out: '{file}' exists and is not a folder"),
     (["render", "dark-knowledge", "--frames", "2", "--out", "{file}/x"],
      "spectral-targets render",
-     "cannot write dark-knowledge.gif into '{file}/x': Not a directory"),
+     "argument --out: '{file}/x' cannot be created: '{file}' is a file, not "
+     "a folder"),
+    (["bench", "--quick", "--out", "{file}/sub/dir"], "spectral-targets bench",
+     "argument --out: '{file}/sub/dir' cannot be created: '{file}' is a "
+     "file, not a folder"),
 ])
 def test_errors_read_like_argparse_and_exit_2(args, prog, message, tmp_path):
   file = tmp_path / "a-file"
@@ -86,6 +91,31 @@ def test_missing_extra_is_an_argparse_error(command, module, extra,
           f"the '{extra}' extra installs:\n  {module.INSTALL_HINT}\n"
           ) in captured.err
   assert not (tmp_path / "out").exists()
+
+
+def test_bench_out_is_checked_before_any_work(monkeypatch, capsys, tmp_path):
+  # A run that trains for hours must not die when it writes its results.
+  file = tmp_path / "a-file"
+  file.write_text("")
+
+  def must_not_run(**kwargs):
+    raise AssertionError("the benchmark ran")
+
+  monkeypatch.setattr(bench, "run_benchmark", must_not_run)
+  monkeypatch.setattr(bench, "missing_requirements", lambda: [])
+  assert _cli.main(["bench", "--quick", "--out", str(file / "sub")]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith("usage: spectral-targets bench ")
+  assert "spectral-targets bench: error: argument --out:" in err
+  locked = tmp_path / "locked"
+  locked.mkdir()
+  locked.chmod(0o500)
+  try:
+    if not os.access(locked, os.W_OK):  # (root may write anywhere)
+      assert _cli.main(["bench", "--out", str(locked / "out")]) == 2
+      assert "is not writable" in capsys.readouterr().err
+  finally:
+    locked.chmod(0o700)
 
 
 def test_main_returns_the_exit_status(capsys):

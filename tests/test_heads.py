@@ -168,3 +168,30 @@ def test_linen_apply_with_params_only(learn_scale):
   flipped = model.apply({"params": variables["params"], "constants": other},
                         X)
   np.testing.assert_allclose(flipped, -full, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("codebook, match", [
+    (np.array([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]]),
+     r"codebook has a zero row for class\(es\) \[1\]: a head cannot score"),
+    (np.zeros((3, 0)), r"codebook must have shape \(C, d\) with C, d >= 1"),
+    (np.zeros((0, 2)), r"codebook must have shape \(C, d\) with C, d >= 1"),
+])
+def test_heads_reject_codebooks_that_cannot_score_a_class(codebook, match):
+  with pytest.raises(ValueError, match=match):
+    CodebookHead(codebook)
+  with pytest.raises(ValueError, match=match):
+    LinenHead(codebook)
+
+
+def test_codebook_logits_names_an_empty_codebook():
+  with pytest.raises(ValueError, match=r"codebook must have shape \(C, d\) "
+                     r"with C, d >= 1, got \(3, 0\)"):
+    st.codebook_logits(np.zeros((2, 0)), np.zeros((3, 0)), scale=1.0)
+
+
+@pytest.mark.parametrize("bad", [None, "2", True, [1.0]])
+def test_heads_name_a_non_numeric_scale(bad):
+  with pytest.raises((TypeError, ValueError), match="^scale must be"):
+    CodebookHead(np.eye(2), scale=bad)
+  with pytest.raises((TypeError, ValueError), match="^scale must be"):
+    LinenHead(np.eye(2), scale=bad)

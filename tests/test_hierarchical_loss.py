@@ -27,6 +27,7 @@ class RefTree:
 
   def __init__(self, edges, classes):
     self.parent = {c: p for p, c in edges}
+    self.nodes = set(self.parent) | set(self.parent.values())
     self.classes = list(classes)
     self.below = {}
     for k, c in enumerate(self.classes):
@@ -54,7 +55,10 @@ def hxe_reference(z, y, edges, classes, alpha, normalize=False):
     for n, up in itertools.pairwise(path):
       out[i] -= math.exp(-alpha * tree.depth(n)) * (log_p[n] - log_p[up])
   if normalize:
-    out /= sum(math.exp(-alpha * tree.depth(n)) for n in tree.below)
+    # The reference code (better_mistakes/trees.py,
+    # get_exponential_weighting) divides by the sum over every position of
+    # the tree, whether or not a class lies below it.
+    out /= sum(math.exp(-alpha * tree.depth(n)) for n in tree.nodes)
   return out
 
 
@@ -92,8 +96,8 @@ def test_against_reference(name, alpha, normalize):
 
 
 def test_subset_of_leaves_prunes_the_tree():
-  # Classes drawn from part of the tree: only nodes with a class below count,
-  # in the probabilities and in the normalisation.
+  # Classes drawn from part of the tree: only nodes with a class below count
+  # in the probabilities; the normalisation runs over the whole tree.
   edges, _ = st.cifar100_hierarchy("wordnet")
   classes = _classes(edges, None)[::7]
   tree = st.build_tree(edges, classes)

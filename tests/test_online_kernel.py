@@ -182,9 +182,9 @@ def test_nan_reaches_the_state_under_jit():
 
 @pytest.mark.parametrize("call,error,match", [
     (lambda s: s.update(np.array([[2.0, -1.0, 0.5]]), [0]), ValueError,
-     r"probs must hold probability distributions .* row 0 .* not the logits"),
+     r"probs must hold probabilities in \[0, 1\] .* not the logits.* row 0"),
     (lambda s: s.update(np.array([[np.nan, 0.5, 0.5]]), [0]), ValueError,
-     "probs must hold probability distributions"),
+     "probs must hold probabilities"),
     (lambda s: s.update(np.full((1, 4), 0.25), [0]), ValueError,
      r"probs must have shape \(N, 3\)"),
     (lambda s: s.update(np.full((2, 3), 1 / 3), [0]), ValueError,
