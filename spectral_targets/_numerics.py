@@ -336,11 +336,6 @@ def temperature(value: object, name: str = "temperature") -> Any:
   return jnp.where((tau > 0) & jnp.isfinite(tau), tau, jnp.nan)
 
 
-def check_temperature(value: object, name: str = "temperature") -> None:
-  """The check of ``temperature`` alone, for callers that keep their τ."""
-  temperature(value, name)
-
-
 # -- host-side rows ------------------------------------------------------------
 
 def unique_rows(keys: np.ndarray

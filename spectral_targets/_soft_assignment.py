@@ -49,7 +49,10 @@ def soft_assignment(features: jax.typing.ArrayLike,
   Args:
     features: (..., d) features.
     prototypes: (C, d) prototypes (e.g. a codebook).
-    temperature: τ > 0.
+    temperature: τ > 0. A bad number raises ``ValueError``; a traced τ
+      cannot raise, and one that is not positive and finite gives NaN: to
+      have it checked under ``jit``, pass a Python number (closed over, or
+      ``jax.jit(f, static_argnames="temperature")``).
     scale: None, or s > 0 for cosine logits s·cos(z, p_c) as the head's.
 
   Returns:
@@ -64,6 +67,7 @@ def soft_assignment(features: jax.typing.ArrayLike,
     ...                    temperature=0.5).round(2)  # the norm is ignored
     Array([0.88, 0.12], dtype=float32)
   """
-  num.check_temperature(temperature)
+  tau = num.temperature(temperature)
   logits = assignment_logits(features, prototypes, scale)
-  return jax.nn.softmax(logits / temperature, axis=-1)
+  # Shifted by the maximum before dividing by τ: exact down to τ = 1e-30.
+  return jax.nn.softmax(num.tempered(logits, tau, axis=-1), axis=-1)

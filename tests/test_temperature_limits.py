@@ -88,3 +88,23 @@ def test_kd_gradient_is_finite_and_matches_its_small_tau_limit(tau):
     # The backward pass multiplies τ·τ first, which float32 flushes to 0
     # below ~1e-19: the gradient, of size τ, is then 0 (finite, never NaN).
     np.testing.assert_allclose(g, tau * (q - p), atol=1.01 * tau)
+
+
+@pytest.mark.parametrize("tau", [1e-20, 1e-30])
+def test_soft_assignment_is_exact_at_tiny_temperatures(tau):
+  # The argmax prototype takes all the mass; the shift by the maximum
+  # before dividing by τ keeps exp from overflowing (NaN before).
+  z = np.array([[0.3, 0.9], [1.0, -0.2]], np.float32)
+  P = np.eye(2, dtype=np.float32)
+  for f in (st.soft_assignment, jax.jit(st.soft_assignment,
+                                        static_argnames="temperature")):
+    a = np.asarray(f(z, P, temperature=tau))
+    np.testing.assert_array_equal(a, np.eye(2)[np.argmax(z @ P.T, -1)])
+
+
+def test_soft_assignment_traced_bad_temperature_is_nan():
+  z, P = np.ones((1, 2), np.float32), np.eye(2, dtype=np.float32)
+  out = jax.jit(lambda t: st.soft_assignment(z, P, temperature=t))(0.0)
+  assert np.isnan(np.asarray(out)).all()
+  with pytest.raises(ValueError, match="temperature"):
+    st.soft_assignment(z, P, temperature=0.0)
