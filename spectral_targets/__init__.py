@@ -23,6 +23,8 @@ from spectral_targets._distillation import soft_assignment_distillation_loss as 
 from spectral_targets._eigensolvers import ConvergenceWarning as ConvergenceWarning
 from spectral_targets._eigensolvers import TopEigenmodes as TopEigenmodes
 from spectral_targets._eigensolvers import top_eigenmodes as top_eigenmodes
+from spectral_targets._fused_cross_entropy import fused_linear_cross_entropy as fused_linear_cross_entropy
+from spectral_targets._fused_distillation import fused_linear_distillation_loss as fused_linear_distillation_loss
 from spectral_targets._evaluation import expected_calibration_error as expected_calibration_error
 from spectral_targets._evaluation import hierarchical_distance_at_k as hierarchical_distance_at_k
 from spectral_targets._evaluation import mistake_severity as mistake_severity
@@ -57,6 +59,7 @@ from spectral_targets._spectral import procrustes as procrustes
 from spectral_targets._spectral import spectrum as spectrum
 from spectral_targets._spectral import welch_bound as welch_bound
 from spectral_targets._targets import kernel_soft_labels as kernel_soft_labels
+from spectral_targets._top_k_distillation import top_k_distillation_loss as top_k_distillation_loss
 
 __version__ = "0.1.0"
 
