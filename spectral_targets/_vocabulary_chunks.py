@@ -268,8 +268,9 @@ def _fused_bwd(st: _Static, res: Any, g: jax.Array) -> tuple[Any, ...]:
       db = db + jnp.sum(ds, axis=0).astype(acc)
     return (dw, db), dh
 
-  init = (jnp.zeros(weight.shape, acc),
-          None if bias is None else jnp.zeros(bias.shape, acc))
+  # zeros_like keeps the weight's manual-axis type under shard_map.
+  init = (jnp.zeros_like(weight, acc),
+          None if bias is None else jnp.zeros_like(bias, acc))
   (dw, db), dh = jax.lax.scan(body, init, xs)
   dh = dh.reshape((-1, hidden.shape[1]))[:N]
   if st.vocab.axis_name is not None:
