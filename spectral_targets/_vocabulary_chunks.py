@@ -262,8 +262,9 @@ def _fused_bwd(st: _Static, res: Any, g: jax.Array) -> tuple[Any, ...]:
     ds = jnp.where(m[:, None], ds * g_c[:, None].astype(dtype), 0)
     low = ds.astype(weight.dtype)
     dh = jnp.einsum("cv,vd->cd", low, weight, preferred_element_type=dtype)
-    dw = dw + jnp.einsum("cv,cd->vd", low, h.astype(weight.dtype),
-                         preferred_element_type=acc)
+    # A masked row's features never reach ∂L/∂W (0 · NaN would).
+    h = jnp.where(m[:, None], h, 0).astype(weight.dtype)
+    dw = dw + jnp.einsum("cv,cd->vd", low, h, preferred_element_type=acc)
     if db is not None:
       db = db + jnp.sum(ds, axis=0).astype(acc)
     return (dw, db), dh
