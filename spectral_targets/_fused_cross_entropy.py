@@ -49,7 +49,8 @@ def fused_linear_cross_entropy(hidden: jax.typing.ArrayLike,
                                label_smoothing: jax.typing.ArrayLike = 0.0,
                                where: jax.typing.ArrayLike | None = None,
                                chunk_size: int | None = None,
-                               axis_name: str | None = None) -> jax.Array:
+                               axis_name: str | None = None,
+                               reduction: str = "none") -> jax.Array:
   r"""Softmax cross-entropy of a linear head, never forming its logits.
 
   .. math::
@@ -95,9 +96,15 @@ def fused_linear_cross_entropy(hidden: jax.typing.ArrayLike,
       padded). None picks about 2**22 / V (16 MiB of float32 logits).
     axis_name: the mesh axis the vocabulary is sharded over (inside
       ``shard_map``), or None.
+    reduction: "none" for the per-position losses (the Optax convention);
+      "mean" for their mean over the positions ``where`` keeps (0 if none),
+      whose gradient is computed chunk by chunk in the same pass as the
+      value, with no recomputation of the logits (only a scalar loss
+      allows it: its cotangent just rescales the stored gradients).
 
   Returns:
-    (...) per-position losses (float32 for low-precision inputs).
+    (...) per-position losses (float32 for low-precision inputs); a
+    scalar with reduction "mean".
 
   Examples:
     >>> import jax.numpy as jnp, optax, spectral_targets as st
@@ -137,6 +144,7 @@ def fused_linear_cross_entropy(hidden: jax.typing.ArrayLike,
   mask = vc.position_mask(where, batch)
   chunk = vc.pick_chunk(chunk_size, h.shape[0], w.shape[0])
   smoothing = jnp.asarray(label_smoothing, v.compute_dtype(h.dtype))
-  loss = vc.fused_loss(_CrossEntropy(), h, w, b, None, (y.reshape(-1),),
-                       (smoothing,), mask, chunk=chunk, vocab=vocab)
-  return loss.reshape(batch)
+  loss = vc.reduced(reduction)(_CrossEntropy(), h, w, b, None,
+                               (y.reshape(-1),), (smoothing,), mask,
+                               chunk=chunk, vocab=vocab)
+  return loss if reduction == "mean" else loss.reshape(batch)

@@ -125,7 +125,8 @@ def fused_linear_distillation_loss(
     beta: jax.typing.ArrayLike = 0.5,
     where: jax.typing.ArrayLike | None = None,
     chunk_size: int | None = None,
-    axis_name: str | None = None) -> jax.Array:
+    axis_name: str | None = None,
+    reduction: str = "none") -> jax.Array:
   r"""τ²-scaled divergence between two linear heads, never forming logits.
 
   With :math:`p = \operatorname{softmax}(h_T W_T^\top/\tau)` (teacher) and
@@ -168,9 +169,15 @@ def fused_linear_distillation_loss(
     chunk_size: positions per chunk (an uneven last chunk is padded); None
       picks about 2**22 / V.
     axis_name: the mesh axis the vocabulary is sharded over, or None.
+    reduction: "none" for the per-position losses (the Optax convention);
+      "mean" for their mean over the positions ``where`` keeps (0 if none),
+      whose gradient is computed chunk by chunk in the same pass as the
+      value, with no recomputation of the logits (only a scalar loss
+      allows it: its cotangent just rescales the stored gradients).
 
   Returns:
-    (...) per-position losses, >= 0 (float32 for low-precision inputs).
+    (...) per-position losses, >= 0 (float32 for low-precision inputs); a
+    scalar with reduction "mean".
 
   Examples:
     >>> import jax.numpy as jnp, spectral_targets as st
@@ -214,7 +221,8 @@ def fused_linear_distillation_loss(
   chunk = vc.pick_chunk(chunk_size, hs.shape[0], ws.shape[0])
   dtype = v.compute_dtype(hs.dtype)
   params = (jnp.asarray(temperature, dtype), jnp.asarray(beta, dtype))
-  loss = vc.fused_loss(_Distillation(divergence), hs, ws, None, (ht, wt),
-                       (), params, mask, chunk=chunk, vocab=vocab)
-  return loss.reshape(batch)
+  loss = vc.reduced(reduction)(_Distillation(divergence), hs, ws, None,
+                               (ht, wt), (), params, mask, chunk=chunk,
+                               vocab=vocab)
+  return loss if reduction == "mean" else loss.reshape(batch)
 

@@ -71,7 +71,8 @@ def top_k_distillation_loss(student_hidden: jax.typing.ArrayLike,
                             temperature: jax.typing.ArrayLike = 1.0,
                             where: jax.typing.ArrayLike | None = None,
                             chunk_size: int | None = None,
-                            axis_name: str | None = None) -> jax.Array:
+                            axis_name: str | None = None,
+    reduction: str = "none") -> jax.Array:
   r"""τ²·KL from a teacher's stored top-k logits to a linear student head.
 
   With the teacher's k logits :math:`v_j` at classes :math:`c_j` and the
@@ -112,9 +113,14 @@ def top_k_distillation_loss(student_hidden: jax.typing.ArrayLike,
     where: optional boolean mask of shape (...): positions to include.
     chunk_size: positions per chunk; None picks about 2**22 / V.
     axis_name: the mesh axis the vocabulary is sharded over, or None.
+    reduction: "none" for the per-position losses (the Optax convention);
+      "mean" for their mean over the positions ``where`` keeps (0 if none),
+      whose gradient is computed chunk by chunk in the same pass as the
+      value, with no recomputation of the logits (only a scalar loss
+      allows it: its cotangent just rescales the stored gradients).
 
   Returns:
-    (...) per-position losses, >= 0.
+    (...) per-position losses, >= 0; a scalar with reduction "mean".
 
   Examples:
     >>> import jax.numpy as jnp, spectral_targets as st
@@ -155,6 +161,6 @@ def top_k_distillation_loss(student_hidden: jax.typing.ArrayLike,
   chunk = vc.pick_chunk(chunk_size, h.shape[0], w.shape[0])
   tau = jnp.asarray(temperature, v.compute_dtype(h.dtype))
   data = (jax.lax.stop_gradient(vals.reshape(-1, k)), idx.reshape(-1, k))
-  loss = vc.fused_loss(_TopK(), h, w, None, None, data, (tau,), mask,
-                       chunk=chunk, vocab=vocab)
-  return loss.reshape(batch)
+  loss = vc.reduced(reduction)(_TopK(), h, w, None, None, data, (tau,),
+                               mask, chunk=chunk, vocab=vocab)
+  return loss if reduction == "mean" else loss.reshape(batch)

@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import jax
@@ -244,20 +245,30 @@ def _fused_fwd(st: _Static, hidden: jax.Array, weight: jax.Array,
   return values, (hidden, weight, bias, teacher, data, params, mask, saved)
 
 
-def _fused_bwd(st: _Static, res: Any, g: jax.Array) -> tuple[Any, ...]:
-  hidden, weight, bias, teacher, data, params, mask, saved = res
+def _gradient_pass(st: _Static, hidden: jax.Array, weight: jax.Array,
+                   bias: jax.Array | None, teacher: Any, data: Any,
+                   params: Any, mask: jax.Array, g: jax.Array,
+                   saved: jax.Array | None) -> tuple[Any, ...]:
+  """∂(Σᵢ gᵢ Lᵢ)/∂(hidden, weight, bias) in one scan over the chunks, and
+  the (N,) losses when ``saved`` is None (each chunk's value is then
+  computed first, in the same pass: the reduced form)."""
   dtype = _compute_dtype(hidden)
   N = hidden.shape[0]
-  n = saved.shape[0]
+  n = -(-N // st.chunk)
   th = None if teacher is None else teacher[0]
+  # saved is (n, chunk, m) already, as the forward pass stacked it.
   xs = _chunked((hidden, th, data, mask, g), st.chunk, n) + (saved,)
   acc = jnp.promote_types(dtype, weight.dtype)
 
-  def body(carry: Any, x: Any) -> tuple[Any, jax.Array]:
+  def body(carry: Any, x: Any) -> tuple[Any, Any]:
     dw, db = carry
     h, t_h, d, m, g_c, sv = x
     s = _logits(h, weight, bias, dtype)
     t = None if teacher is None else _logits(t_h, teacher[1], None, dtype)
+    value = None
+    if sv is None:
+      value, sv = st.loss.value(s, t, d, params, st.vocab)
+      value = jnp.where(m, value, 0)
     ds = st.loss.gradient(s, t, d, sv, params, st.vocab)
     ds = jnp.where(m[:, None], ds * g_c[:, None].astype(dtype), 0)
     low = ds.astype(weight.dtype)
@@ -267,21 +278,85 @@ def _fused_bwd(st: _Static, res: Any, g: jax.Array) -> tuple[Any, ...]:
     dw = dw + jnp.einsum("cv,cd->vd", low, h, preferred_element_type=acc)
     if db is not None:
       db = db + jnp.sum(ds, axis=0).astype(acc)
-    return (dw, db), dh
+    return (dw, db), (dh, value)
 
   # zeros_like keeps the weight's manual-axis type under shard_map.
   init = (jnp.zeros_like(weight, acc),
           None if bias is None else jnp.zeros_like(bias, acc))
-  (dw, db), dh = jax.lax.scan(body, init, xs)
+  (dw, db), (dh, values) = jax.lax.scan(body, init, xs)
   dh = dh.reshape((-1, hidden.shape[1]))[:N]
   if st.vocab.axis_name is not None:
     dh = jax.lax.psum(dh, st.vocab.axis_name)
-  return (dh.astype(hidden.dtype), dw.astype(weight.dtype),
-          None if db is None else db.astype(bias.dtype),
-          None, None, None, None)
+  if values is not None:
+    values = values.reshape(-1)[:N]
+  return (values, dh.astype(hidden.dtype), dw.astype(weight.dtype),
+          None if db is None or bias is None else db.astype(bias.dtype))
+
+
+def _fused_bwd(st: _Static, res: Any, g: jax.Array) -> tuple[Any, ...]:
+  hidden, weight, bias, teacher, data, params, mask, saved = res
+  _, dh, dw, db = _gradient_pass(st, hidden, weight, bias, teacher, data,
+                                 params, mask, g, saved)
+  return dh, dw, db, None, None, None, None
 
 
 _fused.defvjp(_fused_fwd, _fused_bwd)
+
+
+def fused_mean(loss: ChunkLoss, hidden: jax.Array, weight: jax.Array,
+               bias: jax.Array | None, teacher: tuple[jax.Array, jax.Array]
+               | None, data: Any, params: Any, mask: jax.Array, *,
+               chunk: int, vocab: Vocabulary) -> jax.Array:
+  """The mean of ``fused_loss`` over the positions ``mask`` keeps (0 when
+  it keeps none), its gradient computed in the forward pass: one pass over
+  the chunks, no recomputation (a scalar's cotangent only rescales it)."""
+  teacher = jax.lax.stop_gradient(teacher)
+  return _mean(_Static(loss, chunk, vocab), hidden, weight, bias, teacher,
+               data, params, mask)
+
+
+def reduced(reduction: str) -> Callable[..., jax.Array]:
+  """``fused_loss`` for reduction "none", ``fused_mean`` for "mean"."""
+  if reduction == "none":
+    return fused_loss
+  if reduction == "mean":
+    return fused_mean
+  raise ValueError(f"reduction must be 'none' or 'mean', got {reduction!r}.")
+
+
+def _weights(mask: jax.Array, dtype: Any) -> jax.Array:
+  m = mask.astype(dtype)
+  return m / jnp.maximum(jnp.sum(m), 1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _mean(st: _Static, hidden: jax.Array, weight: jax.Array,
+          bias: jax.Array | None, teacher: Any, data: Any, params: Any,
+          mask: jax.Array) -> jax.Array:
+  values, _ = _forward_chunks(st, hidden, weight, bias, teacher, data,
+                              params, mask)
+  return values @ _weights(mask, values.dtype)
+
+
+def _mean_fwd(st: _Static, hidden: jax.Array, weight: jax.Array,
+              bias: jax.Array | None, teacher: Any, data: Any, params: Any,
+              mask: jax.Array) -> tuple[jax.Array, Any]:
+  g = _weights(mask, _compute_dtype(hidden))
+  values, dh, dw, db = _gradient_pass(st, hidden, weight, bias, teacher,
+                                      data, params, mask, g, None)
+  return values @ g, (dh, dw, db)
+
+
+def _mean_bwd(st: _Static, res: Any, g: jax.Array) -> tuple[Any, ...]:
+  dh, dw, db = res
+
+  def scale(x: jax.Array | None) -> jax.Array | None:
+    return None if x is None else (x * g).astype(x.dtype)
+
+  return scale(dh), scale(dw), scale(db), None, None, None, None
+
+
+_mean.defvjp(_mean_fwd, _mean_bwd)
 
 
 # -- argument checks shared by the public losses --------------------------------
