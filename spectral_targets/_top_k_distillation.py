@@ -40,8 +40,10 @@ class _TopK:
     d = jnp.concatenate([(values - top_t) - (picked - top_s),
                          jnp.zeros_like(tail)], -1)
     loss, mean = num.tempered_kl(lp, lq, d, tau)
+    # The student's top-k logits are saved: the backward pass sees one
+    # block of the vocabulary at a time.
     return loss, jnp.concatenate([lse_s, top_t, top_s, mean,
-                                  loss[:, None]], -1)
+                                  loss[:, None], picked], -1)
 
   def gradient(self, s: jax.Array, t: jax.Array | None, data: Any,
                saved: jax.Array, params: vc.Params, vocab: vc.Vocabulary
@@ -50,7 +52,7 @@ class _TopK:
     tau, = params
     values = values.astype(s.dtype)
     lse_s, top_t, top_s, mean, loss = (saved[:, i:i + 1] for i in range(5))
-    picked = vocab.take(s, indices)
+    picked = saved[:, 5:]
     lp = num.log_softmax(values / tau, -1, None)
     lq = picked / tau - lse_s
     d = (values - top_t) - (picked - top_s)

@@ -59,17 +59,22 @@ Params = tuple[jax.Array, ...]
 class Vocabulary:
   """Reductions over the class axis of a chunk's logits, whose columns are
   this device's ``local`` classes ``offset, …, offset + local − 1`` of
-  ``size``; with ``axis_name`` the rest are on the other devices."""
+  ``size``; with ``axis_name`` the rest are on the other devices. A block
+  of the device's ``shard`` rows starts at row ``start`` of it (the
+  backward pass's vocabulary blocks; their gradients use no reductions)."""
 
   size: int
   local: int
   axis_name: str | None
+  start: jax.Array | int = 0
+  shard: int | None = None
 
   @property
   def offset(self) -> jax.Array | int:
     if self.axis_name is None:
-      return 0
-    return jax.lax.axis_index(self.axis_name) * self.local
+      return self.start
+    rows = self.local if self.shard is None else self.shard
+    return jax.lax.axis_index(self.axis_name) * rows + self.start
 
   def total(self, x: jax.Array) -> jax.Array:
     """Σ over the vocabulary (last axis, kept)."""
@@ -109,6 +114,9 @@ class ChunkLoss(Protocol):
 
   ``value(s, t, data, params, vocab)`` → ((c,) losses, (c, m) saved);
   ``gradient(s, t, data, saved, params, vocab)`` → (c, local) ∂L_i/∂s_iv.
+  ``value`` sees the whole (local) vocabulary; ``gradient`` may see one
+  block of it (``vocab.offset``, ``vocab.local``), so it must be
+  elementwise given ``saved``: no reductions over the vocabulary.
   ``s`` are the student's logits (c, local); ``t`` the teacher's (or None);
   ``data`` the chunk's rows of the per-position arrays; ``params`` the
   scalar hyperparameters. Must be hashable (it is a static argument).
@@ -245,57 +253,135 @@ def _fused_fwd(st: _Static, hidden: jax.Array, weight: jax.Array,
   return values, (hidden, weight, bias, teacher, data, params, mask, saved)
 
 
-def _gradient_pass(st: _Static, hidden: jax.Array, weight: jax.Array,
-                   bias: jax.Array | None, teacher: Any, data: Any,
-                   params: Any, mask: jax.Array, g: jax.Array,
-                   saved: jax.Array | None) -> tuple[Any, ...]:
-  """∂(Σᵢ gᵢ Lᵢ)/∂(hidden, weight, bias) in one scan over the chunks, and
-  the (N,) losses when ``saved`` is None (each chunk's value is then
-  computed first, in the same pass: the reduced form)."""
-  dtype = _compute_dtype(hidden)
-  N = hidden.shape[0]
-  n = -(-N // st.chunk)
-  th = None if teacher is None else teacher[0]
-  # saved is (n, chunk, m) already, as the forward pass stacked it.
-  xs = _chunked((hidden, th, data, mask, g), st.chunk, n) + (saved,)
-  acc = jnp.promote_types(dtype, weight.dtype)
+def vocabulary_block(rows: int, chunk: int, features: int) -> int:
+  """Rows of W per block of the backward pass: the largest divisor of
+  ``rows`` whose tile (chunk × block logits) and ∂L/∂W block (block ×
+  features) hold at most CHUNK_ELEMENTS entries each (all rows when the
+  best divisor is under an eighth of that: a prime V is one block)."""
+  target = max(1, CHUNK_ELEMENTS // max(chunk, features))
+  if rows <= target:
+    return rows
+  best = max(c for b in range(1, math.isqrt(rows) + 1) if rows % b == 0
+             for c in (b, rows // b) if c <= target)
+  return best if best * 8 >= target else rows
 
-  def body(carry: Any, x: Any) -> tuple[Any, Any]:
-    dw, db = carry
-    h, t_h, d, m, g_c, sv = x
-    s = _logits(h, weight, bias, dtype)
-    t = None if teacher is None else _logits(t_h, teacher[1], None, dtype)
-    value = None
-    if sv is None:
-      value, sv = st.loss.value(s, t, d, params, st.vocab)
-      value = jnp.where(m, value, 0)
-    ds = st.loss.gradient(s, t, d, sv, params, st.vocab)
-    ds = jnp.where(m[:, None], ds * g_c[:, None].astype(dtype), 0)
-    low = ds.astype(weight.dtype)
-    dh = jnp.einsum("cv,vd->cd", low, weight, preferred_element_type=dtype)
-    # A masked row's features never reach ∂L/∂W (0 · NaN would).
-    h = jnp.where(m[:, None], h, 0).astype(weight.dtype)
-    dw = dw + jnp.einsum("cv,cd->vd", low, h, preferred_element_type=acc)
-    if db is not None:
-      db = db + jnp.sum(ds, axis=0).astype(acc)
-    return (dw, db), (dh, value)
 
+def _tile(st: _Static, x: Any, w: jax.Array, b: jax.Array | None,
+          wt: jax.Array | None, params: Any, vocab: Vocabulary,
+          with_value: bool) -> tuple[Any, ...]:
+  """One tile (a chunk of positions × a block of W's rows): the chunk's
+  losses (``with_value``: then the block is the whole vocabulary), and the
+  tile's contributions to ∂L/∂h, ∂L/∂W and ∂L/∂b, weighted by g."""
+  h, t_h, d, m, g, saved = x
+  dtype = _compute_dtype(h)
+  acc = jnp.promote_types(dtype, w.dtype)
+  s = _logits(h, w, b, dtype)
+  t = None if wt is None else _logits(t_h, wt, None, dtype)
+  value = None
+  if with_value:
+    value, saved = st.loss.value(s, t, d, params, vocab)
+    value = jnp.where(m, value, 0)
+  ds = st.loss.gradient(s, t, d, saved, params, vocab)
+  ds = jnp.where(m[:, None], ds * g[:, None].astype(dtype), 0)
+  low = ds.astype(w.dtype)
+  dh = jnp.einsum("cv,vd->cd", low, w, preferred_element_type=dtype)
+  # A masked row's features never reach ∂L/∂W (0 · NaN would).
+  h = jnp.where(m[:, None], h, 0).astype(w.dtype)
+  dw = jnp.einsum("cv,cd->vd", low, h, preferred_element_type=acc)
+  db = None if b is None else jnp.sum(ds, axis=0).astype(acc)
+  return value, dh, dw, db
+
+
+def _add(total: Any, part: Any) -> Any:
+  return jax.tree_util.tree_map(jnp.add, total, part)
+
+
+def _zeros(w: jax.Array, b: jax.Array | None, dtype: Any) -> Any:
   # zeros_like keeps the weight's manual-axis type under shard_map.
-  init = (jnp.zeros_like(weight, acc),
-          None if bias is None else jnp.zeros_like(bias, acc))
-  (dw, db), (dh, values) = jax.lax.scan(body, init, xs)
-  dh = dh.reshape((-1, hidden.shape[1]))[:N]
+  return (jnp.zeros_like(w, dtype),
+          None if b is None else jnp.zeros_like(b, dtype))
+
+
+def _finish(st: _Static, hidden: jax.Array, weight: jax.Array,
+            bias: jax.Array | None, dh: jax.Array, dw: jax.Array,
+            db: jax.Array | None) -> tuple[Any, ...]:
+  dh = dh.reshape((-1, hidden.shape[1]))[:hidden.shape[0]]
   if st.vocab.axis_name is not None:
     dh = jax.lax.psum(dh, st.vocab.axis_name)
-  if values is not None:
-    values = values.reshape(-1)[:N]
-  return (values, dh.astype(hidden.dtype), dw.astype(weight.dtype),
-          None if db is None or bias is None else db.astype(bias.dtype))
+  return (dh.astype(hidden.dtype), dw.reshape(weight.shape).astype(
+      weight.dtype), None if db is None or bias is None
+          else db.reshape(bias.shape).astype(bias.dtype))
+
+
+def _tiles(st: _Static, hidden: jax.Array, teacher: Any, data: Any,
+           mask: jax.Array, g: jax.Array, saved: jax.Array | None) -> Any:
+  n = -(-hidden.shape[0] // st.chunk)
+  th = None if teacher is None else teacher[0]
+  return _chunked((hidden, th, data, mask, g), st.chunk, n) + (saved,)
+
+
+def _blocked_backward(st: _Static, hidden: jax.Array, weight: jax.Array,
+                      bias: jax.Array | None, teacher: Any, data: Any,
+                      params: Any, mask: jax.Array, g: jax.Array,
+                      saved: jax.Array) -> tuple[Any, ...]:
+  """∂(Σᵢ gᵢ Lᵢ)/∂(hidden, weight, bias), tile by tile: an outer scan over
+  blocks of W's rows, an inner one over chunks of positions. Each block's
+  ∂L/∂W is complete when its inner scan ends and is written out as it is
+  (no (V, D) float32 accumulator beside the gradient itself); ∂L/∂h is the
+  outer carry, (N, D)."""
+  rows = weight.shape[0]
+  block = vocabulary_block(rows, st.chunk, weight.shape[1])
+  xs = _tiles(st, hidden, teacher, data, mask, g, saved)
+  acc = jnp.promote_types(_compute_dtype(hidden), weight.dtype)
+
+  def slab(x: jax.Array | None, j: jax.Array) -> jax.Array | None:
+    return None if x is None else jax.lax.dynamic_slice_in_dim(
+        x, j * block, block, 0)
+
+  def outer(dh: jax.Array, j: jax.Array) -> tuple[jax.Array, Any]:
+    w, b = slab(weight, j), slab(bias, j)
+    wt = None if teacher is None else slab(teacher[1], j)
+    vocab = dataclasses.replace(st.vocab, local=block, start=j * block,
+                                shard=rows)
+
+    def inner(carry: Any, x: Any) -> tuple[Any, jax.Array]:
+      _, dh_c, dw, db = _tile(st, x, w, b, wt, params, vocab, False)
+      return _add(carry, (dw, db)), dh_c
+
+    (dw, db), dh_j = jax.lax.scan(inner, _zeros(w, b, acc), xs)
+    return dh + dh_j, (dw.astype(weight.dtype), db)
+
+  dh0 = jnp.zeros(xs[0].shape, _compute_dtype(hidden))
+  if st.vocab.axis_name is not None:  # the carry sums per-shard parts
+    dh0 = jax.lax.pcast(dh0, (st.vocab.axis_name,), to="varying")
+  dh, (dw, db) = jax.lax.scan(outer, dh0, jnp.arange(rows // block))
+  return _finish(st, hidden, weight, bias, dh, dw, db)
+
+
+def _value_and_gradient(st: _Static, hidden: jax.Array, weight: jax.Array,
+                        bias: jax.Array | None, teacher: Any, data: Any,
+                        params: Any, mask: jax.Array, g: jax.Array
+                        ) -> tuple[Any, ...]:
+  """The (N,) losses and ∂(Σᵢ gᵢ Lᵢ)/∂(hidden, weight, bias) in one scan
+  over the chunks (the reduced form): each chunk's value, then its
+  gradient, from the same logits."""
+  xs = _tiles(st, hidden, teacher, data, mask, g, None)
+  acc = jnp.promote_types(_compute_dtype(hidden), weight.dtype)
+  wt = None if teacher is None else teacher[1]
+
+  def body(carry: Any, x: Any) -> tuple[Any, Any]:
+    value, dh_c, dw, db = _tile(st, x, weight, bias, wt, params, st.vocab,
+                                True)
+    return _add(carry, (dw, db)), (dh_c, value)
+
+  (dw, db), (dh, values) = jax.lax.scan(body, _zeros(weight, bias, acc), xs)
+  return (values.reshape(-1)[:hidden.shape[0]],
+          *_finish(st, hidden, weight, bias, dh, dw, db))
 
 
 def _fused_bwd(st: _Static, res: Any, g: jax.Array) -> tuple[Any, ...]:
   hidden, weight, bias, teacher, data, params, mask, saved = res
-  _, dh, dw, db = _gradient_pass(st, hidden, weight, bias, teacher, data,
+  dh, dw, db = _blocked_backward(st, hidden, weight, bias, teacher, data,
                                  params, mask, g, saved)
   return dh, dw, db, None, None, None, None
 
@@ -342,8 +428,8 @@ def _mean_fwd(st: _Static, hidden: jax.Array, weight: jax.Array,
               bias: jax.Array | None, teacher: Any, data: Any, params: Any,
               mask: jax.Array) -> tuple[jax.Array, Any]:
   g = _weights(mask, _compute_dtype(hidden))
-  values, dh, dw, db = _gradient_pass(st, hidden, weight, bias, teacher,
-                                      data, params, mask, g, None)
+  values, dh, dw, db = _value_and_gradient(st, hidden, weight, bias,
+                                           teacher, data, params, mask, g)
   return values @ g, (dh, dw, db)
 
 

@@ -134,3 +134,51 @@ def test_bad_input(kwargs, error, match):
   with pytest.raises(error, match=match):
     st.fused_linear_cross_entropy(args.pop("hidden"), args.pop("weight"),
                                   args.pop("labels"), **args)
+
+
+def test_backward_in_vocabulary_blocks(monkeypatch):
+  # Small tiles force the backward pass into blocks of W's rows (V = 12:
+  # blocks of 2 with chunks of 4 positions).
+  monkeypatch.setattr(st._vocabulary_chunks, "CHUNK_ELEMENTS", 8)
+  with jax.enable_x64(True):
+    h, w, b = map(jnp.asarray, (H, W[:12], B[:12]))
+    y = Y % 12
+
+    def fused(h, w, b):
+      return st.fused_linear_cross_entropy(h, w, y, bias=b, where=MASK,
+                                           label_smoothing=0.1, chunk_size=4)
+
+    def naive(h, w, b):
+      return jnp.where(MASK, ref.cross_entropy(h, w, y, b, 0.1), 0)
+
+    for g, want in zip(_grads(fused, h, w, b), _grads(naive, h, w, b)):
+      np.testing.assert_allclose(g, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("chunk_size", [3, None])
+def test_reduced_form_is_the_mean(chunk_size):
+  with jax.enable_x64(True):
+    h, w, b = map(jnp.asarray, (H, W, B))
+
+    def per(h, w, b):
+      return st.fused_linear_cross_entropy(
+          h, w, Y, bias=b, where=MASK,
+          chunk_size=chunk_size).sum() / MASK.sum()
+
+    def mean(h, w, b):
+      return st.fused_linear_cross_entropy(
+          h, w, Y, bias=b, where=MASK, chunk_size=chunk_size,
+          reduction="mean")
+
+    want, want_g = jax.value_and_grad(per, argnums=(0, 1, 2))(h, w, b)
+    got, got_g = jax.jit(jax.value_and_grad(lambda *a: 2 * mean(*a),
+                                            argnums=(0, 1, 2)))(h, w, b)
+    np.testing.assert_allclose(got, 2 * want, rtol=1e-12)
+    for g, w_ in zip(got_g, want_g):
+      np.testing.assert_allclose(g, 2 * w_, rtol=1e-10, atol=1e-13)
+    # No position kept: 0, with a zero gradient.
+    none = np.zeros(N, bool)
+    assert st.fused_linear_cross_entropy(h, w, Y, where=none,
+                                         reduction="mean") == 0
+    with pytest.raises(ValueError, match="reduction must be"):
+      st.fused_linear_cross_entropy(h, w, Y, reduction="sum")

@@ -140,3 +140,26 @@ def test_bad_input(kwargs, error, match):
     st.fused_linear_distillation_loss(
         args.pop("student_hidden"), args.pop("student_weight"),
         args.pop("teacher_hidden"), args.pop("teacher_weight"), **args)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_backward_in_vocabulary_blocks_and_reduced_form(kind, monkeypatch):
+  # Small tiles force the backward pass into blocks of W's rows (V = 12:
+  # blocks of 2 with chunks of 4 positions); the reduced form is the mean.
+  monkeypatch.setattr(st._vocabulary_chunks, "CHUNK_ELEMENTS", 8)
+  with jax.enable_x64(True):
+    args = tuple(map(jnp.asarray, (HS, WS, HT, WT)))
+    got, got_g = _value_and_grads(_fused(kind, 2.0, where=MASK,
+                                         chunk_size=4), *args)
+    want, want_g = _value_and_grads(_naive(kind, 2.0, where=MASK), *args)
+    for g, w in zip(got_g[:2], want_g[:2]):
+      np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-12)
+    mean = jax.value_and_grad(
+        lambda *a: _fused(kind, 2.0, where=MASK, chunk_size=4,
+                          reduction="mean")(*a), argnums=(0, 1))(*args)
+    naive_mean = jax.value_and_grad(
+        lambda *a: _naive(kind, 2.0, where=MASK)(*a).sum() / MASK.sum(),
+        argnums=(0, 1))(*args)
+    np.testing.assert_allclose(mean[0], naive_mean[0], rtol=1e-11)
+    for g, w in zip(mean[1], naive_mean[1]):
+      np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-12)

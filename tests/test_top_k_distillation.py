@@ -110,3 +110,22 @@ def test_bad_input(kwargs, error, match):
     st.top_k_distillation_loss(
         args.pop("student_hidden"), args.pop("student_weight"),
         args.pop("teacher_values"), args.pop("teacher_indices"), **args)
+
+
+def test_backward_in_vocabulary_blocks_and_reduced_form(monkeypatch):
+  monkeypatch.setattr(st._vocabulary_chunks, "CHUNK_ELEMENTS", 8)
+  with jax.enable_x64(True):
+    h, w = jnp.asarray(H), jnp.asarray(W)
+    f = lambda h, w, **kw: st.top_k_distillation_loss(
+        h, w, VALUES, INDICES, temperature=2.0, where=MASK, chunk_size=4,
+        **kw)
+    got = jax.grad(lambda *a: f(*a) @ COT, argnums=(0, 1))(h, w)
+    want = jax.grad(lambda *a: _brute_force(*a, VALUES, INDICES, 2.0) @ COT,
+                    argnums=(0, 1))(h, w)
+    for g, w_ in zip(got, want):
+      np.testing.assert_allclose(g, w_, rtol=1e-9, atol=1e-12)
+    got = jax.grad(lambda *a: f(*a, reduction="mean"), argnums=(0, 1))(h, w)
+    want = jax.grad(lambda *a: _brute_force(*a, VALUES, INDICES, 2.0).sum()
+                    / MASK.sum(), argnums=(0, 1))(h, w)
+    for g, w_ in zip(got, want):
+      np.testing.assert_allclose(g, w_, rtol=1e-9, atol=1e-12)

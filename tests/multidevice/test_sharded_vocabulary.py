@@ -57,8 +57,12 @@ def _objective(name, sharded):
   return lambda hs, ws, b: f(hs, ws, b, WT)
 
 
+@pytest.mark.parametrize("blocks", [False, True],
+                         ids=["whole", "vocabulary_blocks"])
 @pytest.mark.parametrize("name", list(LOSSES))
-def test_sharded_vocabulary_equals_single_device(name):
+def test_sharded_vocabulary_equals_single_device(name, blocks, monkeypatch):
+  if blocks:  # the backward pass in blocks of 2 of each shard's 8 rows
+    monkeypatch.setattr(st._vocabulary_chunks, "CHUNK_ELEMENTS", 8)
   want, want_grad = jax.value_and_grad(_objective(name, False),
                                        argnums=(0, 1, 2))(HS, WS, B)
   step = jax.jit(jax.value_and_grad(_objective(name, True),
