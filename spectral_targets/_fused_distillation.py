@@ -169,11 +169,9 @@ def fused_linear_distillation_loss(
     chunk_size: positions per chunk (an uneven last chunk is padded); None
       picks about 2**22 / V.
     axis_name: the mesh axis the vocabulary is sharded over, or None.
-    reduction: "none" for the per-position losses (the Optax convention);
-      "mean" for their mean over the positions ``where`` keeps (0 if none),
-      whose gradient is computed chunk by chunk in the same pass as the
-      value, with no recomputation of the logits (only a scalar loss
-      allows it: its cotangent just rescales the stored gradients).
+    reduction: "none" (per position) or "mean" (over the kept positions,
+      its gradient computed in the forward pass), as in
+      ``fused_linear_cross_entropy``.
 
   Returns:
     (...) per-position losses, >= 0 (float32 for low-precision inputs); a

@@ -115,11 +115,9 @@ def top_k_distillation_loss(student_hidden: jax.typing.ArrayLike,
     where: optional boolean mask of shape (...): positions to include.
     chunk_size: positions per chunk; None picks about 2**22 / V.
     axis_name: the mesh axis the vocabulary is sharded over, or None.
-    reduction: "none" for the per-position losses (the Optax convention);
-      "mean" for their mean over the positions ``where`` keeps (0 if none),
-      whose gradient is computed chunk by chunk in the same pass as the
-      value, with no recomputation of the logits (only a scalar loss
-      allows it: its cotangent just rescales the stored gradients).
+    reduction: "none" (per position) or "mean" (over the kept positions,
+      its gradient computed in the forward pass), as in
+      ``fused_linear_cross_entropy``.
 
   Returns:
     (...) per-position losses, >= 0; a scalar with reduction "mean".
