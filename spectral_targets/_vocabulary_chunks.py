@@ -339,7 +339,8 @@ def _blocked_backward(st: _Static, hidden: jax.Array, weight: jax.Array,
         x, j * block, block, 0)
 
   def outer(dh: jax.Array, j: jax.Array) -> tuple[jax.Array, Any]:
-    w, b = slab(weight, j), slab(bias, j)
+    w = jax.lax.dynamic_slice_in_dim(weight, j * block, block, 0)
+    b = slab(bias, j)
     wt = None if teacher is None else slab(teacher[1], j)
     vocab = dataclasses.replace(st.vocab, local=block, start=j * block,
                                 shard=rows)
