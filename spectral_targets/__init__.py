@@ -32,6 +32,9 @@ Diagnostics
 Evaluation
   expected_calibration_error, mistake_severity, hierarchical_distance_at_k,
   fit_temperature
+Vocabulary-scale losses (never forming the N x V logits)
+  fused_linear_cross_entropy, fused_linear_distillation_loss,
+  top_k_distillation_loss
 Ordinal and expected-cost
   expected_costs, expected_cost_predictions, posterior_median, coral_loss,
   coral_probabilities, coral_predictions, nnx.CoralHead,
@@ -63,6 +66,8 @@ from spectral_targets._distillation import soft_assignment_distillation_loss as 
 from spectral_targets._eigensolvers import ConvergenceWarning as ConvergenceWarning
 from spectral_targets._eigensolvers import TopEigenmodes as TopEigenmodes
 from spectral_targets._eigensolvers import top_eigenmodes as top_eigenmodes
+from spectral_targets._fused_cross_entropy import fused_linear_cross_entropy as fused_linear_cross_entropy
+from spectral_targets._fused_distillation import fused_linear_distillation_loss as fused_linear_distillation_loss
 from spectral_targets._evaluation import expected_calibration_error as expected_calibration_error
 from spectral_targets._evaluation import hierarchical_distance_at_k as hierarchical_distance_at_k
 from spectral_targets._evaluation import mistake_severity as mistake_severity
@@ -97,6 +102,7 @@ from spectral_targets._spectral import procrustes as procrustes
 from spectral_targets._spectral import spectrum as spectrum
 from spectral_targets._spectral import welch_bound as welch_bound
 from spectral_targets._targets import kernel_soft_labels as kernel_soft_labels
+from spectral_targets._top_k_distillation import top_k_distillation_loss as top_k_distillation_loss
 from spectral_targets._taxonomies import cifar100_hierarchy as cifar100_hierarchy
 from spectral_targets._taxonomies import load_hierarchy as load_hierarchy
 from spectral_targets._taxonomies import random_hierarchy as random_hierarchy

@@ -20,8 +20,9 @@ detection and its tie-breaking: ``unique_rows``.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -231,7 +232,8 @@ def _excess_series(e: jax.Array) -> jax.Array:
 
 def tempered_kl(log_p: jax.Array, log_q: jax.Array, diff: jax.Array,
                 temperature: jax.typing.ArrayLike, axis: int = -1,
-                where: jax.Array | None = None
+                where: jax.Array | None = None, *,
+                total: Callable[[jax.Array], jax.Array] | None = None
                 ) -> tuple[jax.Array, jax.Array]:
   r"""τ²·KL(p ‖ q) over ``axis``, accurate at any τ, and the mean of
   ``diff`` under p.
@@ -260,9 +262,16 @@ def tempered_kl(log_p: jax.Array, log_q: jax.Array, diff: jax.Array,
   exceeds 1 there is no cancellation to fear and it is used instead, since
   :math:`e^{\mathrm{KL}} - 1` would overflow for confident, wrong students.
 
+  ``total(x)`` sums ``x`` over ``axis`` (kept); the default is
+  ``jnp.sum``. A vocabulary split across devices passes a sum followed by
+  ``psum``: every reduction of the formula is such a sum, so the KL of the
+  whole vocabulary is exact from the shards' pieces.
+
   Returns:
     ``(loss, mean)``: τ²·KL with ``axis`` reduced, and μ with ``axis`` kept.
   """
+  if total is None:
+    total = functools.partial(jnp.sum, axis=axis, keepdims=True)
   tau = temperature
   inside = jnp.ones(log_p.shape, bool) if where is None else where
   support = inside & (log_p != -jnp.inf)  # NaN stays in: it propagates
@@ -271,12 +280,11 @@ def tempered_kl(log_p: jax.Array, log_q: jax.Array, diff: jax.Array,
   lq = jnp.where(support, log_q, 0)
   p = jnp.where(support, jnp.exp(lp), 0)
 
-  textbook = jnp.sum(jnp.where(support, p * (lp - lq), 0), axis=axis,
-                     keepdims=True)
+  textbook = total(jnp.where(support, p * (lp - lq), 0))
   far = jax.lax.stop_gradient(textbook) > 1
 
   d = jnp.where(support, diff, 0)
-  mean = jnp.sum(p * d, axis=axis, keepdims=True)
+  mean = total(p * d)
   c = jnp.where(support & ~far, d - mean, 0)
   e = c / tau
   small = jnp.abs(e) <= _SERIES_RADIUS
@@ -288,10 +296,9 @@ def tempered_kl(log_p: jax.Array, log_q: jax.Array, diff: jax.Array,
   # (and it folds x / τ / τ into x / τ²), so 0 / 0 would give NaN.
   series = p * _excess_series(e_small)
   direct = jnp.exp(lp - e_large) - p + p * e_large
-  x = jnp.sum(jnp.where(small, series * e_small * e_small, direct),
-              axis=axis, keepdims=True)  # e^KL_S − 1
-  scaled = jnp.sum(jnp.where(small, series * c * c, direct * tau * tau),
-                   axis=axis, keepdims=True)  # τ²(e^KL_S − 1)
+  # e^KL_S − 1, and τ²(e^KL_S − 1)
+  x = total(jnp.where(small, series * e_small * e_small, direct))
+  scaled = total(jnp.where(small, series * c * c, direct * tau * tau))
   # log1p(x)/x; near 0 by its series (the quotient's derivative would square
   # a subnormal x, which the CPU flushes to 0: inf − inf).
   tiny = x < 1e-3
@@ -302,10 +309,10 @@ def tempered_kl(log_p: jax.Array, log_q: jax.Array, diff: jax.Array,
   # has none. Here KL <= 1, so q(S) >= 1/e: no division by 0.
   # (Computed only in rows that have such classes: times τ² = inf, even a
   # zero derivative would give a NaN gradient.)
-  has_out = jnp.any(outside, axis=axis, keepdims=True) & ~far
+  has_out = (total(outside.astype(p.dtype)) > 0) & ~far
   q = jnp.exp(jnp.where(inside & has_out, log_q, -jnp.inf))
-  q_in = jnp.sum(jnp.where(support, q, 0), axis=axis, keepdims=True)
-  q_out = jnp.sum(jnp.where(outside, q, 0), axis=axis, keepdims=True)
+  q_in = total(jnp.where(support, q, 0))
+  q_out = total(jnp.where(outside, q, 0))
   leak = jnp.where(has_out, jnp.log1p(
       q_out / jnp.where(has_out & (q_in != 0), q_in, 1)), 0)
   near = scaled * ratio + leak * tau * tau

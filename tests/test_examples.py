@@ -81,3 +81,14 @@ def test_multiprocess_training():
   assert loss[-1] < loss[0] and nc1[-1] < nc1[0]
   assert all(int(r[-1]) <= 9 for r in rows)  # Σ_B has at most C - 1 modes
   assert float(out[-1].split()[-1]) > 0.8     # test accuracy
+
+
+def test_distill_language_model(tmp_path):
+  out = _run("distill_language_model.py", "--quick", "--out",
+             str(tmp_path / "curve.png")).splitlines()
+  rows = [line.split() for line in out if line[:6].strip().isdigit()]
+  assert len(rows) >= 3
+  base, kd = [float(r[1]) for r in rows], [float(r[2]) for r in rows]
+  assert base[-1] < base[0] and kd[-1] < kd[0]  # both students train
+  assert out[-1] == f"plot: {tmp_path / 'curve.png'}"
+  assert (tmp_path / "curve.png").stat().st_size > 0
