@@ -404,6 +404,31 @@ def test_training_resumed_equals_training_through():
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_every_method_trains_on_one_warmup_cosine_schedule():
+  """One recipe: every method's config carries one epoch of warm-up, and
+  the optimiser's schedule is optax.warmup_cosine_decay_schedule's."""
+  import jax
+  import optax
+
+  from spectral_targets.bench import _methods, _training
+  from spectral_targets.bench._methods import Context
+  ctx = Context(10, 9, epochs=5, total_steps=5 * 12, kernel=np.eye(10),
+                codebooks={c: np.eye(10, 9) for c in
+                           ("simplex", "spectral", "spectral-small",
+                            "random", "online")})
+  for method in _methods.METHODS.values():
+    hp = {"lr": 0.03, **method.defaults}
+    cfg = method.config(ctx, hp)
+    assert float(cfg.warmup_steps) == 12, method.name
+    assert float(cfg.total_steps) == 60, method.name
+  reference = optax.warmup_cosine_decay_schedule(0.0, 0.03, 12, 60)
+  values = jax.jit(jax.vmap(_training.schedule(cfg)))(np.arange(70.0))
+  np.testing.assert_allclose(values, [reference(t) for t in range(70)],
+                             rtol=1e-5, atol=1e-9)
+  assert float(values[0]) == 0.0 and float(values[12]) == pytest.approx(0.03)
+  assert _training.RECIPE["warmup_epochs"] == _training.WARMUP_EPOCHS == 1
+
+
 def test_halving_trains_fewer_models_each_rung_and_the_winner_as_untuned():
   """On a real task: the batch of models shrinks between rungs, the rungs
   add up to the budget, and the winner's validation scores are those of
@@ -440,15 +465,22 @@ def test_halving_trains_fewer_models_each_rung_and_the_winner_as_untuned():
     assert trials.trained[:2] == [(1, 6, 1), (2, 2, 2)]
     assert all(e == 3 for _, _, e in trials.trained[2:])
     chosen = selection.chosen
-    assert chosen in rungs[-1]["survivors"]
-    best = next(t for t in selection.trials if t["hp"] == chosen)
-    alone = runner.runs(cosine, [chosen], [0], budget.epochs)
-    score = ex.score(*runner.train(alone, budget.epochs), alone)[0]
-  # Chunked with another model or alone: float32 rounding, at most one
-  # validation example apart.
-  np.testing.assert_allclose(best["val_accuracy"], [score["val_accuracy"]],
-                             atol=1.0 / data.y_val.shape[1] + 1e-6)
-  np.testing.assert_allclose(best["val_nll"], [score["val_nll"]], rtol=1e-3)
+    # The choice is a survivor or a step beyond the grid's end (trained
+    # from scratch at the full budget).
+    assert (chosen in rungs[-1]["survivors"]
+            or chosen["lr"] not in budget.learning_rates), chosen
+    survivors = rungs[-1]["survivors"]
+    best = [next(t for t in selection.trials if t["hp"] == hp)
+            for hp in survivors]
+    alone = runner.runs(cosine, survivors, [0], budget.epochs)
+    scores = ex.score(*runner.train(alone, budget.epochs), alone)
+  # Resumed rung to rung or trained from scratch, chunked with another
+  # model or alone: float32 rounding, at most one validation example apart.
+  for trial, score in zip(best, scores):
+    np.testing.assert_allclose(trial["val_accuracy"], [score["val_accuracy"]],
+                               atol=1.0 / data.y_val.shape[1] + 1e-6)
+    np.testing.assert_allclose(trial["val_nll"], [score["val_nll"]],
+                               rtol=1e-3)
 
 
 def test_cnn_windows_equal_flax_conv():
@@ -521,6 +553,7 @@ def test_quick_bench_reports_every_method_metric_and_choice(quick_results):
   results = json.loads((out / "results.json").read_text())
   assert list(results["tasks"]) == list(TASK_ORDER)
   assert results["meta"]["quick"] is True
+  assert results["meta"]["recipe"]["warmup_epochs"] == 1
   for task, report in results["tasks"].items():
     for methods in _method_blocks(report):
       assert "one-hot" in methods

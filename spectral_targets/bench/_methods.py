@@ -3,7 +3,9 @@
 One row of ``METHODS`` per method: its head, its own knobs (each with a
 small grid and a default) and its loss; ``method.config(context, hp)``
 turns it into the ``MethodConfig`` arrays of one model. Every method also
-tunes the learning rate on the same grid (``_tuning.LEARNING_RATES``).
+tunes the learning rate on the same grid (``_tuning.LEARNING_RATES``) and
+trains on the same schedule (``_training.RECIPE``: one epoch of linear
+warm-up, then cosine decay).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Callable
 import numpy as np
 
 from spectral_targets.bench._config import MethodConfig, method_config
+from spectral_targets.bench._training import warmup_steps
 
 #: The scale of every cosine or codebook head (logits = scale · cosine).
 SCALES = (2.0, 4.0, 8.0, 16.0, 32.0)
@@ -82,7 +85,9 @@ class Method:
       if self.head == "codebook":
         head["codebook"] = ctx.codebooks[self.codes]
     return method_config(ctx.num_classes, ctx.features, lr=hp["lr"],
-                         total_steps=ctx.total_steps, **head,
+                         total_steps=ctx.total_steps,
+                         warmup_steps=warmup_steps(ctx.total_steps,
+                                                   ctx.epochs), **head,
                          **self.loss(ctx, hp))
 
 

@@ -284,6 +284,10 @@ def header(meta: dict) -> list[str]:
   lines += [f"Command: `{meta['command']}`  ", f"Date: {meta['date']}  ",
             f"Machine: {meta['machine']}  ", f"Versions: {meta['versions']}  ",
             f"Hyperparameter search: {meta.get('search', 'cross')}  ",
+            *([f"Training recipe (every method): {meta['recipe']['optimizer']}"
+               f"; {meta['recipe']['schedule']}, warmup_epochs = "
+               f"{meta['recipe']['warmup_epochs']} ({meta['recipe']['origin']})"
+               "  "] if "recipe" in meta else []),
             f"Wall time: {meta.get('wall_time', '—')}", ""]
   return lines
 

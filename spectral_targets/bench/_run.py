@@ -217,7 +217,7 @@ def run_benchmark(*, tasks=None, seeds: int = 5, quick: bool = False,
   import optax
 
   import spectral_targets
-  from spectral_targets.bench import _report
+  from spectral_targets.bench import _report, _training
 
   started = time.perf_counter()
   options = Options(seeds=seeds, quick=quick, epochs=epochs,
@@ -233,6 +233,7 @@ def run_benchmark(*, tasks=None, seeds: int = 5, quick: bool = False,
       versions=f"spectral_targets {spectral_targets.__version__}, jax "
                f"{jax.__version__}, optax {optax.__version__}, flax "
                f"{flax.__version__}, python {sys.version.split()[0]}",
+      recipe=_training.RECIPE,
       methods={name: m.note for name, m in METHODS.items()})
   if quick:
     echo(_report.SMOKE_BANNER + "\n")
