@@ -483,6 +483,40 @@ def test_halving_trains_fewer_models_each_rung_and_the_winner_as_untuned():
                                rtol=1e-3)
 
 
+def test_scored_crm_decisions_match_a_brute_force_argmin():
+  """The scorer's CRM metrics: each test example's class argmin_k
+  Σ_j p_j D_jk in float64 NumPy from the same logits, its accuracy,
+  mistake severity and hdist@1 (ordinal task: D = |i − j|)."""
+  from spectral_targets.bench import _methods, _pipeline, _run, _tasks
+  from spectral_targets.bench._compile import Compiler
+  from spectral_targets.bench._execute import Executor
+  task = _tasks.ordinal_task()
+  data = _run._draw(task, [0], True)
+  budget = _pipeline.Budget(seeds=1, epochs=2, batch_size=32)
+  with Compiler() as programs:
+    ex = Executor(task, data, body="mlp", features=6, batch_size=32,
+                  programs=programs, fast_compile=True)
+    runner = _pipeline.TaskRunner(task, budget, [], data, ex)
+    runs = runner.runs(_methods.METHODS["one-hot"], [{"lr": 3e-2}], [0], 2)
+    params, cfgs = ex.train(runs, 2)
+    score = ex.score(params, cfgs, runs)[0]
+    logits = ex.logits(params, cfgs, runs, split="test")[0]
+  z = logits.astype(np.float64)
+  p = np.exp(z - z.max(1, keepdims=True))
+  p /= p.sum(1, keepdims=True)
+  D = task.distances
+  risk = p @ D
+  pred = risk.argmin(1)
+  y = data.y_test[0]
+  wrong = pred != y
+  assert score["crm_accuracy"] == pytest.approx(np.mean(pred == y))
+  assert score["crm_severity"] == pytest.approx(D[y, pred][wrong].mean(),
+                                                rel=1e-5)
+  assert score["crm_hdist@1"] == pytest.approx(D[y, pred].mean(), rel=1e-5)
+  # The plain metrics stay those of the argmax.
+  assert score["accuracy"] == pytest.approx(np.mean(z.argmax(1) == y))
+
+
 def test_cnn_windows_equal_flax_conv():
   """The vmap-friendly CNN (Dense layers on windows) is nn.Conv with the
   kernel reshaped: same outputs for the same weights."""
@@ -579,6 +613,16 @@ def test_quick_bench_reports_every_method_metric_and_choice(quick_results):
       rungs = r["halving"]["rungs"]
       assert sum(rung["epochs"] for rung in rungs) == report["epochs"], name
       assert len(rungs[-1]["cells"]) <= len(rungs[0]["cells"])
+  # CRM on every method of the hierarchy task, against one-hot + CRM.
+  hierarchy = results["tasks"]["hierarchy"]
+  assert hierarchy["crm"] is True
+  for name, r in hierarchy["methods"].items():
+    for metric in ("crm_accuracy", "crm_severity", "crm_hdist@1"):
+      assert all(math.isfinite(v) for v in r["per_seed"][metric]), name
+    control = r["vs one-hot + CRM"]
+    for metric in ("accuracy", "severity", "hdist@5"):
+      assert control[metric]["low"] <= control[metric]["high"], name
+  assert "crm_severity" in hierarchy["methods"]["cosine"]["vs one-hot"]
   assert (out / "mnist1d.png").stat().st_size > 10_000
   assert (out / "mnist1d-budget.png").stat().st_size > 10_000
   assert (out / "hierarchy-shift.png").stat().st_size > 10_000
@@ -587,6 +631,7 @@ def test_quick_bench_reports_every_method_metric_and_choice(quick_results):
   assert md.splitlines()[2].startswith("**SMOKE RUN")
   assert stdout.startswith("**SMOKE RUN")
   assert "↑ higher is better" in md and "↑ higher is better" in stdout
+  assert "Δ severity vs one-hot + CRM" in md
   # Task order: the same in stdout and in results.md.
   order = [f"### {t}" for t in TASK_ORDER]
   for text in (stdout, md):

@@ -289,7 +289,8 @@ def _forward(body):
 @functools.cache
 def _scorer(body, num_classes, ks):
   """The jitted scoring of a chunk of runs: validation accuracy, NLL and
-  severity (tuning), test accuracy, mistake severity, hdist@k, NLL, ECE
+  severity (tuning), test accuracy, mistake severity, hdist@k (and the
+  three again under CRM's expected-cost decision, ``crm_*``), NLL, ECE
   raw and after temperature scaling on validation, NC1 of the training
   features the head sees and the condition number of their Σ_B."""
 
@@ -329,9 +330,18 @@ def _scorer(body, num_classes, ks):
         "between_condition": between[0] / jnp.maximum(
             between[-1], jnp.finfo(between.dtype).eps * between[0]),
     }
+    # CRM (Karthik et al. 2021): the same probabilities re-ranked by
+    # expected cost, argmin_k Σ_j p_j D_jk, at no training cost: "crm_*"
+    # are the method's metrics under that decision.
+    probs = jax.nn.softmax(test_logits)
+    crm = st.expected_cost_predictions(probs, D)
+    out["crm_accuracy"] = (crm == y_test).mean()
+    out["crm_severity"] = st.mistake_severity(crm, y_test, D)
     for k in ks:
       out[f"hdist@{k}"] = st.hierarchical_distance_at_k(
           test_logits, y_test, D, k=k)
+      out[f"crm_hdist@{k}"] = st.hierarchical_distance_at_k(
+          -st.expected_costs(probs, D), y_test, D, k=k)
     return out
 
   return jax.jit(jax.vmap(one, in_axes=(0, 0, 0) + (None,) * 7))

@@ -70,6 +70,7 @@ DIRECTION = {"accuracy": +1, "severity": -1, "nll": -1, "ece": -1,
 
 def direction(metric: str) -> int:
   """+1 where higher is better, −1 where lower is better, 0 neither."""
+  metric = metric.removeprefix("crm_")  # a metric under CRM's decision
   return -1 if metric.startswith("hdist") else DIRECTION.get(metric, +1)
 
 

@@ -48,10 +48,13 @@ class Standard:
   """How a standard task runs: ``methods`` tuned and evaluated on the
   task's body (``_pipeline.TaskRunner``), their step times (not with
   ``--quick``), then ``references`` (each returns ``{title: block}``) and
-  ``extras`` (report key -> hook)."""
+  ``extras`` (report key -> hook); ``crm``: report every method under
+  CRM's expected-cost decision against one-hot + CRM (a task whose
+  distances are a real taxonomy's)."""
   methods: tuple[str, ...] = MAIN_METHODS
   references: tuple[Extra, ...] = ()
   extras: tuple[tuple[str, Extra], ...] = ()
+  crm: bool = False
 
   def __call__(self, session: Session, task) -> dict:
     options = session.options
@@ -75,7 +78,8 @@ class Standard:
                "estimated per seed: cosine similarity of a one-hot model's "
                "class means on the validation split",
         small_d={str(s): runner.small_d[s] for s in budget.eval_seeds},
-        left_out=runner.notes, methods=method_reports, references={})
+        left_out=runner.notes, methods=method_reports, references={},
+        crm=self.crm)
     if not options.quick:
       session.progress(f"{task.name}: step timing")
       first = data.index(budget.eval_seeds[0])
@@ -115,7 +119,8 @@ TASKS = {t.name: t for t in (
         extras=(("budget_curve", budget_curve),)), _tasks.mnist1d_task),
     BenchTask("digits", Standard(), _tasks.digits_task),
     BenchTask("hierarchy", Standard(
-        TREE_METHODS, references=(_references.without_training_loop,)),
+        TREE_METHODS, references=(_references.without_training_loop,),
+        crm=True),
         _tasks.hierarchy_task),
     BenchTask("ordinal", Standard(), _tasks.ordinal_task),
     # The mnist1d task's data; a wide teacher and two small students.
