@@ -513,8 +513,17 @@ def test_scored_crm_decisions_match_a_brute_force_argmin():
   assert score["crm_severity"] == pytest.approx(D[y, pred][wrong].mean(),
                                                 rel=1e-5)
   assert score["crm_hdist@1"] == pytest.approx(D[y, pred].mean(), rel=1e-5)
-  # The plain metrics stay those of the argmax.
-  assert score["accuracy"] == pytest.approx(np.mean(z.argmax(1) == y))
+  # The plain metrics stay those of the argmax; an ordinal task adds MAE,
+  # QWK (scikit-learn's) and the posterior median's MAE.
+  from sklearn.metrics import cohen_kappa_score
+  argmax = z.argmax(1)
+  assert score["accuracy"] == pytest.approx(np.mean(argmax == y))
+  assert score["mae"] == pytest.approx(np.abs(argmax - y).mean(), rel=1e-5)
+  assert score["qwk"] == pytest.approx(
+      cohen_kappa_score(y, argmax, weights="quadratic"), abs=1e-5)
+  median = (np.cumsum(p, 1) >= 0.5).argmax(1)
+  assert score["median_mae"] == pytest.approx(np.abs(median - y).mean(),
+                                              rel=1e-5)
 
 
 def test_cnn_windows_equal_flax_conv():
@@ -607,12 +616,25 @@ def test_quick_bench_reports_every_method_metric_and_choice(quick_results):
   # The default search: successive halving, its rungs recorded per method
   # and adding up to the budget.
   assert results["meta"]["search"] == "halving"
-  for task in ("mnist1d", "digits", "hierarchy", "ordinal"):
+  for task in ("mnist1d", "digits", "hierarchy", "ordinal",
+               "diamonds-colour"):
     report = results["tasks"][task]
     for name, r in report["methods"].items():
       rungs = r["halving"]["rungs"]
       assert sum(rung["epochs"] for rung in rungs) == report["epochs"], name
       assert len(rungs[-1]["cells"]) <= len(rungs[0]["cells"])
+  # The diamonds tasks: the ordinal methods and metrics, diabetes kept.
+  for task in ("diamonds-colour", "diamonds-price-decile", "ordinal"):
+    methods = results["tasks"][task]["methods"]
+    assert {"one-hot", "sord", "cosine", "simplex", "spectral"} <= set(
+        methods), task
+    for name, r in methods.items():
+      for metric in ("mae", "qwk", "median_mae"):
+        assert all(math.isfinite(v) for v in r["per_seed"][metric]), (
+            task, name, metric)
+      if name != "one-hot":
+        assert "mae" in r["vs one-hot"]
+  assert results["tasks"]["diamonds-price-decile"]["num_classes"] == 10
   # CRM on every method of the hierarchy task, against one-hot + CRM.
   hierarchy = results["tasks"]["hierarchy"]
   assert hierarchy["crm"] is True

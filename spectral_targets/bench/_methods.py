@@ -96,6 +96,11 @@ def _scaled(knobs=None, defaults=None, **kwargs):
               defaults={"scale": 8.0, **(defaults or {})}, **kwargs)
 
 
+def _rank_distances(C: int) -> np.ndarray:
+  i = np.arange(C, dtype=np.float64)
+  return np.abs(i[:, None] - i[None, :])
+
+
 #: Distillation temperature of DKD and soft-assignment KD (Zhao et al.'s
 #: CIFAR setting); Hinton KD tunes its own.
 KD_TEMPERATURE = 4.0
@@ -120,6 +125,13 @@ METHODS = {m.name: m for m in (
            loss=lambda ctx, hp: dict(target_kernel=ctx.kernel, alpha=1.0,
                                      target_temperature=hp["temperature"]),
            timed_as=("kernel", "temperature")),
+    # SORD's softmax(−φ(i, y)) is kernel_soft_labels of the kernel −φ at
+    # α = 1, τ = 1; φ = |i − j|, the error the ordinal tasks score.
+    Method("sord", "Dense head, SORD soft ordinal labels softmax(−|i − y|) "
+           "(Díaz & Marathe 2019; ordered classes only)",
+           loss=lambda ctx, hp: dict(target_kernel=-_rank_distances(
+               ctx.num_classes), alpha=1.0, target_temperature=1.0),
+           timed_as=("kernel", None)),
     Method("cosine", "learned cosine classifier: unit features, unit "
            "learned class vectors, logits scale · cos (the control for a "
            "fixed codebook)", **_scaled(head="cosine")),

@@ -263,7 +263,8 @@ class TaskRunner:
             k: _stats.paired_difference(out[m.name]["per_seed"][k],
                                         out[reference]["per_seed"][k])
             for k in metrics if k in ("accuracy", "severity", "nll", "ece",
-                                      "ece_calibrated")
+                                      "ece_calibrated", "mae", "qwk",
+                                      "median_mae")
             or k.startswith(("hdist@", "crm_"))}
     if "one-hot" in out:
       # The control every severity reading needs (Karthik et al. 2021):

@@ -17,6 +17,9 @@ from spectral_targets.bench import _stats
 #: directions: ``_stats.DIRECTION``).
 COLUMNS = (("accuracy", "accuracy", "{:.3f}"),
            ("severity", "mistake severity", "{:.3f}"),
+           ("mae", "MAE", "{:.3f}"),
+           ("median_mae", "MAE, posterior median", "{:.3f}"),
+           ("qwk", "QWK", "{:.3f}"),
            ("nll", "NLL", "{:.3f}"),
            ("ece", "ECE", "{:.3f}"),
            ("ece_calibrated", "ECE, T-scaled", "{:.3f}"),
@@ -45,6 +48,8 @@ How to read the tables:
 - + CRM: the method's own probabilities re-ranked by expected cost,
   argmin_k Σ_j p_j D_jk (Karthik et al. 2021), a decision at no training
   cost; "vs one-hot + CRM" pairs a method against that post-hoc control.
+- ordinal tasks: MAE in grades of the argmax, MAE of the posterior median
+  (the Bayes decision for absolute error), QWK: quadratic weighted kappa.
 - ECE: expected calibration error, 15 bins; "T-scaled": after a temperature
   fitted on the validation split (Guo et al. 2017).
 - NC1 (train): tr(Σ_W Σ_B⁺)/C of the training features the head sees (unit

@@ -194,7 +194,8 @@ def run_benchmark(*, tasks=None, seeds: int = 5, quick: bool = False,
         f"the benchmark needs {', '.join(missing)}; install them with: "
         f"{INSTALL_HINT}")
   order = list(_suite.TASKS)
-  names = order if not tasks else list(tasks)
+  names = (list(tasks) if tasks else order if quick
+           else [n for n in order if _suite.TASKS[n].default])
   unknown = [n for n in names if n not in order]
   if unknown:
     raise ValueError(f"unknown task(s) {unknown}; choose from {order}.")

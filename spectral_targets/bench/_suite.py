@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from spectral_targets.bench import (
+  _diamonds,
   _distill,
   _methods,
   _pipeline,
@@ -36,6 +37,10 @@ MAIN_METHODS = ("one-hot", "smooth-labels", "kernel-soft-labels", "cosine",
                 "online-soft-labels", "online-codebook")
 #: A task with a class tree adds hierarchical cross-entropy.
 TREE_METHODS = MAIN_METHODS[:3] + ("hxe",) + MAIN_METHODS[3:]
+#: The methods of an ordinal task: the spectral codebook of its graded
+#: kernel is the horseshoe; SORD the field's soft-label baseline.
+ORDINAL_METHODS = ("one-hot", "kernel-soft-labels", "sord", "cosine",
+                   "simplex", "spectral")
 #: The references of the paired differences: always run.
 ALWAYS = ("one-hot", "cosine")
 
@@ -107,10 +112,13 @@ class BenchTask:
     run: ``run(session, task) -> report``.
     data: the ``_tasks`` recipe of its data (``task``), or None where the
       task draws its own (``session.draw``).
+    default: whether a run without ``--tasks`` runs it (``--quick`` runs
+      every task).
   """
   name: str
   run: Callable[[Session, _tasks.Task | None], dict]
   data: Callable[[], _tasks.Task] | None = None
+  default: bool = True
 
 
 TASKS = {t.name: t for t in (
@@ -122,7 +130,12 @@ TASKS = {t.name: t for t in (
         TREE_METHODS, references=(_references.without_training_loop,),
         crm=True),
         _tasks.hierarchy_task),
-    BenchTask("ordinal", Standard(), _tasks.ordinal_task),
+    BenchTask("ordinal", Standard(ORDINAL_METHODS), _tasks.ordinal_task,
+              default=False),
+    BenchTask("diamonds-colour", Standard(ORDINAL_METHODS),
+              lambda: _diamonds.diamonds_task("colour")),
+    BenchTask("diamonds-price-decile", Standard(ORDINAL_METHODS),
+              lambda: _diamonds.diamonds_task("price-decile")),
     # The mnist1d task's data; a wide teacher and two small students.
     BenchTask("distill", _distill.run, _tasks.mnist1d_task),
     # Reuses the hierarchy task's report as its ρ = 0 when both run.

@@ -59,6 +59,9 @@ class Task:
       None.
     extra: task-specific facts for the report.
     batch_size: the minibatch size of every method.
+    ordinal: the classes are ordered grades 0 .. C − 1: the scorer adds
+      the mean absolute error, quadratic weighted kappa and the MAE of the
+      posterior median (the Bayes decision for absolute error).
   """
   name: str
   description: str
@@ -74,6 +77,7 @@ class Task:
   tree: object = None
   extra: dict = dataclasses.field(default_factory=dict)
   batch_size: int = 128
+  ordinal: bool = False
 
   @property
   def ks(self) -> tuple[int, ...]:
@@ -176,7 +180,7 @@ def ordinal_task(epochs: int = 60, *, num_classes: int = 7) -> Task:
                                                  seed)),
       kernel=np.asarray(st.graded(num_classes, ORDINAL_WIDTH), np.float64),
       distances=np.abs(i[:, None] - i[None, :]).astype(np.float64),
-      distance_unit="class steps |i − j|", small_d=2)
+      distance_unit="class steps |i − j|", small_d=2, ordinal=True)
 
 
 # -- the hierarchical Gaussian task ---------------------------------------------
