@@ -635,6 +635,11 @@ def test_quick_bench_reports_every_method_metric_and_choice(quick_results):
       if name != "one-hot":
         assert "mae" in r["vs one-hot"]
   assert results["tasks"]["diamonds-price-decile"]["num_classes"] == 10
+  (reference,) = results["tasks"]["diamonds-colour"]["references"].values()
+  assert reference["training_rows"] == 10_000
+  for metric in ("accuracy", "mae", "median_mae", "qwk"):
+    assert len(reference["per_seed"]["logistic regression"][metric]) == 2
+  assert "mae" in reference["vs one-hot"]["logistic regression"]
   # CRM on every method of the hierarchy task, against one-hot + CRM.
   hierarchy = results["tasks"]["hierarchy"]
   assert hierarchy["crm"] is True

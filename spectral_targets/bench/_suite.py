@@ -132,9 +132,11 @@ TASKS = {t.name: t for t in (
         _tasks.hierarchy_task),
     BenchTask("ordinal", Standard(ORDINAL_METHODS), _tasks.ordinal_task,
               default=False),
-    BenchTask("diamonds-colour", Standard(ORDINAL_METHODS),
+    BenchTask("diamonds-colour", Standard(
+        ORDINAL_METHODS, references=(_references.ordinal_references,)),
               lambda: _diamonds.diamonds_task("colour")),
-    BenchTask("diamonds-price-decile", Standard(ORDINAL_METHODS),
+    BenchTask("diamonds-price-decile", Standard(
+        ORDINAL_METHODS, references=(_references.ordinal_references,)),
               lambda: _diamonds.diamonds_task("price-decile")),
     # The mnist1d task's data; a wide teacher and two small students.
     BenchTask("distill", _distill.run, _tasks.mnist1d_task),
