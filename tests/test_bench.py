@@ -311,6 +311,13 @@ def test_seeds_vary_the_data():
   h0, h1 = (_tasks.hierarchy_split(_tasks.hierarchy_task().tree, s)
             for s in (0, 1))
   assert not np.allclose(h0.x_train, h1.x_train)
+  # The data-size axis: ten times the training samples a class, the same
+  # validation and test sizes.
+  big = _tasks.hierarchy_task(train_per_class=400, name="hierarchy-400")
+  b0 = big.draw(0)
+  assert np.array_equal(np.bincount(b0.y_train), np.full(100, 400))
+  assert b0.y_val.shape == h0.y_val.shape
+  assert b0.y_test.shape == h0.y_test.shape
 
 
 def test_standardisation_keeps_constant_features_finite():
@@ -650,6 +657,10 @@ def test_quick_bench_reports_every_method_metric_and_choice(quick_results):
     for metric in ("accuracy", "severity", "hdist@5"):
       assert control[metric]["low"] <= control[metric]["high"], name
   assert "crm_severity" in hierarchy["methods"]["cosine"]["vs one-hot"]
+  # The data-size axis: the same protocol at 400 training samples a class.
+  larger = results["tasks"]["hierarchy-400"]
+  assert "400 training samples a class" in larger["description"]
+  assert larger["crm"] is True and "hxe" in larger["methods"]
   assert (out / "mnist1d.png").stat().st_size > 10_000
   assert (out / "mnist1d-budget.png").stat().st_size > 10_000
   assert (out / "hierarchy-shift.png").stat().st_size > 10_000

@@ -41,6 +41,8 @@ TREE_METHODS = MAIN_METHODS[:3] + ("hxe",) + MAIN_METHODS[3:]
 #: kernel is the horseshoe; SORD the field's soft-label baseline.
 ORDINAL_METHODS = ("one-hot", "kernel-soft-labels", "sord", "cosine",
                    "simplex", "spectral")
+#: Epochs of hierarchy-400 (400 training samples a class).
+HIERARCHY_400_EPOCHS = 5
 #: The references of the paired differences: always run.
 ALWAYS = ("one-hot", "cosine")
 
@@ -130,6 +132,14 @@ TASKS = {t.name: t for t in (
         TREE_METHODS, references=(_references.without_training_loop,),
         crm=True),
         _tasks.hierarchy_task),
+    # The data-size axis: ten times the training samples a class (the
+    # epochs cut to 5: about 1.7 times the sample-steps of 40 a class x 30
+    # epochs).
+    BenchTask("hierarchy-400", Standard(
+        TREE_METHODS, references=(_references.without_training_loop,),
+        crm=True), lambda: _tasks.hierarchy_task(
+            epochs=HIERARCHY_400_EPOCHS, name="hierarchy-400",
+            train_per_class=400)),
     BenchTask("ordinal", Standard(ORDINAL_METHODS), _tasks.ordinal_task,
               default=False),
     BenchTask("diamonds-colour", Standard(
