@@ -89,7 +89,9 @@ def _parser() -> tuple[argparse.ArgumentParser,
   tasks = list(bench.TASK_ORDER)
   bench_parser.add_argument(
       "--tasks", nargs="+", metavar="TASK", type=_one_of("task", tasks),
-      help=f"any of {' '.join(tasks)} (default: all)")
+      help=f"any of {' '.join(tasks)} (default: all but "
+           f"{' '.join(t for t in tasks if not bench.TASK_DEFAULTS[t])}, "
+           "which --quick also runs)")
   methods = list(bench.METHOD_NAMES)
   bench_parser.add_argument(
       "--methods", nargs="+", metavar="METHOD",

@@ -311,6 +311,13 @@ def test_seeds_vary_the_data():
   h0, h1 = (_tasks.hierarchy_split(_tasks.hierarchy_task().tree, s)
             for s in (0, 1))
   assert not np.allclose(h0.x_train, h1.x_train)
+  # The data-size axis: ten times the training samples a class, the same
+  # validation and test sizes.
+  big = _tasks.hierarchy_task(train_per_class=400, name="hierarchy-400")
+  b0 = big.draw(0)
+  assert np.array_equal(np.bincount(b0.y_train), np.full(100, 400))
+  assert b0.y_val.shape == h0.y_val.shape
+  assert b0.y_test.shape == h0.y_test.shape
 
 
 def test_standardisation_keeps_constant_features_finite():
@@ -404,6 +411,31 @@ def test_training_resumed_equals_training_through():
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_every_method_trains_on_one_warmup_cosine_schedule():
+  """One recipe: every method's config carries one epoch of warm-up, and
+  the optimiser's schedule is optax.warmup_cosine_decay_schedule's."""
+  import jax
+  import optax
+
+  from spectral_targets.bench import _methods, _training
+  from spectral_targets.bench._methods import Context
+  ctx = Context(10, 9, epochs=5, total_steps=5 * 12, kernel=np.eye(10),
+                codebooks={c: np.eye(10, 9) for c in
+                           ("simplex", "spectral", "spectral-small",
+                            "random", "online")})
+  for method in _methods.METHODS.values():
+    hp = {"lr": 0.03, **method.defaults}
+    cfg = method.config(ctx, hp)
+    assert float(cfg.warmup_steps) == 12, method.name
+    assert float(cfg.total_steps) == 60, method.name
+  reference = optax.warmup_cosine_decay_schedule(0.0, 0.03, 12, 60)
+  values = jax.jit(jax.vmap(_training.schedule(cfg)))(np.arange(70.0))
+  np.testing.assert_allclose(values, [reference(t) for t in range(70)],
+                             rtol=1e-5, atol=1e-9)
+  assert float(values[0]) == 0.0 and float(values[12]) == pytest.approx(0.03)
+  assert _training.RECIPE["warmup_epochs"] == _training.WARMUP_EPOCHS == 1
+
+
 def test_halving_trains_fewer_models_each_rung_and_the_winner_as_untuned():
   """On a real task: the batch of models shrinks between rungs, the rungs
   add up to the budget, and the winner's validation scores are those of
@@ -440,15 +472,65 @@ def test_halving_trains_fewer_models_each_rung_and_the_winner_as_untuned():
     assert trials.trained[:2] == [(1, 6, 1), (2, 2, 2)]
     assert all(e == 3 for _, _, e in trials.trained[2:])
     chosen = selection.chosen
-    assert chosen in rungs[-1]["survivors"]
-    best = next(t for t in selection.trials if t["hp"] == chosen)
-    alone = runner.runs(cosine, [chosen], [0], budget.epochs)
-    score = ex.score(*runner.train(alone, budget.epochs), alone)[0]
-  # Chunked with another model or alone: float32 rounding, at most one
-  # validation example apart.
-  np.testing.assert_allclose(best["val_accuracy"], [score["val_accuracy"]],
-                             atol=1.0 / data.y_val.shape[1] + 1e-6)
-  np.testing.assert_allclose(best["val_nll"], [score["val_nll"]], rtol=1e-3)
+    # The choice is a survivor or a step beyond the grid's end (trained
+    # from scratch at the full budget).
+    assert (chosen in rungs[-1]["survivors"]
+            or chosen["lr"] not in budget.learning_rates), chosen
+    survivors = rungs[-1]["survivors"]
+    best = [next(t for t in selection.trials if t["hp"] == hp)
+            for hp in survivors]
+    alone = runner.runs(cosine, survivors, [0], budget.epochs)
+    scores = ex.score(*runner.train(alone, budget.epochs), alone)
+  # Resumed rung to rung or trained from scratch, chunked with another
+  # model or alone: float32 rounding, at most one validation example apart.
+  for trial, score in zip(best, scores):
+    np.testing.assert_allclose(trial["val_accuracy"], [score["val_accuracy"]],
+                               atol=1.0 / data.y_val.shape[1] + 1e-6)
+    np.testing.assert_allclose(trial["val_nll"], [score["val_nll"]],
+                               rtol=1e-3)
+
+
+def test_scored_crm_decisions_match_a_brute_force_argmin():
+  """The scorer's CRM metrics: each test example's class argmin_k
+  Σ_j p_j D_jk in float64 NumPy from the same logits, its accuracy,
+  mistake severity and hdist@1 (ordinal task: D = |i − j|)."""
+  from spectral_targets.bench import _methods, _pipeline, _run, _tasks
+  from spectral_targets.bench._compile import Compiler
+  from spectral_targets.bench._execute import Executor
+  task = _tasks.ordinal_task()
+  data = _run._draw(task, [0], True)
+  budget = _pipeline.Budget(seeds=1, epochs=2, batch_size=32)
+  with Compiler() as programs:
+    ex = Executor(task, data, body="mlp", features=6, batch_size=32,
+                  programs=programs, fast_compile=True)
+    runner = _pipeline.TaskRunner(task, budget, [], data, ex)
+    runs = runner.runs(_methods.METHODS["one-hot"], [{"lr": 3e-2}], [0], 2)
+    params, cfgs = ex.train(runs, 2)
+    score = ex.score(params, cfgs, runs)[0]
+    logits = ex.logits(params, cfgs, runs, split="test")[0]
+  z = logits.astype(np.float64)
+  p = np.exp(z - z.max(1, keepdims=True))
+  p /= p.sum(1, keepdims=True)
+  D = task.distances
+  risk = p @ D
+  pred = risk.argmin(1)
+  y = data.y_test[0]
+  wrong = pred != y
+  assert score["crm_accuracy"] == pytest.approx(np.mean(pred == y))
+  assert score["crm_severity"] == pytest.approx(D[y, pred][wrong].mean(),
+                                                rel=1e-5)
+  assert score["crm_hdist@1"] == pytest.approx(D[y, pred].mean(), rel=1e-5)
+  # The plain metrics stay those of the argmax; an ordinal task adds MAE,
+  # QWK (scikit-learn's) and the posterior median's MAE.
+  from sklearn.metrics import cohen_kappa_score
+  argmax = z.argmax(1)
+  assert score["accuracy"] == pytest.approx(np.mean(argmax == y))
+  assert score["mae"] == pytest.approx(np.abs(argmax - y).mean(), rel=1e-5)
+  assert score["qwk"] == pytest.approx(
+      cohen_kappa_score(y, argmax, weights="quadratic"), abs=1e-5)
+  median = (np.cumsum(p, 1) >= 0.5).argmax(1)
+  assert score["median_mae"] == pytest.approx(np.abs(median - y).mean(),
+                                              rel=1e-5)
 
 
 def test_cnn_windows_equal_flax_conv():
@@ -521,6 +603,7 @@ def test_quick_bench_reports_every_method_metric_and_choice(quick_results):
   results = json.loads((out / "results.json").read_text())
   assert list(results["tasks"]) == list(TASK_ORDER)
   assert results["meta"]["quick"] is True
+  assert results["meta"]["recipe"]["warmup_epochs"] == 1
   for task, report in results["tasks"].items():
     for methods in _method_blocks(report):
       assert "one-hot" in methods
@@ -540,12 +623,44 @@ def test_quick_bench_reports_every_method_metric_and_choice(quick_results):
   # The default search: successive halving, its rungs recorded per method
   # and adding up to the budget.
   assert results["meta"]["search"] == "halving"
-  for task in ("mnist1d", "digits", "hierarchy", "ordinal"):
+  for task in ("mnist1d", "digits", "hierarchy", "ordinal",
+               "diamonds-colour"):
     report = results["tasks"][task]
     for name, r in report["methods"].items():
       rungs = r["halving"]["rungs"]
       assert sum(rung["epochs"] for rung in rungs) == report["epochs"], name
       assert len(rungs[-1]["cells"]) <= len(rungs[0]["cells"])
+  # The diamonds tasks: the ordinal methods and metrics, diabetes kept.
+  for task in ("diamonds-colour", "diamonds-price-decile", "ordinal"):
+    methods = results["tasks"][task]["methods"]
+    assert {"one-hot", "sord", "cosine", "simplex", "spectral"} <= set(
+        methods), task
+    for name, r in methods.items():
+      for metric in ("mae", "qwk", "median_mae"):
+        assert all(math.isfinite(v) for v in r["per_seed"][metric]), (
+            task, name, metric)
+      if name != "one-hot":
+        assert "mae" in r["vs one-hot"]
+  assert results["tasks"]["diamonds-price-decile"]["num_classes"] == 10
+  (reference,) = results["tasks"]["diamonds-colour"]["references"].values()
+  assert reference["training_rows"] == 10_000
+  for metric in ("accuracy", "mae", "median_mae", "qwk"):
+    assert len(reference["per_seed"]["logistic regression"][metric]) == 2
+  assert "mae" in reference["vs one-hot"]["logistic regression"]
+  # CRM on every method of the hierarchy task, against one-hot + CRM.
+  hierarchy = results["tasks"]["hierarchy"]
+  assert hierarchy["crm"] is True
+  for name, r in hierarchy["methods"].items():
+    for metric in ("crm_accuracy", "crm_severity", "crm_hdist@1"):
+      assert all(math.isfinite(v) for v in r["per_seed"][metric]), name
+    control = r["vs one-hot + CRM"]
+    for metric in ("accuracy", "severity", "hdist@5"):
+      assert control[metric]["low"] <= control[metric]["high"], name
+  assert "crm_severity" in hierarchy["methods"]["cosine"]["vs one-hot"]
+  # The data-size axis: the same protocol at 400 training samples a class.
+  larger = results["tasks"]["hierarchy-400"]
+  assert "400 training samples a class" in larger["description"]
+  assert larger["crm"] is True and "hxe" in larger["methods"]
   assert (out / "mnist1d.png").stat().st_size > 10_000
   assert (out / "mnist1d-budget.png").stat().st_size > 10_000
   assert (out / "hierarchy-shift.png").stat().st_size > 10_000
@@ -554,6 +669,7 @@ def test_quick_bench_reports_every_method_metric_and_choice(quick_results):
   assert md.splitlines()[2].startswith("**SMOKE RUN")
   assert stdout.startswith("**SMOKE RUN")
   assert "↑ higher is better" in md and "↑ higher is better" in stdout
+  assert "Δ severity vs one-hot + CRM" in md
   # Task order: the same in stdout and in results.md.
   order = [f"### {t}" for t in TASK_ORDER]
   for text in (stdout, md):

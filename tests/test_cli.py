@@ -37,7 +37,9 @@ def test_version():
      "argument --seeds: expected an integer >= 1, got 'two'"),
     (["bench", "--tasks", "imagenet"], "spectral-targets bench",
      ("argument --tasks: unknown task 'imagenet'; choose from mnist1d, "
-      "digits, hierarchy, ordinal, distill, hierarchy-shift")),
+      "digits, hierarchy, hierarchy-400, ordinal, diamonds-colour, "
+      "diamonds-price-decile, "
+      "distill, hierarchy-shift")),
     (["bench", "--methods", "magic"], "spectral-targets bench",
      "argument --methods: unknown method 'magic'; choose from one-hot, "),
     (["bench", "--epochs", "0"], "spectral-targets bench",

@@ -34,5 +34,7 @@ from spectral_targets.bench._run import run_benchmark as run_benchmark
 SEARCHES = tuple(_tuning.SEARCHES)
 #: The tasks, in the order they run and are reported (``_suite.TASKS``).
 TASK_ORDER = tuple(_suite.TASKS)
+#: Whether a run without ``--tasks`` runs each task.
+TASK_DEFAULTS = {name: t.default for name, t in _suite.TASKS.items()}
 #: Every method's name (``_methods.METHODS``).
 METHOD_NAMES = tuple(_methods.METHODS)

@@ -16,7 +16,7 @@ import functools
 import jax
 import numpy as np
 
-_FIELDS = ("lr", "total_steps", "mask", "head", "codebook", "scale",
+_FIELDS = ("lr", "total_steps", "warmup_steps", "mask", "head", "codebook", "scale",
            "target_kernel", "target_temperature", "alpha", "w_online",
            "w_ce", "w_hxe", "hxe_alpha", "w_kd", "kd_temperature", "w_dkd",
            "dkd_beta", "dkd_warmup", "w_sa")
@@ -30,8 +30,9 @@ class MethodConfig:
   vmap; float32 and never weak-typed, so one compiled program serves every
   method of a task).
 
-  lr, total_steps: peak learning rate of AdamW's cosine schedule and the
-    number of steps it decays over.
+  lr, total_steps, warmup_steps: peak learning rate of AdamW's schedule
+    (``_training.optimizer``: linear warm-up from 0 over ``warmup_steps``,
+    then cosine decay to 0 at ``total_steps``).
   mask: (F,) which feature dimensions the head sees (a d-dim codebook pads
     to F with zero columns and masks the rest).
   head: (3,) one-hot over (Dense, learned cosine, fixed codebook).
@@ -48,6 +49,7 @@ class MethodConfig:
   """
   lr: np.ndarray
   total_steps: np.ndarray
+  warmup_steps: np.ndarray
   mask: np.ndarray
   head: np.ndarray
   codebook: np.ndarray
@@ -71,7 +73,7 @@ HEADS = ("dense", "cosine", "codebook")
 
 
 def method_config(C: int, F: int, *, lr: float, total_steps: int,
-                  head: str = "dense", codebook=None, scale: float = 1.0,
+                  warmup_steps: float = 0.0, head: str = "dense", codebook=None, scale: float = 1.0,
                   target_kernel=None, target_temperature: float = 1.0,
                   alpha: float = 0.0, w_online: float = 0.0,
                   w_ce: float = 1.0, w_hxe: float = 0.0,
@@ -89,7 +91,8 @@ def method_config(C: int, F: int, *, lr: float, total_steps: int,
     codes[:, :codebook.shape[1]] = codebook
     mask[codebook.shape[1]:] = 0
   return MethodConfig(
-      lr=f32(lr), total_steps=f32(total_steps), mask=mask,
+      lr=f32(lr), total_steps=f32(total_steps),
+      warmup_steps=f32(warmup_steps), mask=mask,
       head=f32(np.eye(3)[HEADS.index(head)]), codebook=codes,
       scale=f32(scale),
       target_kernel=f32(np.zeros((C, C)) if target_kernel is None

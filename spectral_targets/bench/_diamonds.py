@@ -29,7 +29,8 @@ from importlib import resources
 
 import numpy as np
 
-from spectral_targets.bench._tasks import Split, _standardise
+import spectral_targets as st
+from spectral_targets.bench._tasks import ORDINAL_WIDTH, Split, Task, _standardise
 
 #: ggplot2's level orders, worst to best; a level's code is its position.
 CUTS = ("Fair", "Good", "Very Good", "Premium", "Ideal")
@@ -127,3 +128,29 @@ def diamonds_split(seed: int, target: str, *, fractions=FRACTIONS,
   x_tr, x_val, x_te = _standardise(*(x[p] for p in parts))
   tr, val, te = parts
   return Split(x_tr, y[tr], x_val, y[val], x_te, y[te])
+
+
+#: Epochs of the diamonds tasks (about 32,000 training rows a seed).
+EPOCHS = 15
+TITLES = {"colour": "colour grade (7 grades J < … < D)",
+          "price-decile": "price decile (10 training-split deciles)"}
+
+
+def diamonds_task(target: str, epochs: int = EPOCHS) -> Task:
+  """The ``diamonds-<target>`` task: ggplot2's diamonds, ``target``
+  predicted from the other attributes (``diamonds_split``), an MLP body,
+  the graded kernel of the ordinal task (its spectral codebook is the
+  horseshoe) and class-step distances |i − j|."""
+  C = NUM_CLASSES[target]
+  i = np.arange(C)
+  return Task(
+      f"diamonds-{target}", f"ggplot2 diamonds, {TITLES[target]}, MLP body",
+      "ggplot2's 53,940 diamonds (shipped; MIT), re-split per seed (random "
+      f"60 / 15 / 25), the {TITLES[target]} from the other attributes "
+      "(ordered categoricals as ranks); kernel: graded, width "
+      f"{ORDINAL_WIDTH:g} class steps (not fitted)",
+      C, "mlp", epochs, lambda seed: diamonds_split(seed, target),
+      kernel=np.asarray(st.graded(C, ORDINAL_WIDTH), np.float64),
+      distances=np.abs(i[:, None] - i[None, :]).astype(np.float64),
+      distance_unit="grades |i − j|", small_d=2, ordinal=True,
+      batch_size=256)

@@ -158,7 +158,8 @@ class Executor:
     d = self.data
     params = self._state_spec(SCORE_CHUNK)[0]
     self.programs.submit(
-        key, _scorer(self.body, self.C, self.task.ks), params,
+        key, _scorer(self.body, self.C, self.task.ks,
+                     self.task.ordinal), params,
         self._cfg_spec(SCORE_CHUNK),
         jax.ShapeDtypeStruct((SCORE_CHUNK,), np.int32), d.x_train,
         d.y_train, d.x_val, d.y_val, d.x_test, d.y_test, d.distances,
@@ -287,11 +288,14 @@ def _forward(body):
 
 
 @functools.cache
-def _scorer(body, num_classes, ks):
+def _scorer(body, num_classes, ks, ordinal=False):
   """The jitted scoring of a chunk of runs: validation accuracy, NLL and
-  severity (tuning), test accuracy, mistake severity, hdist@k, NLL, ECE
+  severity (tuning), test accuracy, mistake severity, hdist@k (and the
+  three again under CRM's expected-cost decision, ``crm_*``), NLL, ECE
   raw and after temperature scaling on validation, NC1 of the training
-  features the head sees and the condition number of their Σ_B."""
+  features the head sees and the condition number of their Σ_B; on an
+  ordinal task also the MAE in grades and quadratic weighted kappa of the
+  argmax, and the MAE of the posterior median (``median_mae``)."""
 
   def one(params, cfg, index, xtr, ytr, xv, yv, xte, yte, distances):
     D = distances[index]
@@ -329,9 +333,23 @@ def _scorer(body, num_classes, ks):
         "between_condition": between[0] / jnp.maximum(
             between[-1], jnp.finfo(between.dtype).eps * between[0]),
     }
+    # CRM (Karthik et al. 2021): the same probabilities re-ranked by
+    # expected cost, argmin_k Σ_j p_j D_jk, at no training cost: "crm_*"
+    # are the method's metrics under that decision.
+    probs = jax.nn.softmax(test_logits)
+    crm = st.expected_cost_predictions(probs, D)
+    out["crm_accuracy"] = (crm == y_test).mean()
+    out["crm_severity"] = st.mistake_severity(crm, y_test, D)
     for k in ks:
       out[f"hdist@{k}"] = st.hierarchical_distance_at_k(
           test_logits, y_test, D, k=k)
+      out[f"crm_hdist@{k}"] = st.hierarchical_distance_at_k(
+          -st.expected_costs(probs, D), y_test, D, k=k)
+    if ordinal:
+      out["mae"] = st.mean_absolute_error(pred, y_test)
+      out["qwk"] = st.quadratic_weighted_kappa(pred, y_test)
+      out["median_mae"] = st.mean_absolute_error(
+          st.posterior_median(probs), y_test)
     return out
 
   return jax.jit(jax.vmap(one, in_axes=(0, 0, 0) + (None,) * 7))

@@ -3,7 +3,9 @@
 One row of ``METHODS`` per method: its head, its own knobs (each with a
 small grid and a default) and its loss; ``method.config(context, hp)``
 turns it into the ``MethodConfig`` arrays of one model. Every method also
-tunes the learning rate on the same grid (``_tuning.LEARNING_RATES``).
+tunes the learning rate on the same grid (``_tuning.LEARNING_RATES``) and
+trains on the same schedule (``_training.RECIPE``: one epoch of linear
+warm-up, then cosine decay).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Callable
 import numpy as np
 
 from spectral_targets.bench._config import MethodConfig, method_config
+from spectral_targets.bench._training import warmup_steps
 
 #: The scale of every cosine or codebook head (logits = scale · cosine).
 SCALES = (2.0, 4.0, 8.0, 16.0, 32.0)
@@ -82,13 +85,20 @@ class Method:
       if self.head == "codebook":
         head["codebook"] = ctx.codebooks[self.codes]
     return method_config(ctx.num_classes, ctx.features, lr=hp["lr"],
-                         total_steps=ctx.total_steps, **head,
+                         total_steps=ctx.total_steps,
+                         warmup_steps=warmup_steps(ctx.total_steps,
+                                                   ctx.epochs), **head,
                          **self.loss(ctx, hp))
 
 
 def _scaled(knobs=None, defaults=None, **kwargs):
   return dict(knobs={"scale": SCALES, **(knobs or {})},
               defaults={"scale": 8.0, **(defaults or {})}, **kwargs)
+
+
+def _rank_distances(C: int) -> np.ndarray:
+  i = np.arange(C, dtype=np.float64)
+  return np.abs(i[:, None] - i[None, :])
 
 
 #: Distillation temperature of DKD and soft-assignment KD (Zhao et al.'s
@@ -115,6 +125,13 @@ METHODS = {m.name: m for m in (
            loss=lambda ctx, hp: dict(target_kernel=ctx.kernel, alpha=1.0,
                                      target_temperature=hp["temperature"]),
            timed_as=("kernel", "temperature")),
+    # SORD's softmax(−φ(i, y)) is kernel_soft_labels of the kernel −φ at
+    # α = 1, τ = 1; φ = |i − j|, the error the ordinal tasks score.
+    Method("sord", "Dense head, SORD soft ordinal labels softmax(−|i − y|) "
+           "(Díaz & Marathe 2019; ordered classes only)",
+           loss=lambda ctx, hp: dict(target_kernel=-_rank_distances(
+               ctx.num_classes), alpha=1.0, target_temperature=1.0),
+           timed_as=("kernel", None)),
     Method("cosine", "learned cosine classifier: unit features, unit "
            "learned class vectors, logits scale · cos (the control for a "
            "fixed codebook)", **_scaled(head="cosine")),

@@ -13,7 +13,10 @@ The order of work for a task:
    ``Trials``);
 4. train every method at its chosen setting on the evaluation seeds and
    score it on the test split; temperature-scale on validation;
-5. paired differences against one-hot and against ``cosine``.
+5. paired differences against one-hot and against ``cosine``, and against
+   one-hot + CRM (one-hot's probabilities re-ranked by expected cost: the
+   post-hoc control of every severity reading); each method's own
+   predictions under CRM are scored too (``crm_*``).
 """
 
 from __future__ import annotations
@@ -260,8 +263,18 @@ class TaskRunner:
             k: _stats.paired_difference(out[m.name]["per_seed"][k],
                                         out[reference]["per_seed"][k])
             for k in metrics if k in ("accuracy", "severity", "nll", "ece",
-                                      "ece_calibrated")
-            or k.startswith("hdist@")}
+                                      "ece_calibrated", "mae", "qwk",
+                                      "median_mae")
+            or k.startswith(("hdist@", "crm_"))}
+    if "one-hot" in out:
+      # The control every severity reading needs (Karthik et al. 2021):
+      # one-hot's probabilities re-ranked by expected cost.
+      base = out["one-hot"]["per_seed"]
+      for m in methods:
+        out[m.name]["vs one-hot + CRM"] = {
+            k: _stats.paired_difference(out[m.name]["per_seed"][k],
+                                        base[f"crm_{k}"])
+            for k in metrics if f"crm_{k}" in base}
     return out
 
   def run(self, methods=None, epochs=None) -> tuple[dict, dict]:

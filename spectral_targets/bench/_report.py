@@ -17,6 +17,9 @@ from spectral_targets.bench import _stats
 #: directions: ``_stats.DIRECTION``).
 COLUMNS = (("accuracy", "accuracy", "{:.3f}"),
            ("severity", "mistake severity", "{:.3f}"),
+           ("mae", "MAE", "{:.3f}"),
+           ("median_mae", "MAE, posterior median", "{:.3f}"),
+           ("qwk", "QWK", "{:.3f}"),
            ("nll", "NLL", "{:.3f}"),
            ("ece", "ECE", "{:.3f}"),
            ("ece_calibrated", "ECE, T-scaled", "{:.3f}"),
@@ -42,6 +45,11 @@ How to read the tables:
   can score worse than many mild ones); hdist@k: mean distance of the top-k
   predictions to the true class (Bertinetto et al. 2020), in the task's
   distance unit.
+- + CRM: the method's own probabilities re-ranked by expected cost,
+  argmin_k Σ_j p_j D_jk (Karthik et al. 2021), a decision at no training
+  cost; "vs one-hot + CRM" pairs a method against that post-hoc control.
+- ordinal tasks: MAE in grades of the argmax, MAE of the posterior median
+  (the Bayes decision for absolute error), QWK: quadratic weighted kappa.
 - ECE: expected calibration error, 15 bins; "T-scaled": after a temperature
   fitted on the validation split (Guo et al. 2017).
 - NC1 (train): tr(Σ_W Σ_B⁺)/C of the training features the head sees (unit
@@ -143,6 +151,32 @@ def paired_table(report: dict) -> list[str]:
   return lines
 
 
+def crm_table(report: dict) -> list[str]:
+  """Each method's predictions re-ranked by expected cost (CRM, Karthik et
+  al. 2021), and each method against one-hot + CRM: as it predicts, and
+  with CRM on both sides."""
+  ks = report.get("ks", [])
+  own = [("crm_accuracy", "accuracy + CRM", "{:.3f}"),
+         ("crm_severity", "severity + CRM", "{:.3f}")] + [
+      (f"crm_hdist@{k}", f"hdist@{k} + CRM", "{:.3f}") for k in ks]
+  heads = ([f"{h} {_stats.arrow(key)}" for key, h, _ in own]
+           + ["Δ accuracy vs one-hot + CRM", "Δ severity vs one-hot + CRM",
+              "Δ accuracy, both + CRM", "Δ severity, both + CRM"])
+  lines = ["| method | " + " | ".join(heads) + " |",
+           "|---" * (len(heads) + 1) + "|"]
+  for name, r in report["methods"].items():
+    if "crm_accuracy" not in r["summary"]:
+      continue
+    cells = [_cell(r["summary"].get(key), fmt) for key, _, fmt in own]
+    control = r.get("vs one-hot + CRM", {})
+    cells += [_diff(control.get(k), k) for k in ("accuracy", "severity")]
+    both = r.get("vs one-hot", {})
+    cells += [_diff(both.get(k), k) for k in ("crm_accuracy",
+                                              "crm_severity")]
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  return lines
+
+
 def tuning_table(report: dict) -> list[str]:
   lines = ["| method | chosen | mean validation accuracy | settings tried |",
            "|---|---|---|---|"]
@@ -174,6 +208,11 @@ def task_section(name: str, report: dict) -> str:
   if len(paired) > 2:
     lines += ["Paired differences (95% interval over seeds):", ""]
     lines += paired + [""]
+  if report.get("crm"):
+    lines += ["Post-hoc control: the same probabilities re-ranked by "
+              "expected cost, argmin_k Σ_j p_j D_jk (CRM, Karthik et al. "
+              "2021), paired against one-hot + CRM (95% interval):", ""]
+    lines += crm_table(report) + [""]
   lines += ["Chosen hyperparameters:", ""] + tuning_table(report) + [""]
   for title, block in report.get("references", {}).items():
     lines += [f"{title}:", "", *block["table"], ""]
@@ -284,6 +323,10 @@ def header(meta: dict) -> list[str]:
   lines += [f"Command: `{meta['command']}`  ", f"Date: {meta['date']}  ",
             f"Machine: {meta['machine']}  ", f"Versions: {meta['versions']}  ",
             f"Hyperparameter search: {meta.get('search', 'cross')}  ",
+            *([f"Training recipe (every method): {meta['recipe']['optimizer']}"
+               f"; {meta['recipe']['schedule']}, warmup_epochs = "
+               f"{meta['recipe']['warmup_epochs']} ({meta['recipe']['origin']})"
+               "  "] if "recipe" in meta else []),
             f"Wall time: {meta.get('wall_time', '—')}", ""]
   return lines
 

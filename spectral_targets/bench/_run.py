@@ -194,7 +194,8 @@ def run_benchmark(*, tasks=None, seeds: int = 5, quick: bool = False,
         f"the benchmark needs {', '.join(missing)}; install them with: "
         f"{INSTALL_HINT}")
   order = list(_suite.TASKS)
-  names = order if not tasks else list(tasks)
+  names = (list(tasks) if tasks else order if quick
+           else [n for n in order if _suite.TASKS[n].default])
   unknown = [n for n in names if n not in order]
   if unknown:
     raise ValueError(f"unknown task(s) {unknown}; choose from {order}.")
@@ -217,7 +218,7 @@ def run_benchmark(*, tasks=None, seeds: int = 5, quick: bool = False,
   import optax
 
   import spectral_targets
-  from spectral_targets.bench import _report
+  from spectral_targets.bench import _report, _training
 
   started = time.perf_counter()
   options = Options(seeds=seeds, quick=quick, epochs=epochs,
@@ -233,6 +234,7 @@ def run_benchmark(*, tasks=None, seeds: int = 5, quick: bool = False,
       versions=f"spectral_targets {spectral_targets.__version__}, jax "
                f"{jax.__version__}, optax {optax.__version__}, flax "
                f"{flax.__version__}, python {sys.version.split()[0]}",
+      recipe=_training.RECIPE,
       methods={name: m.note for name, m in METHODS.items()})
   if quick:
     echo(_report.SMOKE_BANNER + "\n")

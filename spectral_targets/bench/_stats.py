@@ -65,11 +65,12 @@ def t_quantile(p: float, df: int) -> float:
 #: neither (a diagnostic). hdist@k is lower-better; anything else higher.
 DIRECTION = {"accuracy": +1, "severity": -1, "nll": -1, "ece": -1,
              "ece_calibrated": -1, "nc1": -1, "between_condition": 0,
-             "step_time_ratio": -1}
+             "step_time_ratio": -1, "mae": -1, "median_mae": -1, "qwk": +1}
 
 
 def direction(metric: str) -> int:
   """+1 where higher is better, −1 where lower is better, 0 neither."""
+  metric = metric.removeprefix("crm_")  # a metric under CRM's decision
   return -1 if metric.startswith("hdist") else DIRECTION.get(metric, +1)
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from spectral_targets.bench import (
+  _diamonds,
   _distill,
   _methods,
   _pipeline,
@@ -36,6 +37,12 @@ MAIN_METHODS = ("one-hot", "smooth-labels", "kernel-soft-labels", "cosine",
                 "online-soft-labels", "online-codebook")
 #: A task with a class tree adds hierarchical cross-entropy.
 TREE_METHODS = MAIN_METHODS[:3] + ("hxe",) + MAIN_METHODS[3:]
+#: The methods of an ordinal task: the spectral codebook of its graded
+#: kernel is the horseshoe; SORD the field's soft-label baseline.
+ORDINAL_METHODS = ("one-hot", "kernel-soft-labels", "sord", "cosine",
+                   "simplex", "spectral")
+#: Epochs of hierarchy-400 (400 training samples a class).
+HIERARCHY_400_EPOCHS = 5
 #: The references of the paired differences: always run.
 ALWAYS = ("one-hot", "cosine")
 
@@ -48,10 +55,13 @@ class Standard:
   """How a standard task runs: ``methods`` tuned and evaluated on the
   task's body (``_pipeline.TaskRunner``), their step times (not with
   ``--quick``), then ``references`` (each returns ``{title: block}``) and
-  ``extras`` (report key -> hook)."""
+  ``extras`` (report key -> hook); ``crm``: report every method under
+  CRM's expected-cost decision against one-hot + CRM (a task whose
+  distances are a real taxonomy's)."""
   methods: tuple[str, ...] = MAIN_METHODS
   references: tuple[Extra, ...] = ()
   extras: tuple[tuple[str, Extra], ...] = ()
+  crm: bool = False
 
   def __call__(self, session: Session, task) -> dict:
     options = session.options
@@ -75,7 +85,8 @@ class Standard:
                "estimated per seed: cosine similarity of a one-hot model's "
                "class means on the validation split",
         small_d={str(s): runner.small_d[s] for s in budget.eval_seeds},
-        left_out=runner.notes, methods=method_reports, references={})
+        left_out=runner.notes, methods=method_reports, references={},
+        crm=self.crm)
     if not options.quick:
       session.progress(f"{task.name}: step timing")
       first = data.index(budget.eval_seeds[0])
@@ -103,10 +114,13 @@ class BenchTask:
     run: ``run(session, task) -> report``.
     data: the ``_tasks`` recipe of its data (``task``), or None where the
       task draws its own (``session.draw``).
+    default: whether a run without ``--tasks`` runs it (``--quick`` runs
+      every task).
   """
   name: str
   run: Callable[[Session, _tasks.Task | None], dict]
   data: Callable[[], _tasks.Task] | None = None
+  default: bool = True
 
 
 TASKS = {t.name: t for t in (
@@ -115,9 +129,25 @@ TASKS = {t.name: t for t in (
         extras=(("budget_curve", budget_curve),)), _tasks.mnist1d_task),
     BenchTask("digits", Standard(), _tasks.digits_task),
     BenchTask("hierarchy", Standard(
-        TREE_METHODS, references=(_references.without_training_loop,)),
+        TREE_METHODS, references=(_references.without_training_loop,),
+        crm=True),
         _tasks.hierarchy_task),
-    BenchTask("ordinal", Standard(), _tasks.ordinal_task),
+    # The data-size axis: ten times the training samples a class (the
+    # epochs cut to 5: about 1.7 times the sample-steps of 40 a class x 30
+    # epochs).
+    BenchTask("hierarchy-400", Standard(
+        TREE_METHODS, references=(_references.without_training_loop,),
+        crm=True), lambda: _tasks.hierarchy_task(
+            epochs=HIERARCHY_400_EPOCHS, name="hierarchy-400",
+            train_per_class=400)),
+    BenchTask("ordinal", Standard(ORDINAL_METHODS), _tasks.ordinal_task,
+              default=False),
+    BenchTask("diamonds-colour", Standard(
+        ORDINAL_METHODS, references=(_references.ordinal_references,)),
+              lambda: _diamonds.diamonds_task("colour")),
+    BenchTask("diamonds-price-decile", Standard(
+        ORDINAL_METHODS, references=(_references.ordinal_references,)),
+              lambda: _diamonds.diamonds_task("price-decile")),
     # The mnist1d task's data; a wide teacher and two small students.
     BenchTask("distill", _distill.run, _tasks.mnist1d_task),
     # Reuses the hierarchy task's report as its ρ = 0 when both run.

@@ -59,6 +59,9 @@ class Task:
       None.
     extra: task-specific facts for the report.
     batch_size: the minibatch size of every method.
+    ordinal: the classes are ordered grades 0 .. C − 1: the scorer adds
+      the mean absolute error, quadratic weighted kappa and the MAE of the
+      posterior median (the Bayes decision for absolute error).
   """
   name: str
   description: str
@@ -74,6 +77,7 @@ class Task:
   tree: object = None
   extra: dict = dataclasses.field(default_factory=dict)
   batch_size: int = 128
+  ordinal: bool = False
 
   @property
   def ks(self) -> tuple[int, ...]:
@@ -176,7 +180,7 @@ def ordinal_task(epochs: int = 60, *, num_classes: int = 7) -> Task:
                                                  seed)),
       kernel=np.asarray(st.graded(num_classes, ORDINAL_WIDTH), np.float64),
       distances=np.abs(i[:, None] - i[None, :]).astype(np.float64),
-      distance_unit="class steps |i − j|", small_d=2)
+      distance_unit="class steps |i − j|", small_d=2, ordinal=True)
 
 
 # -- the hierarchical Gaussian task ---------------------------------------------
@@ -229,9 +233,11 @@ def _node_means(parent, class_nodes, offsets):
   return means
 
 
-def hierarchy_split(tree, seed: int, *, shift: float = 0.0) -> Split:
+def hierarchy_split(tree, seed: int, *, shift: float = 0.0,
+                    train_per_class: int = HIERARCHY_PER_CLASS[0]) -> Split:
   """One seed of the hierarchical Gaussian model on ``tree`` (after moving
-  a fraction ``shift`` of its leaves; see ``hierarchy_task``)."""
+  a fraction ``shift`` of its leaves; see ``hierarchy_task``), with
+  ``train_per_class`` training samples a class."""
   rng = np.random.default_rng(seed)
   parent = (np.asarray(tree.parent) if shift == 0 else
             shifted_tree(tree, shift, seed=10_000 + seed))
@@ -248,14 +254,15 @@ def hierarchy_split(tree, seed: int, *, shift: float = 0.0) -> Split:
         HIERARCHY_SAMPLE_NOISE / np.sqrt(HIERARCHY_DIM))
     return x, y.astype(np.int32)
 
-  (x_tr, y_tr), (x_val, y_val), (x_te, y_te) = map(sample,
-                                                    HIERARCHY_PER_CLASS)
+  (x_tr, y_tr), (x_val, y_val), (x_te, y_te) = map(
+      sample, (train_per_class,) + HIERARCHY_PER_CLASS[1:])
   x_tr, x_val, x_te = _standardise(x_tr, x_val, x_te)
   return Split(x_tr, y_tr, x_val, y_val, x_te, y_te)
 
 
 def hierarchy_task(epochs: int = 30, *, shift: float = 0.0,
-                   name: str = "hierarchy") -> Task:
+                   name: str = "hierarchy",
+                   train_per_class: int = HIERARCHY_PER_CLASS[0]) -> Task:
   """CIFAR-100-shaped classification on the shipped WordNet tree.
 
   A hierarchical Gaussian model: the root's mean is 0; every other node's
@@ -267,27 +274,33 @@ def hierarchy_task(epochs: int = 30, *, shift: float = 0.0,
   is right. With ``shift`` = ρ > 0, a fraction ρ of the leaves are moved to
   random other leaf parents before the inputs are drawn, while the methods
   keep the WordNet tree: a taxonomy that is partly wrong.
+  ``train_per_class`` (default 40) sets the training samples a class: the
+  data-size axis, where regularising an overfitting model and using the
+  tree's structure come apart.
   """
   edges, classes = st.cifar100_hierarchy("wordnet")
   tree = st.build_tree(edges, classes=classes)
   heights = lca_heights(tree)
   S = np.asarray(st.from_hierarchy(edges, classes=classes), np.float64)
+  n = train_per_class
   moved = (f"; a fraction ρ = {shift:g} of the leaves moved to random other "
            "leaf parents before drawing (the methods keep the WordNet tree)"
            if shift else "")
   return Task(
       name, f"CIFAR-100 WordNet tree (100 classes), hierarchical Gaussian "
-      f"inputs{f', ρ = {shift:g}' if shift else ''}, MLP body",
+      f"inputs{f', ρ = {shift:g}' if shift else ''}"
+      f"{f', {n} training samples a class' if n != 40 else ''}, MLP body",
       "class means are sums of Gaussian node offsets along the CIFAR-100 "
-      "WordNet tree, samples add isotropic noise (64 dims, 40 / 10 / 20 "
+      f"WordNet tree, samples add isotropic noise (64 dims, {n} / 10 / 20 "
       "per class, redrawn per seed); the methods are given that tree's LCA "
       "kernel, which is the data's own structure" + moved,
       100, "mlp-128", epochs,
-      lambda seed: hierarchy_split(tree, seed, shift=shift),
+      lambda seed: hierarchy_split(tree, seed, shift=shift,
+                                   train_per_class=n),
       kernel=S, distances=heights,
       distance_unit="height of the lowest common ancestor in the WordNet "
                     "tree (levels)",
-      small_d=16, tree=tree, extra={"shift": shift})
+      small_d=16, tree=tree, extra={"shift": shift, "train_per_class": n})
 
 
 def subsample(split: Split, limit: int) -> Split:

@@ -91,8 +91,10 @@ def step_time_ratios(task, runner, selections, methods, *, x, y,
     params = {k: v for k, v in params.items() if k in keep}
     hp = selections[method.name].chosen
     knob = method.timed_as[1]
+    # A kernel loss without a tuned temperature (SORD) runs at τ = 1.
+    untuned = 1.0 if method.timed_as[0] == "kernel" else 0.0
     batch = {"x": jnp.asarray(x), "y": jnp.asarray(y),
-             "knob": jnp.float32(hp[knob] if knob else 0.0)}
+             "knob": jnp.float32(hp[knob] if knob else untuned)}
     if method.head != "dense":
       batch["scale"] = jnp.float32(hp["scale"])
     if method.head == "codebook":

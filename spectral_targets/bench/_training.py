@@ -84,14 +84,59 @@ def forward(body, params, cfg, x):
   return z, logits, seen
 
 
+#: The one training recipe of every method (issue 21): AdamW, a linear
+#: warm-up of the learning rate from 0 over the first ``WARMUP_EPOCHS``
+#: epochs, then cosine decay to 0 at the end of the budget. One epoch is
+#: the warm-up of the replication in issue 21 (the one-hot MNIST-1D CNN
+#: 0.941 -> 0.952 with it; the fixed heads unchanged), fixed for every
+#: method and never tuned.
+WARMUP_EPOCHS = 1
+WEIGHT_DECAY = 1e-4
+RECIPE = {
+    "optimizer": f"AdamW, weight decay {WEIGHT_DECAY:g}",
+    "schedule": "linear warm-up from 0 to the peak learning rate over the "
+                "first warmup_epochs, then cosine decay to 0 at the end of "
+                "the budget (optax.warmup_cosine_decay_schedule(0, lr, "
+                "warm-up steps, total steps)); the same for every method",
+    "warmup_epochs": WARMUP_EPOCHS,
+    "origin": "the one-epoch warm-up of issue 21's replication, fixed "
+              "before the run for all methods (not searched)",
+}
+
+
+def warmup_steps(total_steps: int, epochs: int) -> float:
+  """The warm-up of a schedule of ``total_steps`` over ``epochs``:
+  ``WARMUP_EPOCHS`` epochs of steps."""
+  return WARMUP_EPOCHS * total_steps / max(epochs, 1)
+
+
+def schedule(cfg):
+  r"""``optax.warmup_cosine_decay_schedule(0, cfg.lr, cfg.warmup_steps,
+  cfg.total_steps)`` with its lengths as data (optax checks them with
+  Python comparisons, which traced values refuse), so one program serves
+  every model:
+
+  .. math::
+    \eta(t) = \eta_0 \frac{t}{w} \ (t < w), \qquad
+    \eta(t) = \frac{\eta_0}{2} \Bigl(1 + \cos \pi
+      \frac{\min(t - w, T - w)}{T - w}\Bigr) \ (t \ge w).
+  """
+  w = cfg.warmup_steps
+  span = jnp.maximum(cfg.total_steps - w, 1.0)
+
+  def value(count):
+    warm = cfg.lr * count / jnp.maximum(w, 1.0)
+    t = jnp.minimum(count - w, span) / span
+    return jnp.where(count < w, warm,
+                     cfg.lr * 0.5 * (1 + jnp.cos(jnp.pi * t)))
+  return value
+
+
 def optimizer(cfg):
-  """AdamW (weight decay 1e-4) with a cosine decay from ``cfg.lr`` over
-  ``cfg.total_steps``: the learning rate is data, so a grid of learning
-  rates trains in one vmapped program."""
-  def schedule(count):
-    t = jnp.minimum(count / cfg.total_steps, 1.0)
-    return cfg.lr * 0.5 * (1 + jnp.cos(jnp.pi * t))
-  return optax.adamw(schedule, weight_decay=1e-4)
+  """AdamW (weight decay ``WEIGHT_DECAY``) on ``schedule(cfg)``: every
+  method's optimiser (the learning rate and the schedule's lengths are
+  data, so a grid of learning rates trains in one vmapped program)."""
+  return optax.adamw(schedule(cfg), weight_decay=WEIGHT_DECAY)
 
 
 def loss_terms(body, params, cfg, x, y, online_targets, teacher, epoch,
