@@ -119,8 +119,13 @@ def run(names, options: Options, *, progress, on_epoch,
       if task is not None:
         session.prefetch(task)
     for row, task in zip(rows, tasks):
-      session.reports[row.name] = row.run(session, task)
-      on_task(row.name, session.reports[row.name])
+      started = time.perf_counter()
+      report = row.run(session, task)
+      # Seconds from this task's start to its report (background
+      # compilation and data drawing overlap the task before it).
+      report["wall_s"] = round(time.perf_counter() - started, 1)
+      session.reports[row.name] = report
+      on_task(row.name, report)
   return session.reports
 
 
