@@ -208,8 +208,8 @@ def test_command_line_end_to_end(tmp_path, capsys):
   full_archive(tmp_path)
   out = tmp_path / "out"
   assert _cli.main(["bench", "--quick", "--tasks", "cifar100", "--data-dir",
-                    str(tmp_path), "--seeds", "1", "--methods", "one-hot",
-                    "--out", str(out)]) == 0
+                    str(tmp_path), "--seeds", "1", "--epochs", "1",
+                    "--methods", "one-hot", "--out", str(out)]) == 0
   results = json.loads((out / "results.json").read_text())
   assert list(results["tasks"]) == ["cifar100"]
   assert results["meta"]["inputs"] == {"data_dir": str(tmp_path)}
