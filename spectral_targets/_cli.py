@@ -90,8 +90,10 @@ def _parser() -> tuple[argparse.ArgumentParser,
   bench_parser.add_argument(
       "--tasks", nargs="+", metavar="TASK", type=_one_of("task", tasks),
       help=f"any of {' '.join(tasks)} (default: all but "
-           f"{' '.join(t for t in tasks if not bench.TASK_DEFAULTS[t])}, "
-           "which --quick also runs)")
+           f"{' '.join(t for t in tasks if not bench.TASK_DEFAULTS[t])}; "
+           "--quick runs all but "
+           f"{' '.join(t for t in tasks if bench.TASK_NEEDS[t])}; with "
+           "--data, only the file's task unless --tasks names others too)")
   methods = list(bench.METHOD_NAMES)
   bench_parser.add_argument(
       "--methods", nargs="+", metavar="METHOD",
@@ -115,6 +117,37 @@ def _parser() -> tuple[argparse.ArgumentParser,
   bench_parser.add_argument(
       "--out", type=_folder, default="bench-results", metavar="DIR",
       help="output folder (default ./bench-results)")
+  yours = bench_parser.add_argument_group(
+      "your own data",
+      "the same protocol (every method tuned the same way, evaluation "
+      "seeds, paired intervals, the same report) on data you bring")
+  yours.add_argument(
+      "--data", metavar="FILE.npz",
+      help="adds the task 'user': a NumPy .npz of x (N, ...) and y (N,) "
+           "integer labels, re-split per seed (stratified 60/15/25), or of "
+           "x_train, y_train, x_test, y_test (optional x_val, y_val; the "
+           "test split stays fixed); optional class_names (C,), kernel "
+           "(C, C), distances (C, C). Without a kernel or --hierarchy the "
+           "kernel is estimated per seed from a one-hot model")
+  yours.add_argument(
+      "--hierarchy", metavar="FILE",
+      help="a PARENT CHILD text file whose leaves are the --data file's "
+           "class names: the methods get its LCA kernel, hierarchical "
+           "cross-entropy its tree, severity and the CRM control its LCA "
+           "heights")
+  yours.add_argument(
+      "--body", type=_one_of("body", bench.USER_BODIES), metavar="BODY",
+      help="the model on the --data inputs (flattened): linear (the "
+           "default: a linear probe, the common case for embeddings of a "
+           "frozen model) or mlp (2 x 256 ReLU)")
+  yours.add_argument(
+      "--data-dir", metavar="DIR",
+      help="a folder holding the official CIFAR-100 python archive "
+           "cifar-100-python.tar.gz (https://www.cs.toronto.edu/~kriz/"
+           "cifar.html; nothing is downloaded), for --tasks cifar100: raw "
+           "pixels and an MLP, a demonstration of the protocol, not a "
+           "competitive CIFAR-100 number (for a real probe, pass "
+           "embeddings with --data)")
   names = list(render.RENDERERS)
   render_parser = _command(sub, "render",
                            "write the four animations (GIFs) of codebooks, "
@@ -161,10 +194,15 @@ def _main(argv: list[str]) -> int:
     _require(command, bench.missing_requirements(), "bench",
              bench.INSTALL_HINT)
     seeds = args.seeds if args.seeds is not None else (2 if args.quick else 5)
-    bench.run_benchmark(tasks=args.tasks, seeds=seeds, quick=args.quick,
-                        epochs=args.epochs, methods=args.methods,
-                        search=args.search, out=args.out, command=shlex.join(
-                            ["spectral-targets", *argv]))
+    try:
+      bench.run_benchmark(tasks=args.tasks, seeds=seeds, quick=args.quick,
+                          epochs=args.epochs, methods=args.methods,
+                          search=args.search, out=args.out, data=args.data,
+                          hierarchy=args.hierarchy, body=args.body,
+                          data_dir=args.data_dir, command=shlex.join(
+                              ["spectral-targets", *argv]))
+    except bench.InputError as e:
+      command.error(f"argument --{e.argument.replace('_', '-')}: {e}")
     return 0
   _require(command, render.missing_requirements(), "viz", render.INSTALL_HINT)
   for which in args.which or list(render.RENDERERS):

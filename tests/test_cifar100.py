@@ -2,6 +2,7 @@
 format (Python pickles of dicts in cifar-100-python/ inside a .tar.gz)."""
 
 import io
+import json
 import os
 import pickle
 import tarfile
@@ -16,11 +17,12 @@ EDGES, CLASSES = st.cifar100_hierarchy("superclasses")
 COARSE = tuple(sorted({p for p, c in EDGES if c in CLASSES}))
 
 
-def fake_part(rng, n):
-  """n random images with consistent labels, and their planes as CIFAR
-  stores them: each row is R then G then B, every plane row-major."""
+def fake_part(rng, n, fine=None):
+  """n random images with consistent labels (``fine``, default random),
+  and their planes as CIFAR stores them: each row is R then G then B,
+  every plane row-major."""
   images = rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
-  fine = rng.integers(0, 100, size=n)
+  fine = rng.integers(0, 100, size=n) if fine is None else fine
   parent = dict((c, p) for p, c in EDGES)
   coarse = [COARSE.index(parent[CLASSES[k]]) for k in fine]
   rows = np.stack([np.concatenate([images[i, :, :, ch].ravel()
@@ -122,3 +124,101 @@ def test_inconsistent_or_missing_contents(tmp_path):
     cifar.read_cifar100(path)
   with pytest.raises(FileNotFoundError, match="cifar-100-python.tar.gz"):
     cifar.read_cifar100(tmp_path / "nowhere")
+
+
+# -- the cifar100 task of the benchmark ------------------------------------------
+
+
+def full_archive(folder, per_class=10):
+  """An archive with every class: ``per_class`` training images a class
+  (so a 10% validation split keeps one of each) and one test image."""
+  rng = np.random.default_rng(4)
+  train_fine = np.repeat(np.arange(100), per_class)
+  (_, train), (_, test) = (fake_part(rng, len(train_fine), train_fine),
+                           fake_part(rng, 100, np.arange(100)))
+  write_archive(folder / cifar.ARCHIVE, {"train": train, "test": test},
+                {"fine_label_names": list(CLASSES),
+                 "coarse_label_names": list(COARSE)})
+  return train, test
+
+
+def test_task_splits_and_tree(tmp_path):
+  train, test = full_archive(tmp_path)
+  task = cifar.cifar100_task(tmp_path)
+  assert (task.name, task.num_classes, task.body) == ("cifar100", 100, "mlp")
+  edges, classes = st.cifar100_hierarchy("wordnet")
+  np.testing.assert_allclose(task.kernel,
+                             st.from_hierarchy(edges, classes=classes))
+  assert task.tree.classes == classes
+  a, b = task.draw(0), task.draw(1)
+  assert a.x_train.shape == (900, 3072) and a.x_val.shape == (100, 3072)
+  np.testing.assert_array_equal(np.bincount(a.y_val), np.ones(100))
+  np.testing.assert_array_equal(a.y_test, test["fine_labels"])
+  assert not np.array_equal(a.y_train, b.y_train) or not np.array_equal(
+      a.x_val, b.x_val)
+  # Standardised on the training part only: column means 0 there.
+  np.testing.assert_allclose(a.x_train.mean(0), 0, atol=1e-4)
+  # The flattened test row is the image's pixels in (row, column,
+  # channel) order, up to the per-column affine standardisation.
+  raw = cifar.read_cifar100(tmp_path).x_test.reshape(100, -1)
+  col = 5
+  fit = np.polyfit(raw[:, col].astype(float), a.x_test[:, col], 1)
+  np.testing.assert_allclose(np.polyval(fit, raw[:, col]), a.x_test[:, col],
+                             atol=1e-4)
+
+
+def test_task_without_data_refuses_with_where_to_get_it(tmp_path):
+  from spectral_targets.bench._tasks import InputError
+  with pytest.raises(InputError, match="--data-dir") as e:
+    cifar.cifar100_task(None)
+  assert e.value.argument == "data_dir"
+  assert cifar.SOURCE in str(e.value)
+  with pytest.raises(InputError, match="no CIFAR-100 data") as e:
+    cifar.cifar100_task(tmp_path)
+  assert e.value.argument == "data_dir"
+  (tmp_path / cifar.ARCHIVE).write_bytes(b"not a tar file")
+  with pytest.raises(InputError, match="cannot read the CIFAR-100 archive"):
+    cifar.cifar100_task(tmp_path)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--tasks", "cifar100"],
+     "argument --data-dir: the cifar100 task reads the official CIFAR-100 "
+     "python archive (cifar-100-python.tar.gz, from https://"),
+    (["--tasks", "cifar100", "--data-dir", "{empty}"],
+     "argument --data-dir: no CIFAR-100 data at {empty}/"
+     "cifar-100-python.tar.gz"),
+    (["--tasks", "digits", "--data-dir", "{empty}"],
+     "argument --data-dir: only the cifar100 task reads --data-dir"),
+])
+def test_command_line_errors(tmp_path, capsys, args, message):
+  from spectral_targets import _cli
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  out = tmp_path / "out"
+  args = [a.format(empty=empty) for a in args]
+  assert _cli.main(["bench", "--quick", "--out", str(out), *args]) == 2
+  err = capsys.readouterr().err
+  assert f"spectral-targets bench: error: {message.format(empty=empty)}" in err
+  assert not out.exists()  # failed before any work
+
+
+def test_command_line_end_to_end(tmp_path, capsys):
+  from spectral_targets import _cli
+  full_archive(tmp_path)
+  out = tmp_path / "out"
+  assert _cli.main(["bench", "--quick", "--tasks", "cifar100", "--data-dir",
+                    str(tmp_path), "--seeds", "1", "--epochs", "1",
+                    "--methods", "one-hot", "--out", str(out)]) == 0
+  results = json.loads((out / "results.json").read_text())
+  assert list(results["tasks"]) == ["cifar100"]
+  assert results["meta"]["inputs"] == {"data_dir": str(tmp_path)}
+  report = results["tasks"]["cifar100"]
+  assert report["num_classes"] == 100 and report["crm"] is True
+  assert "not a competitive CIFAR-100 number" in report["description"]
+  assert set(report["methods"]) == {"one-hot", "cosine"}
+  for r in report["methods"].values():
+    for k in ("accuracy", "severity", "hdist@5", "crm_severity"):
+      assert len(r["per_seed"][k]) == 1 and np.isfinite(r["per_seed"][k][0])
+  assert "vs one-hot + CRM" in report["methods"]["cosine"]
+  assert "### cifar100" in (out / "results.md").read_text()

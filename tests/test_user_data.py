@@ -1,8 +1,12 @@
 """The user's --data FILE.npz, end to end on files written here: both
 layouts, the hierarchy and kernel options, and the errors."""
 
+import json
+
 import numpy as np
 import pytest
+
+from spectral_targets import _cli
 
 import spectral_targets as st
 from spectral_targets.bench import _user_data as ud
@@ -127,3 +131,123 @@ def test_refuses_pickled_objects(tmp_path):
            class_names=np.array([{"a": 1}, None], dtype=object))
   with pytest.raises(ValueError, match="allow_pickle"):
     ud.load_user_data(path)
+
+
+# -- the user task of the benchmark, through the command line --------------------
+
+TREE = ("root animal\nroot vehicle\nanimal cat\nanimal dog\n"
+        "vehicle car\nvehicle bus\n")
+
+
+def test_user_task_recipe(tmp_path):
+  rng = np.random.default_rng(4)
+  x, y = blobs(rng, 80)
+  path = tmp_path / "img.npz"
+  np.savez(path, x=x.reshape(80, 2, 3), y=y)  # 2-axis samples: flattened
+  task = ud.user_task(path, body="mlp")
+  assert (task.name, task.body, task.num_classes) == ("user", "mlp", 4)
+  assert task.kernel is None and task.tree is None
+  split = task.draw(0)
+  assert split.x_train.shape[1:] == (6,)
+  assert "flattened to 6 features" in task.construction
+  assert task.small_d == 3  # ⌈log2 4⌉ + 1
+  with pytest.raises(ud.InputError, match="unknown body 'cnn'") as e:
+    ud.user_task(path, body="cnn")
+  assert e.value.argument == "body"
+
+
+def test_bench_data_with_hierarchy_end_to_end(tmp_path, capsys):
+  rng = np.random.default_rng(5)
+  x, y = blobs(rng, 160)
+  data, tree = tmp_path / "emb.npz", tmp_path / "tree.txt"
+  np.savez(data, x=x, y=y, class_names=np.array(["cat", "dog", "car", "bus"]))
+  tree.write_text(TREE)
+  out = tmp_path / "out"
+  assert _cli.main(["bench", "--quick", "--seeds", "2", "--data", str(data),
+                    "--hierarchy", str(tree), "--out", str(out)]) == 0
+  results = json.loads((out / "results.json").read_text())
+  assert list(results["tasks"]) == ["user"]  # --data alone: only its task
+  assert results["meta"]["inputs"] == {"data": str(data),
+                                       "hierarchy": str(tree)}
+  report = results["tasks"]["user"]
+  assert report["body"].startswith("linear") and report["crm"] is True
+  assert "lowest common ancestor in tree.txt" in report["distance_unit"]
+  assert report["kernel"].startswith("true")
+  methods = report["methods"]
+  assert {"one-hot", "cosine", "simplex", "spectral", "hxe",
+          "kernel-soft-labels"} <= set(methods)
+  for name, r in methods.items():
+    for k in ("accuracy", "severity", "hdist@1", "nll", "crm_severity"):
+      assert len(r["per_seed"][k]) == 2, (name, k)
+  assert "vs one-hot + CRM" in methods["hxe"]
+  assert set(methods["simplex"]["vs one-hot"]) >= {"accuracy", "severity"}
+  assert "Classifiers without a training loop" in report["references"]
+  md = (out / "results.md").read_text()
+  assert "### user: the user's data (emb.npz" in md
+  assert "Post-hoc control" in md
+
+
+def test_bench_data_given_splits_without_hierarchy(tmp_path, capsys):
+  # No hierarchy: no tree method, no CRM block, the kernel estimated; the
+  # file's test split fixed; an MLP probe.
+  rng = np.random.default_rng(6)
+  (x, y), (xt, yt) = blobs(rng, 120), blobs(rng, 40)
+  data = tmp_path / "given.npz"
+  np.savez(data, x_train=x, y_train=y, x_test=xt, y_test=yt)
+  out = tmp_path / "out"
+  assert _cli.main(["bench", "--quick", "--seeds", "1", "--epochs", "1",
+                    "--methods", "one-hot", "--data", str(data), "--body",
+                    "mlp", "--out", str(out)]) == 0
+  report = json.loads((out / "results.json").read_text())["tasks"]["user"]
+  assert set(report["methods"]) == {"one-hot", "cosine"}
+  assert report["crm"] is False and report["body"].startswith("MLP")
+  assert report["kernel"].startswith("estimated")
+  assert report["sizes"].endswith(" / 40")
+
+
+@pytest.mark.parametrize("make, args, message", [
+    (None, [], "argument --data: {path}: no such file"),
+    (dict(inputs=np.zeros((4, 2)), y=np.zeros(4, int)), [],
+     "argument --data: {path}: unknown arrays ['inputs']"),
+    (dict(x=np.zeros((4, 2)), y=np.zeros(3, int)), [],
+     "argument --data: {path}: x has 4 rows but its labels 3"),
+    (dict(x=np.zeros(4), y=np.zeros(4, int)), [],
+     "argument --data: {path}: x must be (N, ...) numbers"),
+    (dict(x=np.zeros((4, 2)), y=np.array([0, 0, 1, 1]), kernel=np.eye(3)),
+     [], "argument --data: {path}: kernel must be a finite (2, 2) matrix"),
+    (dict(x=np.zeros((4, 2)), y=np.zeros(4, int)), [],
+     "argument --data: {path}: the labels hold one class"),
+    (dict(x=np.zeros((4, 2)), y=np.array([0, 0, 1, 1]),
+          class_names=np.array(["cat", "cow"])), ["--hierarchy", "{tree}"],
+     "argument --hierarchy: {tree}: classes not in the hierarchy: ['cow']"),
+    (dict(x=np.zeros((4, 2)), y=np.array([0, 0, 1, 1])),
+     ["--hierarchy", "{tree}.missing"],
+     "argument --hierarchy: {tree}.missing: cannot read it"),
+])
+def test_bench_data_errors(tmp_path, capsys, make, args, message):
+  path, tree = tmp_path / "bad.npz", tmp_path / "tree.txt"
+  tree.write_text(TREE)
+  if make is not None:
+    np.savez(path, **make)
+  out = tmp_path / "out"
+  args = [a.format(tree=tree) for a in args]
+  assert _cli.main(["bench", "--quick", "--data", str(path), *args, "--out",
+                    str(out)]) == 2
+  err = capsys.readouterr().err
+  assert ("spectral-targets bench: error: "
+          + message.format(path=path, tree=tree)) in err
+  assert not out.exists()  # failed before any work
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--hierarchy", "tree.txt"],
+     "argument --hierarchy: --hierarchy describes the --data file's task"),
+    (["--body", "mlp"],
+     "argument --body: --body describes the --data file's task"),
+    (["--data", "x.npz", "--body", "cnn"],
+     "argument --body: unknown body 'cnn'; choose from linear, mlp"),
+    (["--tasks", "user"], "argument --tasks: unknown task 'user'"),
+])
+def test_bench_data_flag_errors(tmp_path, capsys, args, message):
+  assert _cli.main(["bench", *args, "--out", str(tmp_path / "o")]) == 2
+  assert f"spectral-targets bench: error: {message}" in capsys.readouterr().err

@@ -94,7 +94,10 @@ def closed_form(task, runner, progress) -> dict:
     X, y = data.x_train[i], data.y_train[i]
     C = task.num_classes
     means = np.stack([X[y == c].mean(0) for c in range(C)])
-    return -((x[:, None, :] - means[None]) ** 2).sum(-1)
+    # −|x − m|² expanded (no (N, C, D) array: the user's embeddings may
+    # be wide and many).
+    return (2 * x @ means.T - (means ** 2).sum(-1)[None]
+            - (x ** 2).sum(-1)[:, None])
 
   def logistic(i, strength, x):
     model = LogisticRegression(C=strength, max_iter=300)

@@ -21,10 +21,17 @@ from typing import Any
 
 import numpy as np
 
-from spectral_targets.bench import _pipeline, _suite, _tasks, _tuning
+from spectral_targets.bench import (
+  _pipeline,
+  _suite,
+  _tasks,
+  _tuning,
+  _user_data,
+)
 from spectral_targets.bench._compile import Compiler
 from spectral_targets.bench._execute import SeedData
 from spectral_targets.bench._methods import METHODS
+from spectral_targets.bench._tasks import InputError
 
 BENCH_REQUIREMENTS = ("mnist1d", "sklearn", "threadpoolctl", "tqdm", "matplotlib")
 INSTALL_HINT = ('pip install "spectral-targets[bench]"   (from a checkout: '
@@ -100,17 +107,32 @@ class Session:
     return dataclasses.replace(self._drawn[task.name].result())
 
 
-def run(names, options: Options, *, progress, on_epoch,
-        on_task=lambda name, report: None) -> dict:
-  """Runs the tasks ``names`` (in ``_suite.TASKS`` order); returns {name:
-  report} (and hands each to ``on_task`` as it finishes)."""
-  rows = [row for name, row in _suite.TASKS.items() if name in names]
-  tasks = []
-  for row in rows:
+def recipes(names, options: Options, rows=None) -> list[tuple]:
+  """``[(row, task), ...]``: the rows ``names`` of ``rows`` (default
+  ``_suite.TASKS``), in its order, with their data recipes built (None for
+  a row that draws its own). A recipe of the user's data (``user``,
+  ``cifar100``) reads and checks it here, raising ``_tasks.InputError``
+  before any training."""
+  rows = _suite.TASKS if rows is None else rows
+  out = []
+  for row in (row for name, row in rows.items() if name in names):
     task = row.data() if row.data is not None else None
     if task is not None and options.epochs:
       task = dataclasses.replace(task, epochs=options.epochs)
-    tasks.append(task)
+    out.append((row, task))
+  return out
+
+
+def run(names, options: Options, *, progress, on_epoch,
+        on_task=lambda name, report: None, rows=None,
+        prepared=None) -> dict:
+  """Runs the tasks ``names`` (in ``rows`` order, default
+  ``_suite.TASKS``; or the ``prepared`` ``recipes``); returns {name:
+  report} (and hands each to ``on_task`` as it finishes)."""
+  if prepared is None:
+    prepared = recipes(names, options, rows)
+  rows = [row for row, _ in prepared]
+  tasks = [task for _, task in prepared]
   with Compiler() as programs, concurrent.futures.ThreadPoolExecutor(
       1, thread_name_prefix="bench-data") as pool:
     session = Session(options, programs, pool, progress=progress,
@@ -179,6 +201,10 @@ def run_benchmark(*, tasks=None, seeds: int = 5, quick: bool = False,
                   epochs: int | None = None, methods=None,
                   search: str = "halving",
                   out: str | os.PathLike = "bench-results",
+                  data: str | os.PathLike | None = None,
+                  hierarchy: str | os.PathLike | None = None,
+                  body: str | None = None,
+                  data_dir: str | os.PathLike | None = None,
                   command: str = "", echo=print) -> dict:
   """Runs the benchmark and writes ``results.json``, ``results.md`` and the
   figures into ``out``; returns the results dict.
@@ -192,19 +218,40 @@ def run_benchmark(*, tasks=None, seeds: int = 5, quick: bool = False,
   the grids, η = 3), ``"grid"`` (every combination at the full budget;
   slower) or ``"cross"`` (learning rate, then the method's knobs, then the
   learning rates next to the choice).
+
+  The user's own data: ``data``, an ``.npz`` file (``_user_data``), adds
+  the ``user`` task (the same protocol on a ``body`` probe, ``"linear"``
+  by default or ``"mlp"``; ``hierarchy``: a ``PARENT CHILD`` file over its
+  classes); without ``tasks`` it is the only task run. ``data_dir`` holds
+  the official CIFAR-100 archive the ``cifar100`` task reads (that task
+  runs only when named in ``tasks``). Unusable inputs raise
+  ``_tasks.InputError`` (naming the argument) before any training.
   """
   missing = missing_requirements()
   if missing:
     raise ModuleNotFoundError(
         f"the benchmark needs {', '.join(missing)}; install them with: "
         f"{INSTALL_HINT}")
-  order = list(_suite.TASKS)
-  names = (list(tasks) if tasks else order if quick
-           else [n for n in order if _suite.TASKS[n].default])
+  rows = _suite.rows(data=data, hierarchy=hierarchy, body=body,
+                     data_dir=data_dir)
+  order = list(rows)
+  user = [_user_data.TASK_NAME] if data is not None else []
+  names = (list(tasks) + user if tasks else user if user
+           else [n for n in order if rows[n].needs is None] if quick
+           else [n for n in order if rows[n].default])
   unknown = [n for n in names if n not in order]
   if unknown:
-    raise ValueError(f"unknown task(s) {unknown}; choose from {order}.")
+    raise ValueError(f"unknown task(s) {unknown}; choose from "
+                     f"{[n for n in order if n not in user]}.")
   names = [n for n in order if n in names]
+  if data is None:
+    for argument, value in (("hierarchy", hierarchy), ("body", body)):
+      if value is not None:
+        raise InputError(argument, f"--{argument} describes the --data "
+                         "file's task; pass --data FILE too")
+  if data_dir is not None and "cifar100" not in names:
+    raise InputError("data_dir", "only the cifar100 task reads --data-dir; "
+                     "name it: --tasks cifar100")
   if methods:
     bad = [m for m in methods if m not in METHODS]
     if bad:
@@ -229,6 +276,8 @@ def run_benchmark(*, tasks=None, seeds: int = 5, quick: bool = False,
   options = Options(seeds=seeds, quick=quick, epochs=epochs,
                          methods=tuple(methods) if methods else None,
                          search=search)
+  # The user's data are read and checked here, before any training.
+  prepared = recipes(names, options, rows)
   meta: dict[str, Any] = dict(
       search=search,
       command=command or "spectral-targets bench", quick=quick, seeds=seeds,
@@ -241,6 +290,11 @@ def run_benchmark(*, tasks=None, seeds: int = 5, quick: bool = False,
                f"{flax.__version__}, python {sys.version.split()[0]}",
       recipe=_training.RECIPE,
       methods={name: m.note for name, m in METHODS.items()})
+  inputs = {k: str(v) for k, v in (("data", data), ("hierarchy", hierarchy),
+                                   ("body", body), ("data_dir", data_dir))
+            if v is not None}
+  if inputs:
+    meta["inputs"] = inputs
   if quick:
     echo(_report.SMOKE_BANNER + "\n")
   echo("\n".join(_report.legend(meta["methods"])))
@@ -253,7 +307,8 @@ def run_benchmark(*, tasks=None, seeds: int = 5, quick: bool = False,
   import threadpoolctl
   try:
     with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
-      reports = run(names, options, progress=progress.phase,
+      reports = run(names, options, prepared=prepared,
+                    progress=progress.phase,
                          on_epoch=progress.epoch,
                          on_task=lambda name, report: echo(
                              _report.section(name, report)))

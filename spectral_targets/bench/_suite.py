@@ -7,15 +7,22 @@ Most tasks run ``Standard``: every method tuned and evaluated on the task's
 body, step timing, then the row's references and extras. Adding a task is
 adding a row here (``_run`` and the command line read the names from
 ``TASKS``).
+
+Two tasks read data the user brings: ``cifar100`` (the official archive,
+from ``--data-dir``; a row of ``TASKS`` that runs only when named) and
+``user`` (the ``--data`` file; ``rows`` adds its row). ``rows`` binds both
+to the run's inputs.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from spectral_targets.bench import (
+  _cifar100,
   _diamonds,
   _distill,
   _methods,
@@ -24,6 +31,7 @@ from spectral_targets.bench import (
   _shift,
   _tasks,
   _timing,
+  _user_data,
 )
 from spectral_targets.bench._bodies import BODIES
 from spectral_targets.bench._budget_curve import budget_curve
@@ -115,12 +123,43 @@ class BenchTask:
     data: the ``_tasks`` recipe of its data (``task``), or None where the
       task draws its own (``session.draw``).
     default: whether a run without ``--tasks`` runs it (``--quick`` runs
-      every task).
+      every task that needs no input).
+    needs: the ``run_benchmark`` argument its data come from (cifar100:
+      ``data_dir``), or None; such a task runs only when named.
   """
   name: str
   run: Callable[[Session, _tasks.Task | None], dict]
   data: Callable[[], _tasks.Task] | None = None
   default: bool = True
+  needs: str | None = None
+
+
+def _user_run(session: Session, task) -> dict:
+  """The user task: the standard methods (with hierarchical cross-entropy
+  when the file came with a hierarchy), a nearest class mean and a
+  logistic regression as references, and the CRM block when the
+  distances are the user's (a hierarchy, a kernel or distances in the
+  file) rather than 1 − an estimated kernel."""
+  return Standard(TREE_METHODS if task.tree is not None else MAIN_METHODS,
+                  references=(_references.without_training_loop,),
+                  crm=task.distances is not None)(session, task)
+
+
+def rows(*, data=None, hierarchy=None, body: str | None = None,
+         data_dir=None) -> dict[str, BenchTask]:
+  """``TASKS`` with the cifar100 row reading ``data_dir`` and, given the
+  user's ``data`` file (with its ``hierarchy`` file and probe ``body``),
+  the ``user`` row last. The recipes read nothing until called."""
+  out = dict(TASKS)
+  out["cifar100"] = dataclasses.replace(
+      TASKS["cifar100"],
+      data=functools.partial(_cifar100.cifar100_task, data_dir))
+  if data is not None:
+    out[_user_data.TASK_NAME] = BenchTask(
+        _user_data.TASK_NAME, _user_run, functools.partial(
+            _user_data.user_task, data, hierarchy=hierarchy,
+            body=body or "linear"), default=False, needs="data")
+  return out
 
 
 TASKS = {t.name: t for t in (
@@ -152,4 +191,9 @@ TASKS = {t.name: t for t in (
     BenchTask("distill", _distill.run, _tasks.mnist1d_task),
     # Reuses the hierarchy task's report as its ρ = 0 when both run.
     BenchTask("hierarchy-shift", _shift.run),
+    # The official archive, from --data-dir (nothing is downloaded).
+    # No references: a logistic regression on 45,000 x 3,072 pixels would
+    # outlast the methods.
+    BenchTask("cifar100", Standard(TREE_METHODS, crm=True),
+              _cifar100.cifar100_task, default=False, needs="data_dir"),
 )}

@@ -22,6 +22,19 @@ import numpy as np
 import spectral_targets as st
 
 
+class InputError(ValueError):
+  """Data a task reads that cannot be used (the user's ``.npz``, its
+  hierarchy file, the CIFAR-100 folder), found while the task's recipe is
+  built, before any training. ``argument`` names the ``run_benchmark``
+  argument it came from (``data``, ``hierarchy``, ``body``, ``data_dir``:
+  the command line's ``--data``, ``--hierarchy``, ``--body``,
+  ``--data-dir``)."""
+
+  def __init__(self, argument: str, message: str):
+    super().__init__(message)
+    self.argument = argument
+
+
 @dataclasses.dataclass
 class Split:
   """One seed's data: float32 inputs, int32 labels (``_execute.SeedData``
