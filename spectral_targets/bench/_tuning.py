@@ -1,43 +1,41 @@
 """How a method is tuned: the same protocol and grids for every method.
 
 Every method tunes the learning rate on ``LEARNING_RATES`` and each of its
-own knobs on its grid (``_methods.Method.knobs``), on the validation split
-only, averaging the validation accuracy of the tuning seeds (which are not
-the evaluation seeds: the test figures come from models whose seeds took
-no part in the choice). A coordinate search in three stages:
+own knobs on its grid (``_methods.Method.knobs``) over the full product of
+those grids, on the validation split only, averaging the validation
+accuracy of the tuning seeds (which are not the evaluation seeds: the test
+figures come from models whose seeds took no part in the choice).
 
-1. the learning rate grid, the knobs at their defaults;
-2. every combination of the knobs' grids, at the stage-1 learning rate;
-3. if the knobs moved off their defaults, the learning rates next to the
-   chosen one, at the chosen knobs (learning rate and head scale interact);
-   and wherever the choice so far sits at an end of an unbounded grid (the
-   learning rate, a head's scale), one step beyond it (÷2 or ×2), so that
-   the grid extends on both sides of what is chosen.
-
-``search="grid"`` (``spectral-targets bench --search grid``) replaces the
-three stages by the full product of the learning-rate and knob grids, then
-the steps beyond an unbounded grid's end: about 2.4x the cells for a head
-with a scale, and no blind spot where two hyperparameters interact (the
-cross can miss a cell that is better along neither axis from the cross's
-centre).
-
-``search="halving"`` (the default) searches the same full product by
-successive halving (Jamieson & Talwalkar 2016; the inner loop of Li et
-al.'s 2018 Hyperband): every cell starts; after each rung (a fraction of
-the budget) the cells ranked by mean validation accuracy (then NLL) keep
-their best 1/η (η = ``ETA``), which train on from where they stopped (their
+``search="halving"`` (the default) searches the full product by successive
+halving (Jamieson & Talwalkar 2016; the inner loop of Li et al.'s 2018
+Hyperband): every cell starts; after each rung (a fraction of the budget)
+the cells ranked by mean validation accuracy (then NLL) keep their best
+1/η (η = ``ETA``), which train on from where they stopped (their
 parameters, optimiser and online state are kept, so a survivor is trained
 exactly as an untuned run of the full budget would be: its schedule spans
-the full budget from the start). The rungs end at E/η^s, ..., E/η, E epochs,
-with s the halvings that thin the largest grid to one cell, at most those
-that leave the first rung a whole epoch. Then the steps beyond an unbounded
-grid's end, as for the grid. η = 1 is the grid.
+the full budget from the start). The rungs end at E/η^s, ..., E/η, E
+epochs, with s the halvings that thin the largest grid to one cell, at most
+those that leave the first rung a whole epoch. η = 1 is the grid.
+
+``search="grid"`` (``spectral-targets bench --search grid``, the reference)
+trains every cell of the product to the full budget.
+
+``search="cross"`` (the earlier default, kept for comparison) is a
+coordinate search in three stages: the learning rate at the knobs'
+defaults; every combination of the knobs at that learning rate; if the
+knobs moved, the learning rates next to the chosen one. It can miss a cell
+that is better along neither axis from the cross's centre (learning rate
+and head scale interact).
+
+Under every search, wherever the choice sits at an end of an unbounded grid
+(the learning rate, a head's scale), one step beyond it (÷2 or ×2) is
+trained too, so that the grid extends on both sides of what is chosen.
 
 The configuration with the best mean validation accuracy over everything
 evaluated at the full budget is chosen (ties: the lower mean validation
-NLL). A choice at the
-end of what was tried is flagged: the optimum may lie outside the grid
-(for the learning rate and the scale: even one step beyond did better).
+NLL). A choice at the end of what was tried is flagged: the optimum may lie
+outside the grid (for the learning rate and the scale: even one step beyond
+did better).
 """
 
 from __future__ import annotations
