@@ -314,13 +314,21 @@ def _function_matching(session, task, budget, data, teacher, ex, one_hot,
   draws = [mixup_draws(s, epochs, n) for s in data.seeds]
   partner = np.stack([d[0] for d in draws], axis=1)
   lam = np.stack([d[1] for d in draws], axis=1)
-  logits, features = mixed_teacher_outputs(
-      ex, [(*one_hot, "logits"), (*codebook, "features")], data, partner,
-      lam)
-  mixed = dataclasses.replace(data, mix_partner=partner, mix_lambda=lam,
-                              mixed_logits=logits, mixed_features=features)
   methods = [_methods.METHODS[m] for m in _wanted(
       FM_METHODS, options, ("one-hot", "mixup", "spectral-mixup"))]
+  # The teachers' forwards on every epoch's mixed inputs are most of the
+  # setting's cost: the codebook teacher's only where a method reads it.
+  codebook_read = any(m.needs_teacher == "codebook" for m in methods)
+  outs = mixed_teacher_outputs(
+      ex, [(*one_hot, "logits")]
+      + ([(*codebook, "features")] if codebook_read else []), data,
+      partner, lam)
+  logits = outs[0]
+  features = outs[1] if codebook_read else np.broadcast_to(
+      np.zeros((1, 1, 1, data.teacher_features.shape[-1]), np.float32),
+      logits.shape[:-1] + data.teacher_features.shape[-1:])
+  mixed = dataclasses.replace(data, mix_partner=partner, mix_lambda=lam,
+                              mixed_logits=logits, mixed_features=features)
   fm_budget = dataclasses.replace(budget, epochs=epochs)
   runner = _runner(session, task, mixed, methods, fm_budget, teacher,
                    _progress(session, "function matching"))
