@@ -591,7 +591,8 @@ def quick_results(tmp_path_factory):
 
 def _method_blocks(report):
   if "students" in report:
-    return [b["methods"] for b in report["students"].values()]
+    return [b["methods"] for b in (*report["students"].values(),
+                                   *report["settings"].values())]
   if "shift" in report:
     return [b["methods"] for b in report["shift"].values()]
   return [report["methods"]]

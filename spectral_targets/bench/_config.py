@@ -19,7 +19,7 @@ import numpy as np
 _FIELDS = ("lr", "total_steps", "warmup_steps", "mask", "head", "codebook", "scale",
            "target_kernel", "target_temperature", "alpha", "w_online",
            "w_ce", "w_hxe", "hxe_alpha", "w_kd", "kd_temperature", "w_dkd",
-           "dkd_beta", "dkd_warmup", "w_sa")
+           "dkd_beta", "dkd_warmup", "w_sa", "mixup")
 
 
 @functools.partial(jax.tree_util.register_dataclass, data_fields=list(_FIELDS),
@@ -46,6 +46,10 @@ class MethodConfig:
     hierarchical cross-entropy (``hxe_alpha``), Hinton KD on logits
     (``kd_temperature``), DKD (``dkd_beta``, linear warm-up over
     ``dkd_warmup`` epochs) and KD of soft assignments over the codebook.
+  mixup: 1 where the model trains on mixup'd inputs (``_training``:
+    λ x_i + (1 − λ) x_j with the partner j and λ drawn per epoch and example
+    before training, the targets mixed alike and the teacher's outputs
+    those on the same mixed input), 0 on clean inputs.
   """
   lr: np.ndarray
   total_steps: np.ndarray
@@ -67,6 +71,7 @@ class MethodConfig:
   dkd_beta: np.ndarray
   dkd_warmup: np.ndarray
   w_sa: np.ndarray
+  mixup: np.ndarray
 
 
 HEADS = ("dense", "cosine", "codebook")
@@ -80,7 +85,7 @@ def method_config(C: int, F: int, *, lr: float, total_steps: int,
                   hxe_alpha: float = 0.0, w_kd: float = 0.0,
                   kd_temperature: float = 4.0, w_dkd: float = 0.0,
                   dkd_beta: float = 8.0, dkd_warmup: float = 1.0,
-                  w_sa: float = 0.0) -> MethodConfig:
+                  w_sa: float = 0.0, mixup: float = 0.0) -> MethodConfig:
   """A ``MethodConfig`` of host float32 arrays. ``codebook`` may have d < F
   columns: it is padded to F and the head sees only its d dimensions."""
   f32 = lambda a: np.asarray(a, np.float32)
@@ -102,7 +107,7 @@ def method_config(C: int, F: int, *, lr: float, total_steps: int,
       hxe_alpha=f32(hxe_alpha), w_kd=f32(w_kd),
       kd_temperature=f32(kd_temperature), w_dkd=f32(w_dkd),
       dkd_beta=f32(dkd_beta), dkd_warmup=f32(max(dkd_warmup, 1.0)),
-      w_sa=f32(w_sa))
+      w_sa=f32(w_sa), mixup=f32(mixup))
 
 
 def stack(items):

@@ -52,11 +52,18 @@ class Run:
 class SeedData(Split):
   """Per-seed splits stacked on a leading axis (every seed has the same
   split sizes, so each of ``Split``'s arrays gains a leading seed axis S),
-  with each seed's class distances and teacher outputs."""
+  with each seed's class distances and teacher outputs; for mixup
+  training (``_training.batch``) each epoch's partner and λ of every
+  training example and the teachers' outputs on those mixed inputs,
+  epoch-major (E, S, n, ·): an epoch's slice is contiguous."""
   seeds: list
   distances: np.ndarray  # (S, C, C)
   teacher_logits: np.ndarray | None = None  # (S, n, C)
   teacher_features: np.ndarray | None = None  # (S, n, F)
+  mix_partner: np.ndarray | None = None  # (E, S, n) int32
+  mix_lambda: np.ndarray | None = None  # (E, S, n) float32
+  mixed_logits: np.ndarray | None = None  # (E, S, n, C)
+  mixed_features: np.ndarray | None = None  # (E, S, n, F)
 
   @classmethod
   def stack(cls, seeds, splits, distances):
@@ -93,6 +100,7 @@ class Executor:
     self.on_epoch = on_epoch
     self.tree = tree
     self.distilled = data.teacher_logits is not None
+    self.mixed = data.mix_partner is not None
     self.sample_shape = data.x_train.shape[2:]
     #: Online-codebook refreshes that kept the old codes (see
     #: ``_between_epochs``).
@@ -119,7 +127,8 @@ class Executor:
 
   def _program(self):
     return _training.epoch_program(self.body, self.batch, self.n,
-                           self.tree is not None, self.distilled)
+                                   self.tree is not None, self.distilled,
+                                   self.mixed)
 
   def _state_spec(self, M):
     state = _training.initial_state(self.body, self.C, self.F,
@@ -139,9 +148,22 @@ class Executor:
     S = len(d.seeds)
     return (np.zeros((S, 1, 1), np.float32), np.zeros((S, 1, 1), np.float32))
 
+  def _mix_args(self, epoch: int):
+    """The mixed program's ``mix`` argument at ``epoch`` (``_training.batch``);
+    a placeholder for every other program."""
+    d = self.data
+    partner, lam = d.mix_partner, d.mix_lambda
+    logits, features = d.mixed_logits, d.mixed_features
+    if partner is None or lam is None or logits is None or features is None:
+      return np.zeros((1,), np.float32)
+    if epoch >= partner.shape[0]:
+      raise ValueError(f"epoch {epoch} has no mixup draw: the data carry "
+                       f"{partner.shape[0]} epochs of them.")
+    return partner[epoch], lam[epoch], logits[epoch], features[epoch]
+
   def submit_train(self, M: int):
     """Queues the compilation of the one-epoch program for M models."""
-    key = self._key("epoch", M)
+    key = self._key("epoch", self.mixed, M)
     if key in self.programs:
       return
     d = self.data
@@ -149,7 +171,9 @@ class Executor:
     self.programs.submit(
         key, self._program(), self._state_spec(M), self._cfg_spec(M), i32,
         i32, jax.ShapeDtypeStruct((), np.int32), d.x_train, d.y_train,
-        *self._teacher_args(), self.tree, options=self.options)
+        *self._teacher_args(), self.tree,
+        jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype),
+                               self._mix_args(0)), options=self.options)
 
   def submit_score(self):
     key = self._key("score", SCORE_CHUNK)
@@ -194,7 +218,7 @@ class Executor:
     (params, opt_state, online), cfgs = state
     M = len(runs)
     self.submit_train(M)
-    program = self.programs[self._key("epoch", M)]
+    program = self.programs[self._key("epoch", self.mixed, M)]
     seeds = np.asarray([r.seed for r in runs], np.int32)
     index = np.asarray([self.data.index(r.seed) for r in runs], np.int32)
     online_codes = [i for i, r in enumerate(runs[:M - padding])
@@ -205,7 +229,7 @@ class Executor:
       params, opt_state, online = program(
           (params, opt_state, online), device_cfgs, index, seeds,
           np.int32(epoch), self.data.x_train, self.data.y_train, *teacher,
-          self.tree)
+          self.tree, self._mix_args(epoch))
       # One epoch at a time: the host work below (and the progress bar)
       # follows the epoch it belongs to, and no eager computation overlaps
       # a running program.
@@ -247,6 +271,15 @@ class Executor:
              ) -> np.ndarray:
     """(M, n, C) logits of every run on its seed's ``split``."""
     return self._forward(params, cfgs, runs, split)[1]
+
+  def outputs_on(self, params, cfgs, runs: list[Run], x: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(M, m, F) body features and (M, m, C) logits of every run on its
+    seed's inputs ``x[seed index]`` (``x``: (S, m, ...), stacked per seed
+    as the splits are: a transfer pool, a mixed training set)."""
+    index = np.asarray([self.data.index(r.seed) for r in runs], np.int32)
+    z, logits = _forward(self.body)(params, cfgs, index, x)
+    return np.asarray(z), np.asarray(logits)
 
   def _forward(self, params, cfgs, runs, split):
     x = getattr(self.data, f"x_{split}")

@@ -192,6 +192,33 @@ METHODS = {m.name: m for m in (
                          kd_temperature=KD_TEMPERATURE),
                      head="codebook", codes="spectral", needs_kernel=True,
                      needs_teacher="codebook", control="spectral")),
+    # Function matching (Beyer et al. 2022, "Knowledge distillation: a
+    # good teacher is patient and consistent"): mixed inputs, the teacher's
+    # distribution at T = 1 on the same input, no label term; its control
+    # mixup with hard labels (the same inputs, the mixed one-hot targets).
+    Method("mixup", "Dense head, mixup (Zhang et al. 2018) with hard labels: "
+           "inputs λ x + (1 − λ) x', targets λ e_y + (1 − λ) e_y'",
+           loss=lambda ctx, hp: dict(mixup=1.0)),
+    Method("function-matching", "Dense-head student, function matching "
+           "(Beyer et al. 2022): distillation_loss at T = 1 to a one-hot "
+           "teacher on the very mixup'd input the student sees, no label "
+           "term", loss=lambda ctx, hp: dict(mixup=1.0, w_ce=0.0, w_kd=1.0,
+                                             kd_temperature=1.0),
+           needs_teacher="logits", control="mixup", compare=("kd",)),
+    Method("spectral-mixup", "spectral-codebook head, mixup with hard "
+           "labels (the control of soft-assignment function matching)",
+           **_scaled(head="codebook", codes="spectral", needs_kernel=True,
+                     loss=lambda ctx, hp: dict(mixup=1.0), control="mixup")),
+    Method("sa-function-matching", "spectral-codebook student, function "
+           "matching by soft_assignment_distillation_loss at τ = 1 to a "
+           "spectral-codebook teacher on the same mixup'd input, no label "
+           "term", **_scaled(head="codebook", codes="spectral",
+                             needs_kernel=True, needs_teacher="codebook",
+                             loss=lambda ctx, hp: dict(
+                                 mixup=1.0, w_ce=0.0, w_sa=1.0,
+                                 kd_temperature=1.0),
+                             control="spectral-mixup",
+                             compare=("function-matching",))),
 )}
 
 

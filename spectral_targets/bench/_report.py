@@ -242,6 +242,20 @@ def distill_section(name: str, report: dict) -> str:
                                    "over seeds):", ""]
     lines += paired_table(sub) + ["", "Chosen hyperparameters:", ""]
     lines += tuning_table(sub) + [""]
+  for title, block in report.get("settings", {}).items():
+    sub = dict(block, ks=report["ks"])
+    setting = ", ".join(f"{k} {v}" for k, v in block["setting"].items())
+    lines += [f"#### where distillation is known to work: {title}", "",
+              f"{block['description']}. Student: {block['body']}; "
+              f"{block['epochs']} epochs; train / val / test = "
+              f"{block['sizes']}. Fixed before the run: {setting}. "
+              f"Controls: {block['controls']}.", ""]
+    lines += methods_table(sub) + [""]
+    for method, why in block.get("left_out", {}).items():
+      lines += [f"{method}: left out: {why}.", ""]
+    lines += ["Paired differences (95% interval over seeds):", ""]
+    lines += paired_table(sub) + ["", "Chosen hyperparameters:", ""]
+    lines += tuning_table(sub) + [""]
   return "\n".join(lines)
 
 

@@ -92,6 +92,11 @@ class Session:
     """The ``SeedData`` of ``task`` on ``seeds``, drawn in the background."""
     return self._pool.submit(_draw, task, seeds, self.options.quick)
 
+  def background(self, fn, *args) -> concurrent.futures.Future:
+    """``fn(*args)`` on the data thread (host work that can overlap
+    training, e.g. drawing a transfer pool)."""
+    return self._pool.submit(fn, *args)
+
   def prefetch(self, task):
     """Starts drawing ``task``'s data on its tuning and evaluation seeds
     (once per task name)."""

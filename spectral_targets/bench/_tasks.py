@@ -15,6 +15,7 @@ and estimates kernels; the test split is only scored.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -131,19 +132,58 @@ def _split(x, y, parts) -> Split:
 # -- MNIST-1D -------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=None)
+def _mnist1d_raw(seed: int) -> dict:
+  """The MNIST-1D generator's raw output at its default arguments and
+  ``seed`` (kept: a transfer pool standardises with the same seed's raw
+  training statistics, and the generator takes seconds)."""
+  from mnist1d.data import get_dataset_args, make_dataset
+  args = get_dataset_args()
+  args.seed = seed
+  return make_dataset(args)
+
+
 def mnist1d_split(seed: int) -> Split:
   """MNIST-1D (Greydanus 2020) with the generator's default arguments and
   its own seed set to ``seed``: 4,000 / 1,000 samples; the last 500 of the
   4,000 are held out for validation."""
-  from mnist1d.data import get_dataset_args, make_dataset
-  args = get_dataset_args()
-  args.seed = int(seed)
-  data = make_dataset(args)
+  data = _mnist1d_raw(int(seed))
   x, y = data["x"], data["y"]
   x_tr, x_val, x_te = _standardise(x[:3500], x[3500:], data["x_test"])
   return Split(x_tr, y[:3500].astype(np.int32), x_val,
                y[3500:].astype(np.int32), x_te,
                data["y_test"].astype(np.int32))
+
+
+#: A transfer pool's generator seed is the labelled data's seed plus this
+#: (every seed the benchmark uses lies below it: the pools never reuse a
+#: labelled set's generator stream).
+POOL_SEED_OFFSET = 1_000_000
+
+
+def mnist1d_pool(seed: int, size: int) -> np.ndarray:
+  """(size, 40) unlabelled MNIST-1D inputs for seed ``seed``'s transfer set:
+  the generator's default arguments at its own seed ``POOL_SEED_OFFSET +
+  seed`` (a stream disjoint from every split of every seed), standardised
+  with the mean and std of ``mnist1d_split(seed)``'s raw training part, as
+  that split's inputs are. Their labels are never read.
+
+  Example: ``mnist1d_pool(0, 14_000)`` — 4 times the labelled set.
+  """
+  if size < 1:
+    raise ValueError(f"size must be >= 1, got {size}.")
+  if not 0 <= seed < POOL_SEED_OFFSET:
+    raise ValueError(f"seed must lie in [0, {POOL_SEED_OFFSET}), got {seed}.")
+  from mnist1d.data import get_dataset_args, make_dataset
+  labelled = _mnist1d_raw(int(seed))["x"][:3500]
+  args = get_dataset_args()
+  args.seed = POOL_SEED_OFFSET + int(seed)
+  # make_dataset keeps train_split of num_samples as "x", the rest as
+  # "x_test": both are the pool.
+  args.num_samples = size
+  drawn = make_dataset(args)
+  x = np.concatenate([drawn["x"], drawn["x_test"]])[:size]
+  return _standardise(labelled, x)[1]
 
 
 def mnist1d_task(epochs: int = 25) -> Task:

@@ -139,15 +139,44 @@ def optimizer(cfg):
   return optax.adamw(schedule(cfg), weight_decay=WEIGHT_DECAY)
 
 
+def mix_inputs(x, partner_x, lam):
+  r"""Mixup's input (Zhang et al. 2018): :math:`\tilde x = \lambda x +
+  (1 - \lambda) x'`, one λ per example (``lam``: (B,), broadcast over the
+  sample's axes). The one function that both the training step and the
+  teacher's forward on mixed inputs call, so the teacher sees the very
+  input the student trains on.
+
+  Example: ``mix_inputs(x, x[partner], lam)``.
+  """
+  lam = jnp.reshape(lam, lam.shape + (1,) * (x.ndim - lam.ndim))
+  return lam * x + (1 - lam) * partner_x
+
+
+def targets(cfg, y, online_targets, partner_y=None, lam=None):
+  r"""One model's training distribution per example: ``kernel_soft_labels``
+  of the label (one-hot at α = 0), mixed with the online soft targets by
+  ``w_online``; on a mixed input (``partner_y``, ``lam`` given) the same
+  mixture of both labels' targets, :math:`\lambda q(y) + (1 - \lambda)
+  q(y')` (mixup's hard-label targets λ e_y + (1 − λ) e_y' at α = 0). At
+  λ = 1 the targets are exactly the clean ones."""
+  def of(labels):
+    q = st.kernel_soft_labels(labels, cfg.target_kernel,
+                              temperature=cfg.target_temperature,
+                              alpha=cfg.alpha)
+    return (1 - cfg.w_online) * q + cfg.w_online * online_targets[labels]
+  q = of(y)
+  if partner_y is not None:
+    q = lam[:, None] * q + (1 - lam[:, None]) * of(partner_y)
+  return q
+
+
 def loss_terms(body, params, cfg, x, y, online_targets, teacher, epoch,
-               tree=None):
+               tree=None, partner_y=None, lam=None):
   """The per-example loss of one model on a batch, and its predicted
-  probabilities (for the online label kernel)."""
+  probabilities (for the online label kernel). ``partner_y``, ``lam``: the
+  mixup partner's labels and λ of a mixed batch (``x`` already mixed)."""
   z, logits, _ = forward(body, params, cfg, x)
-  q = st.kernel_soft_labels(y, cfg.target_kernel,
-                            temperature=cfg.target_temperature,
-                            alpha=cfg.alpha)
-  q = (1 - cfg.w_online) * q + cfg.w_online * online_targets[y]
+  q = targets(cfg, y, online_targets, partner_y, lam)
   loss = cfg.w_ce * optax.softmax_cross_entropy(logits, q)
   if tree is not None:
     loss += cfg.w_hxe * st.hierarchical_cross_entropy(
@@ -171,37 +200,69 @@ def loss_terms(body, params, cfg, x, y, online_targets, teacher, epoch,
 # -- the trainer: one epoch per call ----------------------------------------------
 
 
+def batch(cfg, index, idx, x, y, t_logits, t_feats, mix, *, distilled,
+          mixed):
+  """What one model's step trains on: the minibatch ``idx`` of its seed
+  ``index`` as ``(inputs, labels, teacher outputs, partner labels, λ)``.
+
+  On a mixed program (``mixed``), ``mix`` is this epoch's ``(partner, λ,
+  teacher logits, teacher features)``, each (S, n, ·): a model with
+  ``cfg.mixup`` = 1 trains on ``mix_inputs(x_i, x_partner(i), λ_i)`` with
+  the teacher's outputs precomputed on exactly that input, and the partner
+  labels and λ its targets mix; a model with ``cfg.mixup`` = 0 gets the
+  clean batch (λ = 1). Otherwise partner labels and λ are None.
+  """
+  xb, yb = x[index, idx], y[index, idx]
+  teacher = (t_logits[index, idx], t_feats[index, idx]) if distilled \
+      else None
+  if not mixed:
+    return xb, yb, teacher, None, None
+  partner, lam, m_logits, m_feats = mix
+  j, lam = partner[index, idx], lam[index, idx]
+  use = cfg.mixup > 0
+  xb = jnp.where(use, mix_inputs(xb, x[index, j], lam), xb)
+  lam = jnp.where(use, lam, jnp.ones_like(lam))
+  if teacher is not None:
+    teacher = (jnp.where(use, m_logits[index, idx], teacher[0]),
+               jnp.where(use, m_feats[index, idx], teacher[1]))
+  return xb, yb, teacher, y[index, j], lam
+
+
 @functools.cache
 def epoch_program(body, batch_size: int, n: int, hierarchical: bool,
-                  distilled: bool):
+                  distilled: bool, mixed: bool = False):
   """The jitted one-epoch trainer of (body, batch size, training-set size).
 
   ``program(state, cfgs, data_index, seeds, epoch, x, y, teacher_logits,
-  teacher_features, tree)`` trains every model (leading axis of ``state``,
-  ``cfgs``, ``data_index``, ``seeds``) for one epoch on its seed's data
+  teacher_features, tree, mix)`` trains every model (leading axis of
+  ``state``, ``cfgs``, ``data_index``, ``seeds``) for one epoch on its seed's data
   (``x[data_index]``: inputs are stacked per seed), minibatches reshuffled
   per model and epoch, and returns the new state. ``state`` is
   ``(params, opt_state, online)``: ``online`` holds, per model, the
   previous epoch's soft targets (C, C) and this epoch's ``OnlineKernel``
   (per-class sums of the predicted distributions of correctly classified
-  examples, as in online label smoothing).
+  examples, as in online label smoothing). ``mix``: this epoch's mixup
+  partners, λ and the teacher's outputs on the mixed inputs (``batch``),
+  read only by a ``mixed`` program.
   """
   steps = n // batch_size
 
-  def one(state, cfg, index, seed, epoch, x, y, t_logits, t_feats, tree):
+  def one(state, cfg, index, seed, epoch, x, y, t_logits, t_feats, tree,
+          mix):
     params, opt_state, online = state
     tx = optimizer(cfg)
 
     def step(carry, idx):
       params, opt_state, kernel = carry
-      xb, yb = x[index, idx], y[index, idx]
-      teacher = ((t_logits[index, idx], t_feats[index, idx])
-                 if distilled else None)
+      xb, yb, teacher, partner_y, lam = batch(
+          cfg, index, idx, x, y, t_logits, t_feats, mix,
+          distilled=distilled, mixed=mixed)
 
       def loss(p):
         values, probs = loss_terms(body, p, cfg, xb, yb, online["targets"],
                                    teacher, epoch,
-                                   tree if hierarchical else None)
+                                   tree if hierarchical else None,
+                                   partner_y, lam)
         return values.mean(), probs
 
       (_, probs), grads = jax.value_and_grad(loss, has_aux=True)(params)
@@ -217,7 +278,7 @@ def epoch_program(body, batch_size: int, n: int, hierarchical: bool,
     return params, opt_state, dict(online, kernel=kernel)
 
   return jax.jit(jax.vmap(one, in_axes=(0, 0, 0, 0, None, None, None, None,
-                                        None, None)))
+                                        None, None, None)))
 
 
 def initial_state(body, C, F, seeds, sample_shape):
