@@ -316,3 +316,61 @@ def test_the_ordinal_baselines_run_end_to_end():
   assert '"probabilistic": false' in text
   md = _report.section("ordinal", report)
   assert "| regression |" in md and "n/a" in md
+
+
+@pytest.mark.parametrize("method", ["coral", "regression"])
+def test_timed_step_is_the_programs_step(method):
+  """``_timing`` writes CORAL and regression as a user would (a weight
+  vector and biases on the features, ``coral_loss`` / squared error); one
+  SGD step of it moves the parameters it keeps exactly as the gradient of
+  the vmapped program's loss does; and the timing runs for them."""
+  import jax
+  import jax.numpy as jnp
+  import optax
+
+  from spectral_targets.bench import (
+    _bodies,
+    _methods,
+    _pipeline,
+    _timing,
+    _training,
+    _tuning,
+  )
+  from spectral_targets.bench._compile import Compiler
+  from spectral_targets.bench._execute import Executor
+  task, data = _ordinal_setup()
+  C = task.num_classes
+  body, params, cfg = _one_model(task, data, method, {"lr": 1e-2})
+  x, y = data.x_train[0][:32], data.y_train[0][:32]
+  online = np.eye(C, dtype=np.float32)
+  grads = jax.grad(lambda p: _training.loss_terms(
+      body, p, cfg, x, y, online, None, 0)[0].mean())(params)
+  m = _methods.METHODS[method]
+  single = _bodies.make_body(task.body, F, single=True)
+  step = _timing._step(single, C, F, m.head, m.timed_as[0], None,
+                       optax.sgd(1.0))
+  keep = {"body", "ordinal_w",
+          "coral_b" if method == "coral" else "reg_b"}
+  p = jax.tree_util.tree_map(
+      jnp.asarray, {k: v for k, v in params.items() if k in keep})
+  new, _, _ = step(p, optax.sgd(1.0).init(p), jnp.zeros((C, C)),
+                   {"x": jnp.asarray(x), "y": jnp.asarray(y),
+                    "knob": jnp.float32(0)})
+  for name in keep:
+    for a, b, g in zip(jax.tree_util.tree_leaves(new[name]),
+                       jax.tree_util.tree_leaves(p[name]),
+                       jax.tree_util.tree_leaves(grads[name])):
+      np.testing.assert_allclose(np.asarray(b) - np.asarray(a), g,
+                                 rtol=1e-3, atol=1e-6)
+  budget = _pipeline.Budget(seeds=1, epochs=1, batch_size=32)
+  with Compiler() as programs:
+    ex = Executor(task, data, body="mlp", features=F, batch_size=32,
+                  programs=programs)
+    runner = _pipeline.TaskRunner(task, budget, [], data, ex)
+    methods = [_methods.METHODS["one-hot"], m]
+    selections = {n.name: _tuning.Selection({"lr": 1e-2}, [], [])
+                  for n in methods}
+    ratios = _timing.step_time_ratios(task, runner, selections, methods,
+                                      x=x, y=y, rounds=1, steps=2)
+  assert set(ratios) == {"one-hot", method} and ratios["one-hot"] == 1.0
+  assert math.isfinite(ratios[method]) and ratios[method] > 0
