@@ -105,12 +105,15 @@ def coral_probabilities(logits: jax.typing.ArrayLike, *, axis: int = -1
     P(y = k) = \sigma(g_{k-1}) - \sigma(g_k),
     \qquad \sigma(g_{-1}) = 1,\ \sigma(g_{K-1}) = 0,
 
-  evaluated as :math:`\sigma(a)\,\sigma(-b)\,(1 - e^{\,b-a})`, which keeps
-  its relative precision when both probabilities are near 1 or near 0. The
-  rows sum to 1 (they telescope) and are non-negative exactly when the
-  logits are non-increasing along ``axis`` (rank-consistent), as CORAL's
-  shared weight vector with ordered biases gives; otherwise some entry is
-  negative and says so. Feed them to ``posterior_median`` or
+  evaluated, for :math:`a = g_{k-1} \ge b = g_k`, as
+  :math:`\sigma(a)\,\sigma(-b)\,(1 - e^{\,b-a})`, which keeps its
+  relative precision when both probabilities are near 1 or near 0. The rows
+  sum to 1 (they telescope) and are non-negative exactly when the logits
+  are non-increasing along ``axis`` (rank-consistent), as CORAL's shared
+  weight vector with ordered biases gives; otherwise some entry is
+  negative and says so (an out-of-order pair is the plain difference
+  :math:`\sigma(a) - \sigma(b)`: finite, with a finite gradient, however
+  far apart the two logits are). Feed them to ``posterior_median`` or
   ``expected_cost_predictions``.
 
   Args:
@@ -132,8 +135,12 @@ def coral_probabilities(logits: jax.typing.ArrayLike, *, axis: int = -1
   pad = jnp.full(g.shape[:-1] + (1,), jnp.inf, g.dtype)
   a = jnp.concatenate([pad, g], -1)   # g_{k-1}
   b = jnp.concatenate([g, -pad], -1)  # g_k
-  # 0 - expm1: an exact tie gives +0, not -0.
-  p = jax.nn.sigmoid(a) * jax.nn.sigmoid(-b) * (0 - jnp.expm1(b - a))
+  # 0 - expm1: an exact tie gives +0, not -0. Out of order (b > a) the
+  # product form is 0 * inf far apart; its expm1 is kept at most 0 so that
+  # neither branch's value or gradient is NaN.
+  ordered = jax.nn.sigmoid(a) * jax.nn.sigmoid(-b) * (
+      0 - jnp.expm1(jnp.minimum(b - a, 0)))
+  p = jnp.where(b > a, jax.nn.sigmoid(a) - jax.nn.sigmoid(b), ordered)
   return jnp.moveaxis(p, -1, axis)
 
 

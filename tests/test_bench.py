@@ -617,6 +617,11 @@ def test_quick_bench_reports_every_method_metric_and_choice(quick_results):
         for metric in ("accuracy", "severity", "nll", "ece"):
           values = r["per_seed"][metric]
           assert len(values) == results["meta"]["seeds"] == 2
+          if metric in ("nll", "ece") and r.get("probabilistic") is False:
+            # Regression on the grade index has no probabilities.
+            assert values == [None, None], (task, name, metric)
+            assert metric not in r.get("vs one-hot", {}), (task, name)
+            continue
           assert all(v is not None and math.isfinite(v) for v in values), (
               task, name, metric)
         if name != "one-hot":
@@ -637,10 +642,14 @@ def test_quick_bench_reports_every_method_metric_and_choice(quick_results):
   # The diamonds tasks: the ordinal methods and metrics, diabetes kept.
   for task in ("diamonds-colour", "diamonds-price-decile", "ordinal"):
     methods = results["tasks"][task]["methods"]
-    assert {"one-hot", "sord", "cosine", "simplex", "spectral"} <= set(
-        methods), task
+    assert {"one-hot", "sord", "coral", "regression", "cosine", "simplex",
+            "spectral"} <= set(methods), task
+    assert methods["regression"]["probabilistic"] is False
     for name, r in methods.items():
       for metric in ("mae", "qwk", "median_mae"):
+        if metric == "median_mae" and name == "regression":
+          assert r["per_seed"][metric] == [None, None]
+          continue
         assert all(math.isfinite(v) for v in r["per_seed"][metric]), (
             task, name, metric)
       if name != "one-hot":
@@ -674,6 +683,7 @@ def test_quick_bench_reports_every_method_metric_and_choice(quick_results):
   assert stdout.startswith("**SMOKE RUN")
   assert "↑ higher is better" in md and "↑ higher is better" in stdout
   assert "Δ severity vs one-hot + CRM" in md
+  assert "| regression |" in md and "| coral |" in md
   # Task order: the same in stdout and in results.md.
   order = [f"### {t}" for t in TASK_ORDER if not bench.TASK_NEEDS[t]]
   for text in (stdout, md):

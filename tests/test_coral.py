@@ -124,6 +124,13 @@ def test_probabilities_match_the_differences():
                                                                   rel=1e-5)
   # Unordered logits are not rank-consistent: a negative entry says so.
   assert float(st.coral_probabilities(np.array([[-1.0, 1.0]]))[0, 1]) < 0
+  # However far out of order: the differences, finite, with finite
+  # gradients (the product form would be 0 * inf there).
+  wild = np.array([[-200.0, 200.0, 0.0, 150.0, -150.0, 5.0]], np.float32)
+  p = np.asarray(st.coral_probabilities(wild))
+  np.testing.assert_allclose(p, reference_probabilities(wild), atol=1e-6)
+  grad = jax.grad(lambda g: jnp.sum(st.coral_probabilities(g) ** 2))(wild)
+  assert np.isfinite(np.asarray(grad)).all()
 
 
 def test_predictions_count_and_equal_the_median():

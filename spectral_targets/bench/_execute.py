@@ -328,7 +328,10 @@ def _scorer(body, num_classes, ks, ordinal=False):
   raw and after temperature scaling on validation, NC1 of the training
   features the head sees and the condition number of their Σ_B; on an
   ordinal task also the MAE in grades and quadratic weighted kappa of the
-  argmax, and the MAE of the posterior median (``median_mae``)."""
+  argmax, and the MAE of the posterior median (``median_mae``). For a model
+  whose head has no probabilities (``cfg.probabilistic`` 0: regression on
+  the grade index) the metrics that read them
+  (``_config.needs_probabilities``) are NaN: not applicable."""
 
   def one(params, cfg, index, xtr, ytr, xv, yv, xte, yte, distances):
     D = distances[index]
@@ -383,6 +386,8 @@ def _scorer(body, num_classes, ks, ordinal=False):
       out["qwk"] = st.quadratic_weighted_kappa(pred, y_test)
       out["median_mae"] = st.mean_absolute_error(
           st.posterior_median(probs), y_test)
-    return out
+    nan = jnp.float32(jnp.nan)
+    return {k: jnp.where(cfg.probabilistic > 0, v, nan)
+            if _config.needs_probabilities(k) else v for k, v in out.items()}
 
   return jax.jit(jax.vmap(one, in_axes=(0, 0, 0) + (None,) * 7))

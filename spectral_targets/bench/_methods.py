@@ -44,7 +44,9 @@ class Method:
   Attributes:
     name: id used in tables and on the command line.
     note: one line for the legend.
-    head: "dense", "cosine" (learned unit class vectors) or "codebook".
+    head: "dense", "cosine" (learned unit class vectors), "codebook",
+      "coral" (rank-consistent binary heads) or "regression" (a scalar on
+      the grade index): ``_config.HEADS``.
     codes: for a codebook head, which codebook: "simplex", "spectral",
       "spectral-small", "random" or "online".
     knobs: the method's own hyperparameters: name -> grid.
@@ -54,6 +56,9 @@ class Method:
       cross-entropy on one-hot targets).
     timed_as: how ``_timing`` writes the method's single-model step, as a
       user would: (the loss, the knob of ``hp`` that loss reads or None).
+    probabilistic: whether the head's softmax is a model of the class
+      distribution (not for regression on the grade index: its NLL, ECE,
+      temperature, CRM and posterior-median metrics are not applicable).
     needs_kernel: whether the method reads the task's label kernel.
     needs_teacher: "logits" or "codebook" for distillation methods.
     needs_tree: whether the method reads the task's class tree.
@@ -70,6 +75,7 @@ class Method:
   defaults: dict = dataclasses.field(default_factory=dict)
   loss: Callable[[Context, dict], dict] = _cross_entropy
   timed_as: tuple[str, str | None] = ("ce", None)
+  probabilistic: bool = True
   needs_kernel: bool = False
   needs_teacher: str | None = None
   needs_tree: bool = False
@@ -84,10 +90,13 @@ class Method:
       head.update(head=self.head, scale=hp["scale"])
       if self.head == "codebook":
         head["codebook"] = ctx.codebooks[self.codes]
+    elif self.head != "dense":
+      head.update(head=self.head)
     return method_config(ctx.num_classes, ctx.features, lr=hp["lr"],
                          total_steps=ctx.total_steps,
                          warmup_steps=warmup_steps(ctx.total_steps,
                                                    ctx.epochs), **head,
+                         probabilistic=self.probabilistic,
                          **self.loss(ctx, hp))
 
 
@@ -132,6 +141,29 @@ METHODS = {m.name: m for m in (
            loss=lambda ctx, hp: dict(target_kernel=-_rank_distances(
                ctx.num_classes), alpha=1.0, target_temperature=1.0),
            timed_as=("kernel", None)),
+    # CORAL's decision rule counts the tasks answered "above" (σ(g_k) >
+    # 1/2); with ordered biases that is the posterior median of
+    # coral_probabilities, which is what median_mae scores.
+    Method("coral", "CORAL (Cao, Mirjalili & Raschka 2020): K − 1 "
+           "rank-consistent binary heads P(y > k) = σ(w·z + b_k) on the "
+           "body's features (one shared weight vector, K − 1 biases "
+           "starting ordered as in coral-pytorch), trained with coral_loss "
+           "and scored by its grade distribution coral_probabilities "
+           "(accuracy and MAE of its mode); CORAL's own prediction, the "
+           "count of σ(g_k) > 1/2, is the posterior median of that "
+           "distribution when the biases are ordered, so its published MAE "
+           'is the column "MAE, posterior median" (ordered classes only)',
+           head="coral", loss=lambda ctx, hp: dict(w_ce=0.0, w_coral=1.0),
+           timed_as=("coral", None)),
+    Method("regression", "regression on the grade index: a scalar head "
+           "r = w·z + b trained with squared error (r − y)², predicting the "
+           "nearest grade clipped to [0, C − 1] (the metric-regression "
+           "baseline of ordinal work, e.g. Niu et al. 2016's MR-CNN; "
+           "ordered classes only); it has no probabilities, so NLL, ECE, "
+           "temperature scaling, CRM and the posterior median are n/a",
+           head="regression", probabilistic=False,
+           loss=lambda ctx, hp: dict(w_ce=0.0, w_reg=1.0),
+           timed_as=("regression", None)),
     Method("cosine", "learned cosine classifier: unit features, unit "
            "learned class vectors, logits scale · cos (the control for a "
            "fixed codebook)", **_scaled(head="cosine")),

@@ -19,7 +19,8 @@ MARKERS = "osD^v<>pPX*h"
 #: distinct: the 13th and later take the next marker round.
 KNOWN = ("one-hot", "smooth-labels", "kernel-soft-labels", "cosine",
          "random-codebook", "simplex", "spectral", "spectral-small", "hxe",
-         "online-soft-labels", "online-codebook", "kd", "dkd", "sa-kd")
+         "online-soft-labels", "online-codebook", "kd", "dkd", "sa-kd",
+         "sord", "coral", "regression")
 
 
 def _slot(i: int) -> tuple[str, str]:

@@ -248,13 +248,20 @@ class TaskRunner:
       rows = per_method[m.name]
       per_seed = {k: [r[k] for r in rows] for k in metrics}
       out[m.name] = dict(
-          note=m.note, control=m.control, chosen=selections[m.name].chosen,
+          note=m.note, control=m.control, probabilistic=m.probabilistic,
+          chosen=selections[m.name].chosen,
           at_edge=selections[m.name].at_edge,
           tuning=selections[m.name].as_dict()["trials"],
           **({"halving": selections[m.name].halving}
              if selections[m.name].halving is not None else {}),
           per_seed=per_seed,
           summary={k: _stats.summary(v) for k, v in per_seed.items()})
+    # A metric that reads probabilities is paired only between methods
+    # that have them (regression on the grade index has none): never a
+    # difference of a NaN, and no entry where it does not apply.
+    def applies(name, k):
+      return out[name]["probabilistic"] or not _config.needs_probabilities(k)
+
     for m in methods:
       for reference in dict.fromkeys(("one-hot", m.control, *m.compare)):
         if reference not in out or reference == m.name:
@@ -262,10 +269,11 @@ class TaskRunner:
         out[m.name][f"vs {reference}"] = {
             k: _stats.paired_difference(out[m.name]["per_seed"][k],
                                         out[reference]["per_seed"][k])
-            for k in metrics if k in ("accuracy", "severity", "nll", "ece",
-                                      "ece_calibrated", "mae", "qwk",
-                                      "median_mae")
-            or k.startswith(("hdist@", "crm_"))}
+            for k in metrics if (k in ("accuracy", "severity", "nll", "ece",
+                                       "ece_calibrated", "mae", "qwk",
+                                       "median_mae")
+                                 or k.startswith(("hdist@", "crm_")))
+            and applies(m.name, k) and applies(reference, k)}
     if "one-hot" in out:
       # The control every severity reading needs (Karthik et al. 2021):
       # one-hot's probabilities re-ranked by expected cost.
@@ -274,7 +282,8 @@ class TaskRunner:
         out[m.name]["vs one-hot + CRM"] = {
             k: _stats.paired_difference(out[m.name]["per_seed"][k],
                                         base[f"crm_{k}"])
-            for k in metrics if f"crm_{k}" in base}
+            for k in metrics if f"crm_{k}" in base
+            and applies(m.name, k) and applies("one-hot", f"crm_{k}")}
     return out
 
   def run(self, methods=None, epochs=None) -> tuple[dict, dict]:

@@ -12,6 +12,7 @@ import math
 import pathlib
 
 from spectral_targets.bench import _stats
+from spectral_targets.bench._config import needs_probabilities
 
 #: (key, header, format) of the per-method metric columns (their
 #: directions: ``_stats.DIRECTION``).
@@ -50,6 +51,9 @@ How to read the tables:
   cost; "vs one-hot + CRM" pairs a method against that post-hoc control.
 - ordinal tasks: MAE in grades of the argmax, MAE of the posterior median
   (the Bayes decision for absolute error), QWK: quadratic weighted kappa.
+- n/a: the metric reads predicted probabilities and the method has none
+  (regression on the grade index): not applicable, and no paired
+  difference is formed on it.
 - ECE: expected calibration error, 15 bins; "T-scaled": after a temperature
   fitted on the validation split (Guo et al. 2017).
 - NC1 (train): tr(Σ_W Σ_B⁺)/C of the training features the head sees (unit
@@ -74,6 +78,16 @@ How to read the tables:
 #: κ(Σ_B)'s ceiling: ``_execute`` divides by max(λ_min, ε·λ_max), so a
 #: smallest between-class mode at float32 rounding reads as 1/ε = 2²³.
 KAPPA_CAP = 2.0 ** 23
+
+
+#: What a table shows for a metric that does not apply to a method.
+NOT_APPLICABLE = "n/a"
+
+
+def _applies(r: dict, metric: str) -> bool:
+  """Whether ``metric`` applies to the method of report ``r`` (a metric
+  that reads probabilities does not apply to a method without them)."""
+  return r.get("probabilistic", True) or not needs_probabilities(metric)
 
 
 def _cell(summary, fmt, per_seed=None):
@@ -125,6 +139,7 @@ def methods_table(report: dict) -> list[str]:
     cells = [_cell(r["summary"].get(key), fmt,
                    r.get("per_seed", {}).get(key)
                    if key == "between_condition" else None)
+             if _applies(r, key) else NOT_APPLICABLE
              for key, _, fmt in columns]
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
   return lines
@@ -140,13 +155,14 @@ def paired_table(report: dict) -> list[str]:
   for name, r in report["methods"].items():
     control = r.get("control", "one-hot")
     cells = [_diff(r.get("vs one-hot", {}).get(key), key)
-             for key, _ in PAIRED]
+             if _applies(r, key) else NOT_APPLICABLE for key, _ in PAIRED]
     if control != "one-hot" and f"vs {control}" in r:
       cells += [control] + [_diff(r[f"vs {control}"].get(key), key)
+                            if _applies(r, key) else NOT_APPLICABLE
                             for key, _ in PAIRED]
     else:
       cells += ["—"] * (len(PAIRED) + 1)
-    if any(c != "—" for c in cells):
+    if any(c not in ("—", NOT_APPLICABLE) for c in cells):
       lines.append(f"| {name} | " + " | ".join(cells) + " |")
   return lines
 
@@ -167,12 +183,13 @@ def crm_table(report: dict) -> list[str]:
   for name, r in report["methods"].items():
     if "crm_accuracy" not in r["summary"]:
       continue
-    cells = [_cell(r["summary"].get(key), fmt) for key, _, fmt in own]
+    cells = [_cell(r["summary"].get(key), fmt) if _applies(r, key)
+             else NOT_APPLICABLE for key, _, fmt in own]
     control = r.get("vs one-hot + CRM", {})
     cells += [_diff(control.get(k), k) for k in ("accuracy", "severity")]
     both = r.get("vs one-hot", {})
-    cells += [_diff(both.get(k), k) for k in ("crm_accuracy",
-                                              "crm_severity")]
+    cells += [_diff(both.get(k), k) if _applies(r, k) else NOT_APPLICABLE
+              for k in ("crm_accuracy", "crm_severity")]
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
   return lines
 

@@ -46,9 +46,10 @@ MAIN_METHODS = ("one-hot", "smooth-labels", "kernel-soft-labels", "cosine",
 #: A task with a class tree adds hierarchical cross-entropy.
 TREE_METHODS = MAIN_METHODS[:3] + ("hxe",) + MAIN_METHODS[3:]
 #: The methods of an ordinal task: the spectral codebook of its graded
-#: kernel is the horseshoe; SORD the field's soft-label baseline.
-ORDINAL_METHODS = ("one-hot", "kernel-soft-labels", "sord", "cosine",
-                   "simplex", "spectral")
+#: kernel is the horseshoe; SORD the field's soft-label baseline, CORAL and
+#: regression on the grade index its ordinal baselines.
+ORDINAL_METHODS = ("one-hot", "kernel-soft-labels", "sord", "coral",
+                   "regression", "cosine", "simplex", "spectral")
 #: Epochs of hierarchy-400 (400 training samples a class).
 HIERARCHY_400_EPOCHS = 5
 #: The references of the paired differences: always run.

@@ -1,10 +1,11 @@
 """Seconds per training step of each method, relative to one-hot.
 
 Each method gets its own compiled single-model step, written the way a user
-would: a Dense layer, a learned cosine classifier or ``codebook_logits``
-with a fixed codebook on the body's features, plus the method's loss
-(``optax`` cross-entropy on its targets, ``hierarchical_cross_entropy``, an
-online label-kernel update). Methods whose steps differ only in data (the
+would: a Dense layer, a learned cosine classifier, ``codebook_logits``
+with a fixed codebook, CORAL's K − 1 logits w·z + b_k or a scalar w·z + b on
+the body's features, plus the method's loss (``optax`` cross-entropy on its
+targets, ``hierarchical_cross_entropy``, an online label-kernel update,
+``coral_loss``, the squared error on the grade index). Methods whose steps differ only in data (the
 fixed codebooks) share one program. The steps run in interleaved rounds, in
 a shuffled order each round, in this process, after every queued
 compilation has finished, and the medians are compared.
@@ -33,6 +34,10 @@ def _step(body, C, d, head, loss_name, tree, tx):
     z = body.apply(p["body"], b["x"])
     if head == "dense":
       return z @ p["dense_w"] + p["dense_b"]
+    if head == "coral":  # nnx.CoralHead: one weight vector, K − 1 biases
+      return (z @ p["ordinal_w"])[:, None] + p["coral_b"]
+    if head == "regression":  # a Dense(1) head
+      return z @ p["ordinal_w"] + p["reg_b"]
     W = p["class_vectors"] if head == "cosine" else b["W"]
     return st.codebook_logits(z, W, scale=b["scale"])
 
@@ -46,6 +51,10 @@ def _step(body, C, d, head, loss_name, tree, tx):
     if loss_name == "kernel":
       return optax.softmax_cross_entropy(logits, st.kernel_soft_labels(
           y, b["kernel"], temperature=b["knob"], alpha=1.0)).mean(), None
+    if loss_name == "coral":
+      return st.coral_loss(logits, y).mean(), None
+    if loss_name == "regression":
+      return jnp.mean((logits - y) ** 2), None
     if loss_name == "hxe":
       return st.hierarchical_cross_entropy(logits, y, tree,
                                            alpha=b["knob"]).mean(), None
@@ -85,9 +94,11 @@ def step_time_ratios(task, runner, selections, methods, *, x, y,
     params = jax.tree_util.tree_map(lambda a: jnp.asarray(a[0]),
                                     _training.init_params(body, C, d, [0],
                                                   x.shape[1:]))
-    keep = {"body"} | ({"dense_w", "dense_b"} if method.head == "dense"
-                       else {"class_vectors"} if method.head == "cosine"
-                       else set())
+    keep = {"body"} | {"dense": {"dense_w", "dense_b"},
+                       "cosine": {"class_vectors"},
+                       "coral": {"ordinal_w", "coral_b"},
+                       "regression": {"ordinal_w", "reg_b"}}.get(
+                           method.head, set())
     params = {k: v for k, v in params.items() if k in keep}
     hp = selections[method.name].chosen
     knob = method.timed_as[1]
@@ -95,7 +106,7 @@ def step_time_ratios(task, runner, selections, methods, *, x, y,
     untuned = 1.0 if method.timed_as[0] == "kernel" else 0.0
     batch = {"x": jnp.asarray(x), "y": jnp.asarray(y),
              "knob": jnp.float32(hp[knob] if knob else untuned)}
-    if method.head != "dense":
+    if method.head in ("cosine", "codebook"):
       batch["scale"] = jnp.float32(hp["scale"])
     if method.head == "codebook":
       codes = runner.codebooks[seed][method.codes]

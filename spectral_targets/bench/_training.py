@@ -26,25 +26,41 @@ def _param_shapes(body, sample_shape, dtype):
 
 
 def model_shapes(body, num_classes, features, sample_shape, dtype=np.float32):
-  """Shapes of one model's parameters: the body, a Dense head and the
-  learned class vectors of a cosine head (every model carries all three;
-  its config picks the head)."""
+  """Shapes of one model's parameters: the body, a Dense head, the learned
+  class vectors of a cosine head, the shared weight vector of the ordinal
+  heads (``ordinal_w``), CORAL's K − 1 biases (``coral_b``) and the
+  regression head's bias (``reg_b``). Every model carries them all; its
+  config picks the head."""
   return {"body": _param_shapes(body, tuple(sample_shape), np.dtype(dtype)),
           "dense_w": jax.ShapeDtypeStruct((features, num_classes),
                                           jnp.float32),
           "dense_b": jax.ShapeDtypeStruct((num_classes,), jnp.float32),
           "class_vectors": jax.ShapeDtypeStruct((num_classes, features),
-                                                jnp.float32)}
+                                                jnp.float32),
+          "ordinal_w": jax.ShapeDtypeStruct((features,), jnp.float32),
+          "coral_b": jax.ShapeDtypeStruct((num_classes - 1,), jnp.float32),
+          "reg_b": jax.ShapeDtypeStruct((), jnp.float32)}
+
+
+def coral_initial_biases(num_classes: int) -> np.ndarray:
+  """CORAL's starting biases: ordered, evenly from 1 down to 1/(K − 1), as
+  ``coral-pytorch``'s ``CoralLayer`` (its default ``preinit_bias``) and
+  ``spectral_targets.nnx.CoralHead`` start them."""
+  K = num_classes
+  return (np.arange(K - 1, 0, -1) / (K - 1)).astype(np.float32)
 
 
 def init_params(body, num_classes, features, seeds, sample_shape):
   """Parameters of one model per integer seed, stacked on a leading axis,
-  as NumPy arrays: LeCun-normal kernels (N(0, 1/fan_in)), zero biases,
-  N(0, 1) class vectors.
+  as NumPy arrays: LeCun-normal kernels (N(0, 1/fan_in); the ordinal heads'
+  weight vector N(0, 1/F), a Dense(1) kernel), zero biases (CORAL's: ordered,
+  ``coral_initial_biases``), N(0, 1) class vectors.
 
   Drawn with NumPy from the shapes of ``body.init`` (``jax.eval_shape``:
   traced, never compiled; flax's own init compiles every random op of every
-  layer, seconds per body on CPU).
+  layer, seconds per body on CPU). The leaves are drawn in sorted order and
+  the ordinal heads' weight vector after every other, so the other heads'
+  draws are those of a model without them.
   """
   leaves, treedef = jax.tree_util.tree_flatten_with_path(
       model_shapes(body, num_classes, features, sample_shape))
@@ -54,10 +70,15 @@ def init_params(body, num_classes, features, seeds, sample_shape):
     values = []
     for path, leaf in leaves:
       name = str(path[-1])
-      if "bias" in name or "dense_b" in name:
+      if "coral_b" in name:
+        values.append(coral_initial_biases(num_classes))
+      elif "bias" in name or "dense_b" in name or "reg_b" in name:
         values.append(np.zeros(leaf.shape, np.float32))
       elif "class_vectors" in name:
         values.append(rng.normal(size=leaf.shape).astype(np.float32))
+      elif "ordinal_w" in name:
+        values.append((rng.normal(size=leaf.shape) / np.sqrt(features))
+                      .astype(np.float32))
       else:
         fan_in = int(np.prod(leaf.shape[:-1]))
         values.append((rng.normal(size=leaf.shape) / np.sqrt(fan_in))
@@ -70,17 +91,47 @@ def init_params(body, num_classes, features, seeds, sample_shape):
 # -- forward pass and loss --------------------------------------------------------
 
 
+def ordinal_outputs(params, z):
+  """(CORAL's K − 1 logits g_k = w·z + b_k, the regression head's scalar
+  r = w·z + b) of features ``z`` (..., F): the two ordinal heads share the
+  weight vector ``ordinal_w`` (a model uses one of them)."""
+  s = z @ params["ordinal_w"]
+  return s[..., None] + params["coral_b"], s + params["reg_b"]
+
+
+#: The floor of CORAL's grade probabilities before their log: the logits
+#: stay finite (a 0 · (−inf) of an unused head would be NaN), and a
+#: negative probability (biases out of order) counts as almost 0.
+CORAL_FLOOR = float(np.finfo(np.float32).tiny)
+
+
+def ordinal_logits(params, z, num_classes):
+  """The class logits of the two ordinal heads on features ``z``: CORAL's
+  log ``coral_probabilities(g)`` (floored at ``CORAL_FLOOR``), so that its
+  softmax is CORAL's grade distribution; and the regression head's
+  −(i − r)², whose argmax is the grade nearest r, clipped to [0, C − 1]
+  (a tie at a half-grade goes to the lower grade). Its softmax is a
+  discretised Gaussian around r of no fitted width: not a model of the
+  class distribution (``MethodConfig.probabilistic`` 0)."""
+  g, r = ordinal_outputs(params, z)
+  coral = jnp.log(jnp.maximum(st.coral_probabilities(g), CORAL_FLOOR))
+  grades = jnp.arange(num_classes, dtype=z.dtype)
+  return coral, -(grades - r[..., None]) ** 2
+
+
 def forward(body, params, cfg, x):
   """(features, logits, head features): the logits of the head chosen by
-  ``cfg.head``, and the features that head sees (raw for the Dense head,
-  unit-norm for the cosine heads)."""
+  ``cfg.head`` (a one-hot over ``_config.HEADS``), and the features that
+  head sees (unit-norm for the cosine heads, raw for the others)."""
   z = body.apply(params["body"], x) * cfg.mask
   dense = z @ params["dense_w"] + params["dense_b"]
   codes = (cfg.head[1] * params["class_vectors"] * cfg.mask
            + cfg.head[2] * cfg.codebook)
   cosine = st.codebook_logits(z, codes, scale=cfg.scale)
-  logits = cfg.head[0] * dense + (1 - cfg.head[0]) * cosine
-  seen = jnp.where(cfg.head[0] > 0, z, unit_rows(z))
+  coral, regression = ordinal_logits(params, z, dense.shape[-1])
+  logits = (cfg.head[0] * dense + (cfg.head[1] + cfg.head[2]) * cosine
+            + cfg.head[3] * coral + cfg.head[4] * regression)
+  seen = jnp.where(cfg.head[1] + cfg.head[2] > 0, unit_rows(z), z)
   return z, logits, seen
 
 
@@ -178,6 +229,11 @@ def loss_terms(body, params, cfg, x, y, online_targets, teacher, epoch,
   z, logits, _ = forward(body, params, cfg, x)
   q = targets(cfg, y, online_targets, partner_y, lam)
   loss = cfg.w_ce * optax.softmax_cross_entropy(logits, q)
+  # The ordinal heads' own losses (CORAL's binary tasks; squared error on
+  # the grade index), on the same features.
+  g, r = ordinal_outputs(params, z)
+  loss += cfg.w_coral * st.coral_loss(g, y)
+  loss += cfg.w_reg * (r - y) ** 2
   if tree is not None:
     loss += cfg.w_hxe * st.hierarchical_cross_entropy(
         logits, y, tree, alpha=cfg.hxe_alpha)
