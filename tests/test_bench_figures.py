@@ -87,3 +87,39 @@ def test_an_interval_that_excludes_zero_shows_a_nonzero_bound():
   assert _report._diff(d, "accuracy") == "+0.011 [+0.0003, +0.022] ✔"
   tie = {"mean": 0.017, "low": -0.0002, "high": 0.035, "verdict": "tie"}
   assert _report._diff(tie, "accuracy") == "+0.017 [-0.000, +0.035]"
+
+
+def test_the_readme_summary_reads_ordinal_tasks_by_mae_and_lists_distillation():
+  def method(acc, mae=None, probabilistic=True, control="one-hot"):
+    summary = {"accuracy": _summary(acc), "severity": _summary(1.0)}
+    if mae is not None:
+      summary.update(mae=_summary(mae), qwk=_summary(0.5),
+                     median_mae=_summary(mae - 0.1))
+    return {"summary": summary, "control": control,
+            "probabilistic": probabilistic,
+            "vs one-hot": {"accuracy": {"mean": 0.01, "low": 0.005,
+                                        "high": 0.02, "n": 5,
+                                        "verdict": "higher"}}}
+
+  results = {"tasks": {
+      "plain": {"methods": {"one-hot": method(0.9),
+                            "simplex": method(0.92, control="cosine")}},
+      "graded": {"methods": {"one-hot": method(0.5, 0.8),
+                             "regression": method(0.4, 0.7, False)}},
+      "distill": {"students": {"mlp": {"methods": {"kd": method(0.7)}}},
+                  "settings": {"transfer set": {"methods": {
+                      "pseudo-labels": method(0.72)}}}}}}
+  text = _report.summary_table(results)
+  tables = text.split("\n\n")
+  assert len(tables) == 3
+  classification, ordinal, distill = tables
+  assert "| plain | simplex |" in classification
+  assert "graded" not in classification
+  assert "MAE ↓" in ordinal and "| graded | regression | 0.700" in ordinal
+  # Regression has no probabilities: its posterior-median MAE is n/a.
+  assert ordinal.splitlines()[-1].split(" | ")[6] == _report.NOT_APPLICABLE
+  assert "| distill: mlp | kd |" in distill
+  assert "| distill: transfer set | pseudo-labels |" in distill
+  # A run with neither kind has only the first table.
+  assert "\n\n" not in _report.summary_table({"tasks": {
+      "plain": results["tasks"]["plain"]}})

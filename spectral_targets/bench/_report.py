@@ -397,17 +397,28 @@ def _jsonable(x):
 #: The methods the README's summary shows, per task kind.
 SUMMARY_METHODS = ("one-hot", "cosine", "simplex", "spectral",
                    "kernel-soft-labels", "hxe")
+#: ... on an ordinal task (scored by MAE and QWK): the field's baselines
+#: and the horseshoe (spectral codes of the graded kernel).
+ORDINAL_SUMMARY_METHODS = ("one-hot", "sord", "coral", "regression",
+                           "kernel-soft-labels", "simplex", "spectral")
+
+
+def _is_ordinal(report: dict) -> bool:
+  methods = report.get("methods") or {}
+  return any("mae" in r["summary"] for r in methods.values())
 
 
 def summary_table(results: dict) -> str:
-  """The README's summary of a run: per task, accuracy and mistake
-  severity side by side, each with its paired difference against one-hot,
-  and each codebook head's accuracy against the learned cosine classifier
-  (its control). No method is singled out as best."""
+  """The README's summary of a run: per classification task, accuracy and
+  mistake severity side by side, each with its paired difference against
+  one-hot, and each codebook head's accuracy against the learned cosine
+  classifier (its control); then the ordinal tasks by MAE and quadratic
+  weighted kappa (``ordinal_summary_table``) and the distillation settings
+  (``distill_summary_table``). No method is singled out as best."""
   lines = ["| task | method | accuracy ↑ | Δ vs one-hot | Δ vs control | "
            "severity ↓ | Δ vs one-hot |", "|---" * 7 + "|"]
   for task, report in results["tasks"].items():
-    if "methods" not in report:
+    if "methods" not in report or _is_ordinal(report):
       continue
     for name in SUMMARY_METHODS:
       r = report["methods"].get(name)
@@ -424,4 +435,67 @@ def summary_table(results: dict) -> str:
           vs_control, _cell(r["summary"]["severity"], "{:.3f}"),
           _diff(r.get("vs one-hot", {}).get("severity"), "severity")])
                    + " |")
-  return "\n".join(lines)
+  out = ["\n".join(lines)]
+  ordinal = ordinal_summary_table(results)
+  if ordinal:
+    out.append(ordinal)
+  distill = distill_summary_table(results)
+  if distill:
+    out.append(distill)
+  return "\n\n".join(out)
+
+
+def ordinal_summary_table(results: dict) -> str:
+  """The ordinal tasks: MAE in grades and quadratic weighted kappa of the
+  argmax, each with its paired difference against one-hot, the MAE of the
+  posterior median (n/a without probabilities) and accuracy. Empty where
+  the run has no ordinal task."""
+  rows = []
+  for task, report in results["tasks"].items():
+    if "methods" not in report or not _is_ordinal(report):
+      continue
+    for name in ORDINAL_SUMMARY_METHODS:
+      r = report["methods"].get(name)
+      if r is None:
+        continue
+      vs = r.get("vs one-hot", {})
+      median = (_cell(r["summary"]["median_mae"], "{:.3f}")
+                if _applies(r, "median_mae") else NOT_APPLICABLE)
+      rows.append(" | ".join([
+          f"| {task}", name, _cell(r["summary"]["mae"], "{:.3f}"),
+          _diff(vs.get("mae"), "mae"), _cell(r["summary"]["qwk"], "{:.3f}"),
+          _diff(vs.get("qwk"), "qwk"), median,
+          _cell(r["summary"]["accuracy"], "{:.3f}")]) + " |")
+  if not rows:
+    return ""
+  return "\n".join(["| task | method | MAE ↓ | Δ vs one-hot | QWK ↑ | "
+                    "Δ vs one-hot | MAE, posterior median ↓ | accuracy ↑ |",
+                    "|---" * 8 + "|"] + rows)
+
+
+def distill_summary_table(results: dict) -> str:
+  """The distillation task: per student and setting, each method's test
+  accuracy with its paired difference against its control (the method that
+  lacks only its ingredient) and against one-hot. Empty where the run has
+  no distillation task."""
+  rows = []
+  for task, report in results["tasks"].items():
+    blocks = dict(report.get("students", {}))
+    blocks.update(report.get("settings", {}))
+    for label, block in blocks.items():
+      methods = block["methods"]
+      for name, r in methods.items():
+        control = r.get("control", "one-hot")
+        vs_control = (_diff(r[f"vs {control}"]["accuracy"], "accuracy")
+                      + f" ({control})" if control != "one-hot"
+                      and f"vs {control}" in r else "")
+        rows.append(" | ".join([
+            f"| {task}: {label}", name,
+            _cell(r["summary"]["accuracy"], "{:.3f}"),
+            _diff(r.get("vs one-hot", {}).get("accuracy"), "accuracy"),
+            vs_control]) + " |")
+  if not rows:
+    return ""
+  return "\n".join(["| task: student or setting | method | accuracy ↑ | "
+                    "Δ vs one-hot | Δ vs control |", "|---" * 5 + "|"]
+                   + rows)
