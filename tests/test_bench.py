@@ -259,6 +259,27 @@ def test_halving_follows_a_choice_at_the_edge_one_step_beyond():
   assert until == 25 and trainer.calls[-1] == (4, 1, 25)
 
 
+@pytest.mark.parametrize("search", ["halving", "grid", "cross"])
+def test_no_edge_steps_leaves_a_choice_at_the_edge_flagged(search):
+  # edges=False (--quick): the same search up to its steps beyond an end,
+  # which it leaves out; the choice at the end stays flagged.
+  from spectral_targets.bench import _tuning
+  from spectral_targets.bench._methods import METHODS
+  asked = {}
+  for edges in (True, False):
+    trainer = _CurveTrainer(25, {"lr": 0.1, "scale": 8.0}, noise=0.0)
+    selection = _tuning.tune([METHODS["cosine"]], trainer, search=search,
+                             edges=edges)["cosine"]
+    asked[edges] = [hp for settings, _ in trainer.asked
+                    for hp in settings.get("cosine", [])]
+  steps = [{"lr": 0.1, "scale": 8.0}]
+  assert set(map(_tuning.key, asked[True])) - set(
+      map(_tuning.key, asked[False])) == set(map(_tuning.key, steps))
+  assert all(hp["lr"] in _tuning.LEARNING_RATES for hp in asked[False])
+  assert selection.chosen == {"lr": 5e-2, "scale": 8.0}
+  assert selection.at_edge == ["lr"]
+
+
 def test_halving_with_eta_one_is_the_grid():
   from spectral_targets.bench import _tuning
   from spectral_targets.bench._methods import METHODS
