@@ -85,7 +85,8 @@ def _parser() -> tuple[argparse.ArgumentParser,
       "--quick", action="store_true",
       help="a smoke test of the whole pipeline, not evidence: two epochs on "
            f"about {bench.QUICK_TRAIN_LIMIT} samples per task, two learning "
-           "rates, no knob grids, no step timing")
+           "rates, no knob grids, no steps beyond a grid's end, no step "
+           "timing")
   tasks = list(bench.TASK_ORDER)
   bench_parser.add_argument(
       "--tasks", nargs="+", metavar="TASK", type=_one_of("task", tasks),

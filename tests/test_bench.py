@@ -259,6 +259,27 @@ def test_halving_follows_a_choice_at_the_edge_one_step_beyond():
   assert until == 25 and trainer.calls[-1] == (4, 1, 25)
 
 
+@pytest.mark.parametrize("search", ["halving", "grid", "cross"])
+def test_no_edge_steps_leaves_a_choice_at_the_edge_flagged(search):
+  # edges=False (--quick): the same search up to its steps beyond an end,
+  # which it leaves out; the choice at the end stays flagged.
+  from spectral_targets.bench import _tuning
+  from spectral_targets.bench._methods import METHODS
+  asked = {}
+  for edges in (True, False):
+    trainer = _CurveTrainer(25, {"lr": 0.1, "scale": 8.0}, noise=0.0)
+    selection = _tuning.tune([METHODS["cosine"]], trainer, search=search,
+                             edges=edges)["cosine"]
+    asked[edges] = [hp for settings, _ in trainer.asked
+                    for hp in settings.get("cosine", [])]
+  steps = [{"lr": 0.1, "scale": 8.0}]
+  assert set(map(_tuning.key, asked[True])) - set(
+      map(_tuning.key, asked[False])) == set(map(_tuning.key, steps))
+  assert all(hp["lr"] in _tuning.LEARNING_RATES for hp in asked[False])
+  assert selection.chosen == {"lr": 5e-2, "scale": 8.0}
+  assert selection.at_edge == ["lr"]
+
+
 def test_halving_with_eta_one_is_the_grid():
   from spectral_targets.bench import _tuning
   from spectral_targets.bench._methods import METHODS
@@ -581,6 +602,10 @@ def test_compiler_compiles_once_per_key():
 
 @pytest.fixture(scope="module")
 def quick_results(tmp_path_factory):
+  """One ``spectral-targets bench --quick`` over every task: the tests of
+  this file read its outputs (no other file runs the pipeline end to end
+  on the built-in tasks; under ``--dist loadfile`` a module fixture runs
+  once)."""
   out = tmp_path_factory.mktemp("bench")
   proc = subprocess.run(
       [sys.executable, "-m", "spectral_targets", "bench", "--quick", "--out",
@@ -691,6 +716,90 @@ def test_quick_bench_reports_every_method_metric_and_choice(quick_results):
     assert positions == sorted(positions)
   # Not a terminal: plain progress lines, no carriage returns.
   assert "\r" not in stderr and "mnist1d: tuning stage 1" in stderr
+
+
+def _section(md, task):
+  """The markdown of ``task``'s section: from its heading to the next."""
+  start = md.index(f"### {task}")
+  end = md.find("\n### ", start + 1)
+  return md[start:] if end < 0 else md[start:end]
+
+
+def test_quick_bench_ordinal_baselines_and_their_n_a(quick_results):
+  """The ordinal task of the quick run: CORAL and regression tuned,
+  evaluated, paired and written; regression's probabilistic metrics absent
+  (n/a: None in the JSON, unpaired), CORAL's present; no NaN anywhere."""
+  out, _, _ = quick_results
+  text = (out / "results.json").read_text()
+
+  def no_nan(name):
+    raise AssertionError(f"results.json holds {name}")
+
+  results = json.loads(text, parse_constant=no_nan)
+  assert '"probabilistic": false' in text
+  methods = results["tasks"]["ordinal"]["methods"]
+  coral, regression = methods["coral"], methods["regression"]
+  assert coral["probabilistic"] is True
+  for metric in ("accuracy", "mae", "qwk", "severity", "nc1"):
+    for r in (coral, regression):
+      assert all(v is not None and math.isfinite(v)
+                 for v in r["per_seed"][metric]), metric
+  for metric in ("accuracy", "mae", "qwk", "severity"):
+    assert regression["vs one-hot"][metric]["low"] is not None, metric
+  for metric in ("nll", "ece", "median_mae", "crm_accuracy"):
+    assert all(v is not None and math.isfinite(v)
+               for v in coral["per_seed"][metric]), metric
+    assert regression["per_seed"][metric] == [None, None], metric
+    assert regression["summary"][metric]["mean"] is None, metric
+    assert metric not in regression["vs one-hot"], metric
+    assert coral["vs one-hot"][metric]["low"] is not None, metric
+  md = _section((out / "results.md").read_text(), "ordinal")
+  assert "| regression |" in md and "| coral |" in md and "n/a" in md
+
+
+def test_quick_bench_distill_settings_and_their_controls(quick_results):
+  """The distill task's two settings in the quick run: every method of
+  each block, paired against its controls; the labelled-only control as
+  many optimiser steps as the transfer-set students; both in results.md
+  with their controls and what is left out."""
+  from spectral_targets.bench import _distill, _run, _tasks
+  out, _, _ = quick_results
+  report = json.loads((out / "results.json").read_text())["tasks"]["distill"]
+  seeds = report["seeds"]
+  fm = report["settings"]["function matching"]
+  methods = fm["methods"]
+  assert set(methods) == set(_distill.FM_METHODS)
+  assert fm["setting"]["temperature"] == 1.0
+  assert fm["epochs"] == fm["setting"]["epochs"]
+  assert "dkd" in fm["left_out"] and "Beyer" in fm["description"]
+  fmr = methods["function-matching"]
+  assert fmr["control"] == "mixup"
+  for ref in ("vs mixup", "vs one-hot", "vs kd"):
+    d = fmr[ref]["accuracy"]
+    assert d["low"] <= d["mean"] <= d["high"], ref
+  assert methods["spectral-mixup"]["control"] == "mixup"
+  transfer = report["settings"]["transfer set"]
+  tm = transfer["methods"]
+  assert set(tm) == set(_distill.TRANSFER_METHODS)
+  for name in ("kd", "dkd"):
+    assert tm[name]["control"] == "pseudo-labels"
+    assert "vs pseudo-labels" in tm[name] and "vs one-hot" in tm[name]
+  assert tm["sa-kd"]["control"] == "spectral" and "vs spectral" in tm["sa-kd"]
+  # The labelled-only control: as many optimiser steps as the students on
+  # labelled ∪ pool (whole batches an epoch, at the quick batch size).
+  labelled, pool = (int(w) for w in transfer["sizes"].split()[:4:3])
+  assert transfer["setting"]["pool_size"] == pool == (
+      _distill.POOL_FACTOR * labelled)
+  batch = _run.Options(quick=True).budget(_tasks.mnist1d_task()).batch_size
+  steps = (labelled + pool) // batch * transfer["epochs"]
+  assert transfer["setting"]["labelled_only_epochs"] == max(
+      1, round(steps / (labelled // batch)))
+  for block in (methods, tm):
+    for r in block.values():
+      assert len(r["per_seed"]["accuracy"]) == seeds == 2
+  md = _section((out / "results.md").read_text(), "distill")
+  assert "function matching" in md and "transfer set" in md
+  assert "Controls:" in md and "dkd: left out" in md
 
 
 def test_the_command_line_lists_every_task_and_method(capsys):

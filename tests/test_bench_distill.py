@@ -1,10 +1,11 @@
 """The distill task's settings where distillation is known to work:
 function matching (mixup inputs, consistent teaching) and a transfer set
-(a pool the teacher labels)."""
+(a pool the teacher labels). Both blocks end to end are checked on the
+quick run's outputs (tests/test_bench.py: one run of the pipeline for every
+task)."""
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 
 import jax
@@ -165,75 +166,3 @@ def test_transfer_data_labels_the_pool_by_the_teachers_argmax():
   assert out.y_train.dtype == np.int32
   with pytest.raises(ValueError, match="differ"):
     _distill.transfer_data(data, pool, logits[:, :2], feats)
-
-
-def test_the_new_settings_run_end_to_end_on_a_tiny_case():
-  """Both blocks on a smoke budget, with small teachers: every method
-  reported with its paired differences against its controls."""
-  from spectral_targets.bench import _methods, _pipeline, _run
-  from spectral_targets.bench._compile import Compiler
-  task = dataclasses.replace(_tasks.mnist1d_task(), name="distill")
-  options = _run.Options(seeds=2, quick=True,
-                         methods=("function-matching", "kd"))
-  budget = dataclasses.replace(options.budget(task), learning_rates=(1e-2,))
-  with Compiler() as programs, concurrent.futures.ThreadPoolExecutor(1) as \
-      pool_thread:
-    session = _run.Session(options, programs, pool_thread,
-                           progress=lambda msg: None, on_epoch=lambda: None)
-    data = session.data(task)
-    data = dataclasses.replace(data, **{
-        f.name: getattr(data, f.name)[:, :120]
-        for f in dataclasses.fields(_tasks.Split)
-        if f.name in ("x_train", "y_train")})
-    ex = _pipeline.executor_for(session, task, data, body="mlp-small",
-                                batch_size=budget.batch_size)
-    one_hot = _methods.METHODS["one-hot"]
-    spectral = _methods.METHODS["spectral"]
-    teacher = _pipeline.TaskRunner(task, budget, [one_hot, spectral], data,
-                                   ex)
-    runs = teacher.runs(one_hot, [{"lr": 1e-2}], data.seeds, 1)
-    params, cfgs = teacher.train(runs, 1)
-    teacher.kernels_from(runs, params, cfgs)
-    teacher.build_codebooks()
-    cb_runs = teacher.runs(teacher.methods[1], [{"lr": 1e-2, "scale": 8.0}],
-                           data.seeds, 1)
-    cb_params, cb_cfgs = teacher.train(cb_runs, 1)
-    data.teacher_logits = ex.logits(params, cfgs, runs, split="train")
-    data.teacher_features = ex.features(cb_params, cb_cfgs, cb_runs,
-                                        split="train")
-    fm = _distill._function_matching(
-        session, task, budget, data, teacher, ex, (params, cfgs, runs),
-        (cb_params, cb_cfgs, cb_runs))
-    pools = np.stack([_tasks.mnist1d_pool(s, 60) for s in data.seeds])
-    transfer = _distill._transfer_set(
-        session, task, budget, data, teacher, ex, pools,
-        (params, cfgs, runs), (cb_params, cb_cfgs, cb_runs))
-  methods = fm["methods"]
-  assert set(methods) == {"one-hot", "mixup", "function-matching", "kd",
-                          "spectral-mixup"}
-  assert fm["epochs"] == 2 and fm["setting"]["temperature"] == 1.0
-  assert "dkd" in fm["left_out"] and "Beyer" in fm["description"]
-  fmr = methods["function-matching"]
-  assert fmr["control"] == "mixup"
-  for ref in ("vs mixup", "vs one-hot", "vs kd"):
-    d = fmr[ref]["accuracy"]
-    assert d["low"] <= d["mean"] <= d["high"], ref
-  assert methods["spectral-mixup"]["control"] == "mixup"
-  tm = transfer["methods"]
-  assert set(tm) == {"one-hot", "pseudo-labels", "kd", "spectral"}
-  assert tm["kd"]["control"] == "pseudo-labels"
-  assert "vs pseudo-labels" in tm["kd"] and "vs one-hot" in tm["kd"]
-  assert transfer["setting"]["pool_size"] == 60
-  # The labelled-only control: as many optimiser steps (batch 64: one step
-  # an epoch on 120 labelled, 2 on 180).
-  assert transfer["setting"]["labelled_only_epochs"] == 2 * transfer["epochs"]
-  for block in (methods, tm):
-    for r in block.values():
-      assert len(r["per_seed"]["accuracy"]) == 2
-  from spectral_targets.bench import _report
-  text = _report.distill_section("distill", dict(
-      description="d", construction="c", seeds=2, tuning_seeds=[1000, 1001],
-      ks=[1, 5], teachers={}, students={},
-      settings={"function matching": fm, "transfer set": transfer}))
-  assert "function matching" in text and "transfer set" in text
-  assert "Controls:" in text and "dkd: left out" in text

@@ -1,6 +1,8 @@
 """The ordinal baselines of the benchmark: CORAL and regression on the grade
 index as heads of the one vmapped program, their scores, and how the report
-shows the metrics that do not apply to a head without probabilities."""
+shows the metrics that do not apply to a head without probabilities. The
+ordinal task end to end is checked on the quick run's outputs
+(tests/test_bench.py: one run of the pipeline for every task)."""
 
 import math
 
@@ -283,39 +285,6 @@ def test_report_shows_probabilistic_metrics_of_regression_as_not_applicable():
   assert cells[:2] == ["n/a", "n/a"] and cells[2][0] in "+-"
   assert cells[-2:] == ["n/a", "n/a"]
   assert "n/a: the metric reads predicted probabilities" in _report.LEGEND
-
-
-def test_the_ordinal_baselines_run_end_to_end():
-  """A quick run of the ordinal task restricted to CORAL and regression
-  (one-hot and cosine always run): both are tuned, evaluated, paired and
-  written, regression's probabilistic metrics absent (n/a), CORAL's not."""
-  import json
-
-  from spectral_targets.bench import _report, _run
-  reports = _run.run(["ordinal"], _run.Options(
-      seeds=2, quick=True, methods=("coral", "regression")),
-                     progress=lambda msg: None, on_epoch=lambda: None)
-  report = reports["ordinal"]
-  assert list(report["methods"]) == ["one-hot", "coral", "regression",
-                                     "cosine"]
-  coral, regression = (report["methods"][n] for n in ("coral",
-                                                      "regression"))
-  for metric in ("accuracy", "mae", "qwk", "severity", "nc1"):
-    for r in (coral, regression):
-      assert all(math.isfinite(v) for v in r["per_seed"][metric]), metric
-  for metric in ("accuracy", "mae", "qwk", "severity"):
-    assert regression["vs one-hot"][metric]["low"] is not None, metric
-  for metric in ("nll", "ece", "median_mae", "crm_accuracy"):
-    assert all(math.isfinite(v) for v in coral["per_seed"][metric]), metric
-    assert all(math.isnan(v) for v in regression["per_seed"][metric])
-    assert regression["summary"][metric]["mean"] is None
-    assert metric not in regression["vs one-hot"]
-    assert coral["vs one-hot"][metric]["low"] is not None
-  # The JSON holds no NaN (None where not applicable).
-  text = json.dumps(_report._jsonable(report), allow_nan=False)
-  assert '"probabilistic": false' in text
-  md = _report.section("ordinal", report)
-  assert "| regression |" in md and "n/a" in md
 
 
 @pytest.mark.parametrize("method", ["coral", "regression"])

@@ -53,6 +53,12 @@ class Budget:
     product of the grids), ``"grid"`` (all of it at the full budget) or
     ``"cross"`` (the three stages of ``_tuning``).
   eta: successive halving keeps the best 1/η of the cells after each rung.
+  edges: follow a choice at an end of an unbounded grid one step beyond it
+    (``_tuning.edge_steps``); ``--quick`` does not.
+  pad_to_chunk: pad every batch of runs to ``chunk`` models, so that one
+    program of each kind is compiled per body (``--quick``, where compiling
+    costs more than training the padding); otherwise a batch smaller than
+    ``chunk`` is trained at its own size.
   """
   seeds: int
   epochs: int
@@ -63,6 +69,8 @@ class Budget:
   chunk: int = CHUNK
   search: str = "halving"
   eta: int = _tuning.ETA
+  edges: bool = True
+  pad_to_chunk: bool = False
 
   @property
   def eval_seeds(self) -> list[int]:
@@ -164,11 +172,18 @@ class TaskRunner:
 
   # -- training in fixed-size chunks -----------------------------------------------
 
+  def _chunk(self, runs) -> int:
+    """The number of models trained per call: ``budget.chunk``, or fewer
+    runs at their own size unless ``budget.pad_to_chunk``."""
+    if self.budget.pad_to_chunk:
+      return self.budget.chunk
+    return min(self.budget.chunk, len(runs))
+
   def train(self, runs, epochs):
     """(params, cfgs) of ``runs`` trained in chunks of ``budget.chunk``
     (the last chunk padded by repeating its last run)."""
     outs = []
-    k = min(self.budget.chunk, len(runs))
+    k = self._chunk(runs)
     for start in range(0, len(runs), k):
       chunk = runs[start:start + k]
       padded = chunk + [chunk[-1]] * (k - len(chunk))
@@ -183,7 +198,7 @@ class TaskRunner:
     after ``start`` epochs (None at 0: untrained). Returns the runs' new
     one-model ``(state, cfg)``, host arrays."""
     out: list = []
-    k = min(self.budget.chunk, len(runs))
+    k = self._chunk(runs)
     for first in range(0, len(runs), k):
       chunk = runs[first:first + k]
       padded = chunk + [chunk[-1]] * (k - len(chunk))
@@ -218,6 +233,7 @@ class TaskRunner:
     epochs = self.budget.epochs if epochs is None else epochs
     return _tuning.tune(methods, Trials(self, methods, epochs),
                         search=self.budget.search, eta=self.budget.eta,
+                        edges=self.budget.edges,
                         learning_rates=(self.budget.learning_rates
                                         if learning_rates is None
                                         else learning_rates))
@@ -383,8 +399,9 @@ def runner_for(session, task, methods, data) -> TaskRunner:
                     batch_size=budget.batch_size,
                     tree=task.tree if any(m.needs_tree for m in methods)
                     else None)
-  ex.submit_train(min(budget.chunk, len(budget.tuning_seeds)
-                      * len(budget.learning_rates) * len(methods)))
+  ex.submit_train(budget.chunk if budget.pad_to_chunk
+                  else min(budget.chunk, len(budget.tuning_seeds)
+                           * len(budget.learning_rates) * len(methods)))
   ex.submit_score()
   runner = TaskRunner(task, budget, methods, data, ex, session.progress)
   runner.estimate_kernels()

@@ -33,8 +33,8 @@ PAIRED = (("accuracy", "Δ accuracy"), ("severity", "Δ severity"),
           ("nll", "Δ NLL"))
 
 SMOKE_BANNER = ("**SMOKE RUN (`--quick`): tiny data, few epochs, shortened "
-                "grids. These numbers test the pipeline; they are not "
-                "results.**")
+                "grids, no steps beyond a grid's end. These numbers test the "
+                "pipeline; they are not results.**")
 
 LEGEND = """\
 How to read the tables:

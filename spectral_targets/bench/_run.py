@@ -61,7 +61,7 @@ class Options:
       return _pipeline.Budget(
           seeds=self.seeds, epochs=self.epochs or 2, batch_size=64,
           learning_rates=(1e-2, 2e-2), knob_grids=False, chunk=16,
-          search=self.search, eta=2)
+          search=self.search, eta=2, edges=False, pad_to_chunk=True)
     return _pipeline.Budget(seeds=self.seeds, epochs=epochs,
                             batch_size=task.batch_size, search=self.search)
 
@@ -215,9 +215,11 @@ def run_benchmark(*, tasks=None, seeds: int = 5, quick: bool = False,
   figures into ``out``; returns the results dict.
 
   ``quick`` is a smoke test of the whole pipeline, not evidence: tiny
-  training sets, two epochs, two learning rates, no knob grids, no step
-  timing, every program compiled at XLA's backend optimisation level 0; its
-  report says so at the top (and halves after one epoch of its two: η = 2).
+  training sets, two epochs, two learning rates, no knob grids, no steps
+  beyond a grid's end (a choice at an end stays flagged ``at_edge``), no
+  step timing, every batch of models padded to one compiled size, every
+  program compiled at XLA's backend optimisation level 0; its report says
+  so at the top (and halves after one epoch of its two: η = 2).
   ``search`` is how hyperparameters are chosen on validation (see
   ``_tuning``): ``"halving"`` (successive halving over every combination of
   the grids, η = 3), ``"grid"`` (every combination at the full budget;

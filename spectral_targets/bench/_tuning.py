@@ -107,26 +107,32 @@ def edge_steps(method, best: dict,
 
 
 def cross(methods, evaluate, best, learning_rates, *, eta: int,
-          epochs: int) -> dict:
+          epochs: int, edges: bool = True) -> dict:
   """The three stages above, every method's stage in one call of
-  ``evaluate`` (``eta``, ``epochs``: unused, as for every search)."""
+  ``evaluate`` (``eta``, ``epochs``: unused, as for every search;
+  ``edges=False`` leaves the steps beyond a grid's end out of stage 3)."""
   evaluate({m.name: stage_one(m, learning_rates) for m in methods}, 1)
   chosen = best()
   evaluate({m.name: stage_two(m, chosen[m.name]["lr"]) for m in methods}, 2)
   chosen = best()
-  evaluate({m.name: stage_three(m, chosen[m.name], learning_rates)
-            for m in methods}, 3)
+  third = {m.name: stage_three(m, chosen[m.name], learning_rates)
+           for m in methods}
+  if not edges:
+    third = {m.name: [hp for hp in third[m.name] if hp not in edge_steps(
+        m, chosen[m.name], learning_rates)] for m in methods}
+  evaluate(third, 3)
   return {}
 
 
 def grid(methods, evaluate, best, learning_rates, *, eta: int,
-         epochs: int) -> dict:
-  """``search="grid"``: the full product, then the steps beyond an
-  unbounded grid's end."""
+         epochs: int, edges: bool = True) -> dict:
+  """``search="grid"``: the full product, then (unless ``edges=False``)
+  the steps beyond an unbounded grid's end."""
   evaluate({m.name: full_grid(m, learning_rates) for m in methods}, 1)
-  chosen = best()
-  evaluate({m.name: edge_steps(m, chosen[m.name], learning_rates)
-            for m in methods}, 2)
+  if edges:
+    chosen = best()
+    evaluate({m.name: edge_steps(m, chosen[m.name], learning_rates)
+              for m in methods}, 2)
   return {}
 
 
@@ -152,9 +158,10 @@ def _rank(trial) -> tuple:
 
 
 def halving(methods, evaluate, best, learning_rates, *, eta: int,
-            epochs: int) -> dict:
+            epochs: int, edges: bool = True) -> dict:
   """``search="halving"``: successive halving over the full product (the
-  rungs of ``rungs``), then the steps beyond an unbounded grid's end.
+  rungs of ``rungs``), then (unless ``edges=False``) the steps beyond an
+  unbounded grid's end.
   ``evaluate(settings, stage, until)`` trains the settings to epoch
   ``until``, resuming those trained before. Returns each method's record:
   η and, per rung, its epochs, the cells that trained in it with their
@@ -177,9 +184,10 @@ def halving(methods, evaluate, best, learning_rates, *, eta: int,
                  for t in rows],
           survivors=alive[name]))
     done = until
-  chosen = best()
-  evaluate({m.name: edge_steps(m, chosen[m.name], learning_rates)
-            for m in methods}, len(ends) + 1)
+  if edges:
+    chosen = best()
+    evaluate({m.name: edge_steps(m, chosen[m.name], learning_rates)
+              for m in methods}, len(ends) + 1)
   return record
 
 
@@ -188,7 +196,8 @@ SEARCHES = {"halving": halving, "grid": grid, "cross": cross}
 
 
 def tune(methods, trainer, *, search: str = "halving",
-         learning_rates=LEARNING_RATES, eta: int = ETA) -> dict:
+         learning_rates=LEARNING_RATES, eta: int = ETA,
+         edges: bool = True) -> dict:
   """Every method's ``Selection`` by the search ``search``.
 
   ``trainer.epochs`` is the full budget; ``trainer.train_to(settings,
@@ -196,7 +205,9 @@ def tune(methods, trainer, *, search: str = "halving",
   ``until`` (resuming a setting trained before, starting the others) and
   returns ``{method name: [trial, ...]}`` (trials as ``choose`` reads
   them); settings it is not given again are dropped. A method's best is
-  chosen over everything evaluated at the full budget.
+  chosen over everything evaluated at the full budget. ``edges=False``
+  (``--quick``) skips the steps beyond an unbounded grid's end: a choice
+  there stays flagged ``at_edge`` and is not followed.
   """
   trials: dict[str, list] = {m.name: [] for m in methods}
 
@@ -213,7 +224,7 @@ def tune(methods, trainer, *, search: str = "halving",
             for m in methods}
 
   records = SEARCHES[search](methods, evaluate, best, learning_rates,
-                             eta=eta, epochs=trainer.epochs)
+                             eta=eta, epochs=trainer.epochs, edges=edges)
   return {m.name: dataclasses.replace(
       choose(m, trials[m.name], learning_rates), halving=records.get(m.name))
           for m in methods}
