@@ -309,6 +309,11 @@ def test_rungs():
   assert _tuning.rungs(25, 1, 3) == [25]
   assert _tuning.rungs(2, 2, 2) == [1, 2]
   assert _tuning.rungs(25, 30, 1) == [25]
+  # The first rung ends after the warm-up (epoch 1): 30 / 27 would not.
+  assert _tuning.rungs(30, 30, 3, after=1) == [3, 10, 30]
+  assert _tuning.rungs(25, 30, 3, after=1) == [3, 8, 25]
+  assert _tuning.rungs(5, 30, 3, after=1) == [2, 5]
+  assert _tuning.rungs(2, 30, 3, after=1) == [2]  # no rung after warm-up
   with pytest.raises(ValueError, match="eta must be >= 1"):
     _tuning.rungs(25, 30, 0)
 

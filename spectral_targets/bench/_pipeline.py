@@ -27,7 +27,7 @@ import jax
 import numpy as np
 
 import spectral_targets as st
-from spectral_targets.bench import _config, _methods, _stats, _tuning
+from spectral_targets.bench import _config, _methods, _stats, _training, _tuning
 from spectral_targets.bench._execute import Executor, Run, SeedData
 from spectral_targets.bench._methods import Context, Method
 
@@ -55,6 +55,9 @@ class Budget:
   eta: successive halving keeps the best 1/η of the cells after each rung.
   edges: follow a choice at an end of an unbounded grid one step beyond it
     (``_tuning.edge_steps``); ``--quick`` does not.
+  rank_after: successive halving's first rung ends after this epoch (the
+    recipe's warm-up; ``_tuning.rungs``); ``--quick``, two epochs long,
+    ranks at epoch 1 (0).
   pad_to_chunk: pad every batch of runs to ``chunk`` models, so that one
     program of each kind is compiled per body (``--quick``, where compiling
     costs more than training the padding); otherwise a batch smaller than
@@ -71,6 +74,7 @@ class Budget:
   eta: int = _tuning.ETA
   edges: bool = True
   pad_to_chunk: bool = False
+  rank_after: int = _training.WARMUP_EPOCHS
 
   @property
   def eval_seeds(self) -> list[int]:
@@ -234,6 +238,7 @@ class TaskRunner:
     return _tuning.tune(methods, Trials(self, methods, epochs),
                         search=self.budget.search, eta=self.budget.eta,
                         edges=self.budget.edges,
+                        after=self.budget.rank_after,
                         learning_rates=(self.budget.learning_rates
                                         if learning_rates is None
                                         else learning_rates))

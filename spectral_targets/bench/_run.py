@@ -61,7 +61,8 @@ class Options:
       return _pipeline.Budget(
           seeds=self.seeds, epochs=self.epochs or 2, batch_size=64,
           learning_rates=(1e-2, 2e-2), knob_grids=False, chunk=16,
-          search=self.search, eta=2, edges=False, pad_to_chunk=True)
+          search=self.search, eta=2, edges=False, pad_to_chunk=True,
+          rank_after=0)
     return _pipeline.Budget(seeds=self.seeds, epochs=epochs,
                             batch_size=task.batch_size, search=self.search)
 

@@ -15,7 +15,10 @@ parameters, optimiser and online state are kept, so a survivor is trained
 exactly as an untuned run of the full budget would be: its schedule spans
 the full budget from the start). The rungs end at E/η^s, ..., E/η, E
 epochs, with s the halvings that thin the largest grid to one cell, at most
-those that leave the first rung a whole epoch. η = 1 is the grid.
+those that leave the first rung a whole epoch and end it after the recipe's
+warm-up (no cell is ranked while its learning rate is still rising: on the
+hierarchy task a first rung at the end of the warm-up kept the larger
+learning rates and missed the grid's best cells). η = 1 is the grid.
 
 ``search="grid"`` (``spectral-targets bench --search grid``, the reference)
 trains every cell of the product to the full budget.
@@ -107,9 +110,9 @@ def edge_steps(method, best: dict,
 
 
 def cross(methods, evaluate, best, learning_rates, *, eta: int,
-          epochs: int, edges: bool = True) -> dict:
+          epochs: int, edges: bool = True, after: int = 0) -> dict:
   """The three stages above, every method's stage in one call of
-  ``evaluate`` (``eta``, ``epochs``: unused, as for every search;
+  ``evaluate`` (``eta``, ``epochs``, ``after``: unused, as for the grid;
   ``edges=False`` leaves the steps beyond a grid's end out of stage 3)."""
   evaluate({m.name: stage_one(m, learning_rates) for m in methods}, 1)
   chosen = best()
@@ -125,9 +128,9 @@ def cross(methods, evaluate, best, learning_rates, *, eta: int,
 
 
 def grid(methods, evaluate, best, learning_rates, *, eta: int,
-         epochs: int, edges: bool = True) -> dict:
+         epochs: int, edges: bool = True, after: int = 0) -> dict:
   """``search="grid"``: the full product, then (unless ``edges=False``)
-  the steps beyond an unbounded grid's end."""
+  the steps beyond an unbounded grid's end (``eta``, ``after``: unused)."""
   evaluate({m.name: full_grid(m, learning_rates) for m in methods}, 1)
   if edges:
     chosen = best()
@@ -136,16 +139,21 @@ def grid(methods, evaluate, best, learning_rates, *, eta: int,
   return {}
 
 
-def rungs(epochs: int, cells: int, eta: int = ETA) -> list[int]:
+def rungs(epochs: int, cells: int, eta: int = ETA, *, after: int = 0
+          ) -> list[int]:
   """The epochs at which successive halving's rungs end: E/η^s, ..., E/η,
   E (rounded, at least 1), with s the halvings that thin ``cells`` to one
-  (keeping ⌈n/η⌉ of n each time), at most ⌊log_η E⌋."""
+  (keeping ⌈n/η⌉ of n each time), at most ⌊log_η E⌋, and at most those
+  whose first rung ends after epoch ``after`` (the recipe's warm-up: a
+  cell is never ranked while its learning rate is still rising, where a
+  larger learning rate leads early and may not lead at the end)."""
   if eta < 1:
     raise ValueError(f"eta must be >= 1, got {eta}")
   s = 0
   if eta > 1:
     n = cells
-    while n > 1 and eta ** (s + 1) <= epochs:
+    while (n > 1 and eta ** (s + 1) <= epochs
+           and round(epochs / eta ** (s + 1)) > after):
       n, s = math.ceil(n / eta), s + 1
   ends = [max(1, round(epochs / eta ** (s - k))) for k in range(s + 1)]
   return sorted(set(ends))
@@ -158,7 +166,7 @@ def _rank(trial) -> tuple:
 
 
 def halving(methods, evaluate, best, learning_rates, *, eta: int,
-            epochs: int, edges: bool = True) -> dict:
+            epochs: int, edges: bool = True, after: int = 0) -> dict:
   """``search="halving"``: successive halving over the full product (the
   rungs of ``rungs``), then (unless ``edges=False``) the steps beyond an
   unbounded grid's end.
@@ -167,7 +175,8 @@ def halving(methods, evaluate, best, learning_rates, *, eta: int,
   η and, per rung, its epochs, the cells that trained in it with their
   mean validation accuracy there, and the survivors."""
   alive = {m.name: full_grid(m, learning_rates) for m in methods}
-  ends = rungs(epochs, max(len(v) for v in alive.values()), eta)
+  ends = rungs(epochs, max(len(v) for v in alive.values()), eta,
+               after=after)
   record: dict = {m.name: {"eta": eta, "rungs": []} for m in methods}
   done = 0
   for stage, until in enumerate(ends, 1):
@@ -197,7 +206,7 @@ SEARCHES = {"halving": halving, "grid": grid, "cross": cross}
 
 def tune(methods, trainer, *, search: str = "halving",
          learning_rates=LEARNING_RATES, eta: int = ETA,
-         edges: bool = True) -> dict:
+         edges: bool = True, after: int = 0) -> dict:
   """Every method's ``Selection`` by the search ``search``.
 
   ``trainer.epochs`` is the full budget; ``trainer.train_to(settings,
@@ -224,7 +233,8 @@ def tune(methods, trainer, *, search: str = "halving",
             for m in methods}
 
   records = SEARCHES[search](methods, evaluate, best, learning_rates,
-                             eta=eta, epochs=trainer.epochs, edges=edges)
+                             eta=eta, epochs=trainer.epochs, edges=edges,
+                             after=after)
   return {m.name: dataclasses.replace(
       choose(m, trials[m.name], learning_rates), halving=records.get(m.name))
           for m in methods}
