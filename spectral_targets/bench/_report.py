@@ -408,6 +408,18 @@ def _is_ordinal(report: dict) -> bool:
   return any("mae" in r["summary"] for r in methods.values())
 
 
+def _accuracy_cells(r: dict) -> list[str]:
+  """A method's accuracy, its paired difference against one-hot and
+  against its control (named; empty where the control is one-hot)."""
+  control = r.get("control", "one-hot")
+  vs_control = (_diff(r[f"vs {control}"]["accuracy"], "accuracy")
+                + f" ({control})" if control != "one-hot"
+                and f"vs {control}" in r else "")
+  return [_cell(r["summary"]["accuracy"], "{:.3f}"),
+          _diff(r.get("vs one-hot", {}).get("accuracy"), "accuracy"),
+          vs_control]
+
+
 def summary_table(results: dict) -> str:
   """The README's summary of a run: per classification task, accuracy and
   mistake severity side by side, each with its paired difference against
@@ -424,15 +436,9 @@ def summary_table(results: dict) -> str:
       r = report["methods"].get(name)
       if r is None:
         continue
-      control = r.get("control", "one-hot")
-      vs_control = (_diff(r[f"vs {control}"]["accuracy"], "accuracy")
-                    + f" ({control})" if control != "one-hot"
-                    and f"vs {control}" in r else "")
       lines.append(" | ".join([
-          f"| {task}", name,
-          _cell(r["summary"]["accuracy"], "{:.3f}"),
-          _diff(r.get("vs one-hot", {}).get("accuracy"), "accuracy"),
-          vs_control, _cell(r["summary"]["severity"], "{:.3f}"),
+          f"| {task}", name, *_accuracy_cells(r),
+          _cell(r["summary"]["severity"], "{:.3f}"),
           _diff(r.get("vs one-hot", {}).get("severity"), "severity")])
                    + " |")
   out = ["\n".join(lines)]
@@ -485,15 +491,8 @@ def distill_summary_table(results: dict) -> str:
     for label, block in blocks.items():
       methods = block["methods"]
       for name, r in methods.items():
-        control = r.get("control", "one-hot")
-        vs_control = (_diff(r[f"vs {control}"]["accuracy"], "accuracy")
-                      + f" ({control})" if control != "one-hot"
-                      and f"vs {control}" in r else "")
-        rows.append(" | ".join([
-            f"| {task}: {label}", name,
-            _cell(r["summary"]["accuracy"], "{:.3f}"),
-            _diff(r.get("vs one-hot", {}).get("accuracy"), "accuracy"),
-            vs_control]) + " |")
+        rows.append(" | ".join([f"| {task}: {label}", name,
+                                *_accuracy_cells(r)]) + " |")
   if not rows:
     return ""
   return "\n".join(["| task: student or setting | method | accuracy ↑ | "
