@@ -300,14 +300,53 @@ def test_halving_with_eta_one_is_the_grid():
     assert [r["until"] for r in h.halving["rungs"]] == [25]
 
 
+def test_survivors_keep_a_third_but_never_fewer_than_eta():
+  from spectral_targets.bench import _tuning
+  assert [_tuning.survivors(n) for n in (30, 10, 6, 4, 3, 2, 1, 0)] == [
+      10, 4, 3, 3, 3, 2, 1, 0]
+  assert [_tuning.survivors(n, 2) for n in (9, 3, 2)] == [5, 2, 2]
+  assert _tuning.survivors(7, 1) == 7
+  with pytest.raises(ValueError, match="cells must be >= 0"):
+    _tuning.survivors(-1)
+
+
+def test_halving_carries_a_small_grid_whole_to_the_budget():
+  # One-hot's six learning rates on mnist1d: thinned to η = 3 at the first
+  # rung and never below, so a near-tie at epoch 3 cannot drop the cell
+  # that is best at the end (here the curves cross after the first rung).
+  from spectral_targets.bench import _tuning
+  from spectral_targets.bench._methods import METHODS
+
+  class Crossing(_CurveTrainer):
+    def train_to(self, settings, until, stage):
+      out = super().train_to(settings, until, stage)
+      for rows in out.values():
+        for r in rows:  # lr 2e-2: third early, first at the end
+          lead = (0.01 if until == self.epochs else -0.001) * (
+              r["hp"]["lr"] == 2e-2)
+          r["val_accuracy"] = [a + lead for a in r["val_accuracy"]]
+      return out
+
+  trainer = Crossing(25, {"lr": 1e-2}, noise=0.0)
+  trainer.quality = lambda hp: 1 - 0.01 * np.log(hp["lr"] / 1e-2) ** 2
+  selection = _tuning.tune([METHODS["one-hot"], METHODS["cosine"]], trainer,
+                           search="halving")["one-hot"]
+  rungs = selection.halving["rungs"]
+  assert [len(r["cells"]) for r in rungs] == [6, 3, 3]
+  assert {hp["lr"] for hp in rungs[0]["survivors"]} == {5e-3, 1e-2, 2e-2}
+  assert selection.chosen == {"lr": 2e-2}
+
+
 def test_rungs():
   from spectral_targets.bench import _tuning
   assert _tuning.rungs(25, 30, 3) == [3, 8, 25]
   assert _tuning.rungs(30, 30, 3) == [1, 3, 10, 30]  # capped: ⌊log₃ 30⌋
-  assert _tuning.rungs(25, 6, 3) == [3, 8, 25]  # 6 -> 2 -> 1
-  assert _tuning.rungs(25, 3, 3) == [8, 25]  # 3 -> 1
+  # At least η survivors: 6 -> 3, and a grid of η cells is not thinned.
+  assert _tuning.rungs(25, 6, 3) == [8, 25]
+  assert _tuning.rungs(25, 3, 3) == [25]
   assert _tuning.rungs(25, 1, 3) == [25]
-  assert _tuning.rungs(2, 2, 2) == [1, 2]
+  assert _tuning.rungs(2, 2, 2) == [2]
+  assert _tuning.rungs(2, 3, 2) == [1, 2]
   assert _tuning.rungs(25, 30, 1) == [25]
   # The first rung ends after the warm-up (epoch 1): 30 / 27 would not.
   assert _tuning.rungs(30, 30, 3, after=1) == [3, 10, 30]
@@ -493,9 +532,10 @@ def test_halving_trains_fewer_models_each_rung_and_the_winner_as_untuned():
     rungs = selection.halving["rungs"]
     assert [r["until"] for r in rungs] == [1, 3]
     assert sum(r["epochs"] for r in rungs) == budget.epochs
-    # Six cells train one epoch; the best two train on for two more,
-    # resumed (not retrained); then at most the steps beyond an end.
-    assert trials.trained[:2] == [(1, 6, 1), (2, 2, 2)]
+    # Six cells train one epoch; the best three (η: never fewer) train on
+    # for two more, resumed (not retrained); then at most the steps beyond
+    # an end.
+    assert trials.trained[:2] == [(1, 6, 1), (2, 3, 2)]
     assert all(e == 3 for _, _, e in trials.trained[2:])
     chosen = selection.chosen
     # The choice is a survivor or a step beyond the grid's end (trained

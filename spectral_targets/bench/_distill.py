@@ -175,8 +175,8 @@ def _runner(session, task, data, methods, budget, teacher, progress):
   runner's kernels and codebooks."""
   if session.options.quick:
     # One compiled size for every stage of a smoke run (compiling
-    # dominates it): the models of a halving rung with one survivor per
-    # method and seed, as many as the evaluation trains at two seeds.
+    # dominates it): one model per method and tuning seed, as many as the
+    # evaluation trains at two seeds (a rung of two cells is two chunks).
     budget = dataclasses.replace(
         budget, chunk=len(budget.tuning_seeds) * len(methods))
   ex = _pipeline.executor_for(session, task, data, body=SETTING_STUDENT,
