@@ -659,6 +659,28 @@ def quick_results(tmp_path_factory):
   return out, proc.stdout, proc.stderr
 
 
+def test_a_run_stopped_part_way_keeps_the_tasks_it_finished(tmp_path,
+                                                            monkeypatch):
+  from spectral_targets.bench import _report, _run, _suite
+
+  def stop(session, task):
+    raise RuntimeError("stopped")
+
+  monkeypatch.setitem(_suite.TASKS, "hierarchy", dataclasses.replace(
+      _suite.TASKS["hierarchy"], run=stop))
+  with pytest.raises(RuntimeError, match="stopped"):
+    _run.run_benchmark(tasks=["digits", "hierarchy"], quick=True, seeds=2,
+                       methods=["one-hot"], out=tmp_path, echo=lambda s: None)
+  partial = json.loads((tmp_path / _report.PARTIAL).read_text())
+  assert list(partial["tasks"]) == ["digits"]
+  assert partial["meta"]["wall_time"].endswith("(so far)")
+  assert not (tmp_path / "results.json").exists()
+  # A finished run replaces it by the full results.
+  _report.write(tmp_path, partial)
+  assert not (tmp_path / _report.PARTIAL).exists()
+  assert (tmp_path / "results.json").exists()
+
+
 def _method_blocks(report):
   if "students" in report:
     return [b["methods"] for b in (*report["students"].values(),
@@ -677,6 +699,7 @@ def test_quick_bench_reports_every_method_metric_and_choice(quick_results):
                                     if not bench.TASK_NEEDS[t]]
   assert "cifar100" in TASK_ORDER and bench.TASK_NEEDS["cifar100"]
   assert results["meta"]["quick"] is True
+  assert not (out / "results.partial.json").exists()
   assert results["meta"]["recipe"]["warmup_epochs"] == 1
   for task, report in results["tasks"].items():
     for methods in _method_blocks(report):
@@ -726,7 +749,9 @@ def test_quick_bench_reports_every_method_metric_and_choice(quick_results):
         assert "mae" in r["vs one-hot"]
   assert results["tasks"]["diamonds-price-decile"]["num_classes"] == 10
   (reference,) = results["tasks"]["diamonds-colour"]["references"].values()
-  assert reference["training_rows"] == 10_000
+  # The references fit the methods' own training rows.
+  sizes = results["tasks"]["diamonds-colour"]["sizes"]
+  assert reference["training_rows"] == int(sizes.split(" / ")[0])
   for metric in ("accuracy", "mae", "median_mae", "qwk"):
     assert len(reference["per_seed"]["logistic regression"][metric]) == 2
   assert "mae" in reference["vs one-hot"]["logistic regression"]

@@ -51,17 +51,29 @@ def test_splits_partition_the_rows_and_differ_across_seeds():
     assert not np.array_equal(part_a, part_b)
   for again, first in zip(dia.split_rows(0), a):
     np.testing.assert_array_equal(again, first)
+  # The first TRAIN_ROWS of the training part train; validation and test
+  # do not move.
+  sub = dia.split_rows(0, train_rows=10_000)
+  assert len(sub[0]) == 10_000 and np.isin(sub[0], a[0]).all()
+  for part, full in zip(sub[1:], a[1:]):
+    np.testing.assert_array_equal(part, full)
+  with pytest.raises(ValueError, match="train_rows must be in"):
+    dia.split_rows(0, train_rows=40_000)
 
 
 def test_price_bins_are_fitted_on_the_training_split_only(table):
   seed = 3
   s = dia.diamonds_split(seed, "price-decile", table=table)
-  train, val, test = dia.split_rows(seed)
+  train, val, test = dia.split_rows(seed, train_rows=dia.TRAIN_ROWS)
+  assert len(s.y_train) == dia.TRAIN_ROWS
   edges = dia.decile_edges(table["price"][train])
   np.testing.assert_array_equal(s.y_test,
                                 dia.price_bins(table["price"][test], edges))
   freq = np.bincount(s.y_train, minlength=10) / len(s.y_train)
   np.testing.assert_allclose(freq, 0.1, atol=0.005)  # equal frequency
+  # The edges are the training rows' deciles, not the whole part's.
+  full = dia.split_rows(seed)[0]
+  assert not np.array_equal(dia.decile_edges(table["price"][full]), edges)
   # Moving the held-out prices moves no edge and no training label.
   moved = dict(table)
   price = table["price"].copy()
@@ -99,7 +111,9 @@ def test_inputs_are_standardised_on_the_training_split(table):
   assert s.x_train.dtype == np.float32 and s.y_train.dtype == np.int32
   np.testing.assert_allclose(s.x_train.mean(0), 0, atol=1e-4)
   np.testing.assert_allclose(s.x_train.std(0), 1, atol=1e-4)
-  assert len(s.y_train) + len(s.y_val) + len(s.y_test) == 53_940
+  assert len(s.y_train) == dia.TRAIN_ROWS
+  whole = dia.diamonds_split(2, "colour", table=table, train_rows=None)
+  assert len(whole.y_train) + len(whole.y_val) + len(whole.y_test) == 53_940
 
 
 def test_bad_target():

@@ -374,6 +374,7 @@ def write(out: pathlib.Path, results: dict) -> list[pathlib.Path]:
   paths = [out / "results.json", out / "results.md"]
   paths[0].write_text(json.dumps(_jsonable(results), indent=1,
                                  allow_nan=False))
+  (out / PARTIAL).unlink(missing_ok=True)
   md = header(results["meta"]) + legend(results["meta"]["methods"])
   for name, report in results["tasks"].items():
     md.append(section(name, report))
@@ -381,6 +382,21 @@ def write(out: pathlib.Path, results: dict) -> list[pathlib.Path]:
   from spectral_targets.bench import _figures
   paths += _figures.plot(out, results)
   return paths
+
+
+#: What a run writes after each task, so that a run stopped part-way keeps
+#: the tasks it finished (removed when the full results are written).
+PARTIAL = "results.partial.json"
+
+
+def write_partial(out: pathlib.Path, results: dict) -> pathlib.Path:
+  """``results`` so far (the tasks finished) as ``out/results.partial.json``,
+  written atomically (a temporary file, then renamed)."""
+  out.mkdir(parents=True, exist_ok=True)
+  path, tmp = out / PARTIAL, out / (PARTIAL + ".tmp")
+  tmp.write_text(json.dumps(_jsonable(results), indent=1, allow_nan=False))
+  tmp.replace(path)
+  return path
 
 
 def _jsonable(x):

@@ -312,14 +312,23 @@ def run_benchmark(*, tasks=None, seeds: int = 5, quick: bool = False,
   # call OpenBLAS, whose own threads fight XLA's for the cores: on 2 cores
   # a 99 x 99 procrustes took 0.5 s with two BLAS threads and 1-10 ms with
   # one. threadpoolctl comes with scikit-learn (the bench extra).
+  finished_tasks: dict[str, dict] = {}
+
+  def finished(name, report):
+    # Printed as it finishes, and kept on disk: a run stopped part-way
+    # leaves results.partial.json with the tasks it finished.
+    echo(_report.section(name, report))
+    finished_tasks[name] = report
+    _report.write_partial(pathlib.Path(out), {
+        "meta": dict(meta, wall_time=f"{time.perf_counter() - started:.0f} s"
+                     " (so far)"), "tasks": finished_tasks})
+
   import threadpoolctl
   try:
     with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
       reports = run(names, options, prepared=prepared,
-                    progress=progress.phase,
-                         on_epoch=progress.epoch,
-                         on_task=lambda name, report: echo(
-                             _report.section(name, report)))
+                    progress=progress.phase, on_epoch=progress.epoch,
+                    on_task=finished)
   finally:
     progress.close()
   meta["wall_time"] = f"{time.perf_counter() - started:.0f} s"
