@@ -360,6 +360,26 @@ def test_rungs():
 # -- data that vary with the seed ------------------------------------------------
 
 
+def test_mnist1d_validation_adds_fresh_generator_inputs_to_the_held_out_500():
+  from spectral_targets.bench import _tasks
+  split = _tasks.mnist1d_split(3)
+  raw = _tasks._mnist1d_raw(3)
+  # The first 500 are the generator's held-out training samples, in order.
+  np.testing.assert_array_equal(split.y_val[:500], raw["y"][3500:])
+  # Standardised with the training part's statistics, as every split is.
+  mean, std = raw["x"][:3500].mean(0), raw["x"][:3500].std(0)
+  np.testing.assert_allclose(split.x_val[:500], (raw["x"][3500:] - mean) / std,
+                             rtol=1e-5, atol=1e-5)
+  # The 1,500 fresh inputs come from a stream of their own: none repeats a
+  # training, test or transfer-pool input, every class occurs.
+  fresh = split.x_val[500:]
+  others = np.concatenate([split.x_train, split.x_test,
+                           _tasks.mnist1d_pool(3, 500)])
+  gaps = ((fresh[:, None, :] - others[None, :, :]) ** 2).sum(-1).min(1)
+  assert gaps.min() > 1e-6
+  assert np.bincount(split.y_val[500:], minlength=10).min() > 50
+
+
 def test_seeds_vary_the_data():
   from spectral_targets.bench import _tasks
   mnist = _tasks.mnist1d_task()
@@ -367,6 +387,7 @@ def test_seeds_vary_the_data():
   assert not np.allclose(a.x_train, b.x_train)
   np.testing.assert_array_equal(a.x_train, a2.x_train)
   assert a.x_train.shape == (3500, 40) and a.x_test.shape == (1000, 40)
+  assert a.x_val.shape == (2000, 40) and a.y_val.shape == (2000,)
   digits = _tasks.digits_task()
   d0, d1 = digits.draw(0), digits.draw(1)
   assert d0.y_test.shape == d1.y_test.shape
