@@ -375,8 +375,11 @@ def test_mnist1d_validation_adds_fresh_generator_inputs_to_the_held_out_500():
   fresh = split.x_val[500:]
   others = np.concatenate([split.x_train, split.x_test,
                            _tasks.mnist1d_pool(3, 500)])
-  gaps = ((fresh[:, None, :] - others[None, :, :]) ** 2).sum(-1).min(1)
-  assert gaps.min() > 1e-6
+  # Squared distances as |a|² + |b|² − 2ab (float64), never (1500, 5000, 40).
+  fresh64, others64 = fresh.astype(np.float64), others.astype(np.float64)
+  gaps = ((fresh64 ** 2).sum(1)[:, None] + (others64 ** 2).sum(1)[None, :]
+          - 2 * fresh64 @ others64.T)
+  assert gaps.min() > 1e-3
   assert np.bincount(split.y_val[500:], minlength=10).min() > 50
 
 

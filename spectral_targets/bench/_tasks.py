@@ -143,6 +143,9 @@ def _mnist1d_raw(seed: int) -> dict:
   return make_dataset(args)
 
 
+#: The generator's first this many training samples train (its 4,000 less
+#: the 500 held out for validation).
+MNIST1D_TRAIN_ROWS = 3_500
 #: Inputs of a seed's validation split: the last 500 of the generator's
 #: 4,000 and this many more fresh ones (``_fresh_mnist1d``), so 2,000 in all.
 #: With 500, two tuning seeds' 1,000 validation inputs chose one-hot's
@@ -164,10 +167,11 @@ def mnist1d_split(seed: int) -> Split:
   x, y = data["x"], data["y"]
   x_extra, y_extra = _fresh_mnist1d(VALIDATION_SEED_OFFSET + int(seed),
                                     MNIST1D_EXTRA_VALIDATION)
+  n = MNIST1D_TRAIN_ROWS
   x_tr, x_val, x_te = _standardise(
-      x[:3500], np.concatenate([x[3500:], x_extra]), data["x_test"])
-  y_val = np.concatenate([y[3500:], y_extra])
-  return Split(x_tr, y[:3500].astype(np.int32), x_val,
+      x[:n], np.concatenate([x[n:], x_extra]), data["x_test"])
+  y_val = np.concatenate([y[n:], y_extra])
+  return Split(x_tr, y[:n].astype(np.int32), x_val,
                y_val.astype(np.int32), x_te,
                data["y_test"].astype(np.int32))
 
@@ -206,7 +210,7 @@ def mnist1d_pool(seed: int, size: int) -> np.ndarray:
     raise ValueError(f"size must be >= 1, got {size}.")
   if not 0 <= seed < POOL_SEED_OFFSET:
     raise ValueError(f"seed must lie in [0, {POOL_SEED_OFFSET}), got {seed}.")
-  labelled = _mnist1d_raw(int(seed))["x"][:3500]
+  labelled = _mnist1d_raw(int(seed))["x"][:MNIST1D_TRAIN_ROWS]
   x, _ = _fresh_mnist1d(POOL_SEED_OFFSET + int(seed), size)
   return _standardise(labelled, x)[1]
 
