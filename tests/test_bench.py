@@ -471,6 +471,116 @@ def test_models_trained_together_equal_models_trained_alone():
                                  rtol=1e-3, atol=1e-4)
 
 
+def test_a_program_of_only_the_used_terms_trains_every_method_as_the_universal_one():
+  """Specialisation (``_training.active_terms``) is a speed-up only: every
+  method, including the hierarchical, distillation, mixup and online ones,
+  trains in the program of its own terms to the parameters (and online
+  state) the universal program of every term gives it; and a program's
+  terms are exactly what its runs use."""
+  import dataclasses
+
+  import jax
+
+  import spectral_targets as st
+  from spectral_targets.bench import (
+    _methods,
+    _pipeline,
+    _run,
+    _tasks,
+    _training,
+  )
+  from spectral_targets.bench._compile import Compiler
+  from spectral_targets.bench._execute import Executor
+  task = _tasks.digits_task()
+  data = _run._draw(task, [0], True)
+  n, C, F, E = data.y_train.shape[1], 10, 9, 2
+  rng = np.random.default_rng(0)
+  data = dataclasses.replace(
+      data, teacher_logits=rng.normal(size=(1, n, C)).astype(np.float32),
+      teacher_features=rng.normal(size=(1, n, F)).astype(np.float32),
+      mix_partner=rng.integers(0, n, size=(E, 1, n)).astype(np.int32),
+      mix_lambda=rng.uniform(size=(E, 1, n)).astype(np.float32),
+      mixed_logits=rng.normal(size=(E, 1, n, C)).astype(np.float32),
+      mixed_features=rng.normal(size=(E, 1, n, F)).astype(np.float32))
+  edges = [("r", "low"), ("r", "high")] + [
+      ("low" if c < 5 else "high", str(c)) for c in range(C)]
+  tree = st.build_tree(edges, classes=[str(c) for c in range(C)])
+  budget = _pipeline.Budget(seeds=1, epochs=E, batch_size=32)
+  kernel = np.asarray(st.from_hierarchy(edges, classes=[str(c) for c in
+                                                        range(C)]))
+  codes = np.asarray(st.spectral_codebook(st.double_center(kernel), F))
+  with Compiler() as programs:
+    exs = {flag: Executor(task, data, body="mlp", features=F, batch_size=32,
+                          programs=programs, fast_compile=True,
+                          specialise=flag, tree=tree)
+           for flag in (False, True)}
+    runner = _pipeline.TaskRunner(task, budget, [], data, exs[True])
+    runner.kernels = {0: kernel}
+    runner.codebooks = {0: {c: codes for c in ("simplex", "spectral",
+                                               "random", "online")}}
+    for name, method in _methods.METHODS.items():
+      if method.codes == "spectral-small":
+        continue
+      hp = {"lr": 1e-2, **method.defaults}
+      runs = runner.runs(method, [hp], [0], E)
+      terms = exs[True].terms(runs)
+      assert exs[False].terms(runs) == _training.ALL_TERMS
+      assert method.head in terms and len(terms) < len(_training.ALL_TERMS)
+      got = exs[True].advance(runs, exs[True].initial(runs), start=0,
+                              epochs=E)
+      want = exs[False].advance(runs, exs[False].initial(runs), start=0,
+                                epochs=E)
+      # Parameters, optimiser state and configs (an online codebook's
+      # refreshed codes); the online state where the runs read it (a
+      # program without ``track`` leaves it as it came in: unread).
+      (params, opt, online), cfgs = got
+      compared = [(params, want[0][0]), (opt, want[0][1]), (cfgs, want[1])]
+      if "track" in terms:
+        compared.append((online, want[0][2]))
+      for a, b in compared:
+        for u, v in zip(jax.tree_util.tree_leaves(a),
+                        jax.tree_util.tree_leaves(b)):
+          np.testing.assert_allclose(np.asarray(u), np.asarray(v),
+                                     rtol=1e-5, atol=1e-6, err_msg=name)
+  one_hot = runner.runs(_methods.METHODS["one-hot"], [{"lr": 1e-2}], [0], E)
+  assert exs[True].terms(one_hot) == {"dense", "ce"}
+  online = runner.runs(_methods.METHODS["online-codebook"],
+                       [{"lr": 1e-2, "scale": 8.0}], [0], E)
+  assert exs[True].terms(online) == {"codebook", "ce", "track"}
+
+
+def test_runs_batch_by_terms_and_come_back_in_order():
+  """The runner trains runs of the same terms together (one program each)
+  and returns every run's result in the order it was given."""
+  import jax
+
+  from spectral_targets.bench import _methods, _pipeline, _run, _tasks
+  from spectral_targets.bench._compile import Compiler
+  from spectral_targets.bench._execute import Executor
+  task = _tasks.digits_task()
+  data = _run._draw(task, [0], True)
+  budget = _pipeline.Budget(seeds=1, epochs=1, batch_size=32, chunk=2)
+  with Compiler() as programs:
+    ex = Executor(task, data, body="mlp", features=9, batch_size=32,
+                  programs=programs, fast_compile=True)
+    runner = _pipeline.TaskRunner(task, budget, [], data, ex)
+    one_hot, smooth = (_methods.METHODS[k] for k in ("one-hot",
+                                                     "smooth-labels"))
+    runs = [r for lr in (1e-2, 2e-2, 5e-2) for r in
+            runner.runs(one_hot, [{"lr": lr}], [0], 1)
+            + runner.runs(smooth, [{"lr": lr, "alpha": 0.1}], [0], 1)]
+    batches = runner._batches(runs)
+    assert [rows for rows, _ in batches] == [[0, 2], [4], [1, 3], [5]]
+    assert [pad for _, pad in batches] == [0, 0, 0, 0]
+    params, _ = runner.train(runs, 1)
+    alone = [ex.train([r], 1)[0] for r in runs]
+  for i, p in enumerate(alone):
+    for a, b in zip(jax.tree_util.tree_leaves(params),
+                    jax.tree_util.tree_leaves(p)):
+      np.testing.assert_allclose(np.asarray(a)[i], np.asarray(b)[0],
+                                 rtol=1e-3, atol=1e-4)
+
+
 def test_training_resumed_equals_training_through():
   """Survivors of a rung continue from their state: one epoch, then two
   more from the kept parameters, optimiser and online state (the online

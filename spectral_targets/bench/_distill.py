@@ -134,13 +134,17 @@ def mixed_teacher_outputs(ex, teachers, data, partner, lam):
   ``teachers`` is ``[(params, cfgs, runs, take)]`` (one run per seed of
   ``data``, in its order; ``take`` "logits" or "features"); ``partner``,
   ``lam``: (E, S, n). Returns one (E, S, n, ·) array per teacher."""
-  out: list[list[np.ndarray]] = [[] for _ in teachers]
-  for e in range(partner.shape[0]):
+  def epoch(e):
     x = _mixed(data.x_train, partner[e], lam[e])
-    for k, (params, cfgs, runs, take) in enumerate(teachers):
+    outs = []
+    for params, cfgs, runs, take in teachers:
       z, logits = ex.outputs_on(params, cfgs, runs, x)
-      out[k].append(logits if take == "logits" else z)
-  return [np.stack(o).astype(np.float32) for o in out]
+      outs.append(logits if take == "logits" else z)
+    return outs
+
+  per_epoch = _pipeline.side_by_side(epoch, range(partner.shape[0]))
+  return [np.stack([o[k] for o in per_epoch]).astype(np.float32)
+          for k in range(len(teachers))]
 
 
 def transfer_data(data, pool, pool_logits, pool_features):

@@ -80,12 +80,16 @@ class Executor:
   """Trains and scores the runs of one task (one body, one feature width).
 
   ``fast_compile`` compiles at XLA's backend optimisation level 0 (for
-  ``--quick``: less compile time for slower code).
+  ``--quick``: less compile time for slower code). ``specialise``: each
+  batch of runs trains in a program of only the parts of the model its
+  runs use (``_training.active_terms``; the runner batches runs of the same
+  terms together), else in the one program of every part (one compile per
+  batch size: ``--quick``, where compiling costs more than training).
   """
 
   def __init__(self, task, data: SeedData, *, body: str, features: int,
                batch_size: int, programs: Compiler,
-               fast_compile: bool = False,
+               fast_compile: bool = False, specialise: bool = True,
                on_epoch: Callable[[], None] = lambda: None, tree=None):
     self.task, self.data = task, data
     self.C = task.num_classes
@@ -98,6 +102,7 @@ class Executor:
     self.options = {"xla_backend_optimization_level": 0} if fast_compile \
         else None
     self.on_epoch = on_epoch
+    self.specialise = specialise
     self.tree = tree
     self.distilled = data.teacher_logits is not None
     self.mixed = data.mix_partner is not None
@@ -112,7 +117,7 @@ class Executor:
     return Executor(self.task, self.data, body=body, features=self.F,
                     batch_size=self.batch, programs=self.programs,
                     fast_compile=self.options is not None,
-                    on_epoch=self.on_epoch)
+                    specialise=self.specialise, on_epoch=self.on_epoch)
 
   # -- programs ----------------------------------------------------------------
 
@@ -125,10 +130,20 @@ class Executor:
     return ("bench", self.body_name, self.F, self.C, self.batch, shapes,
             self.tree is not None, self.distilled, *parts)
 
-  def _program(self):
+  def terms(self, runs: list[Run]) -> frozenset:
+    """The parts of the model a program training ``runs`` computes: the
+    union of their ``_training.active_terms`` (every part unless
+    ``specialise``)."""
+    if not self.specialise:
+      return _training.ALL_TERMS
+    return frozenset().union(*(
+        _training.active_terms(r.cfg, tracks_kernel=r.method.codes == "online")
+        for r in runs))
+
+  def _program(self, terms):
     return _training.epoch_program(self.body, self.batch, self.n,
                                    self.tree is not None, self.distilled,
-                                   self.mixed)
+                                   self.mixed, terms)
 
   def _state_spec(self, M):
     state = _training.initial_state(self.body, self.C, self.F,
@@ -161,16 +176,20 @@ class Executor:
                        f"{partner.shape[0]} epochs of them.")
     return partner[epoch], lam[epoch], logits[epoch], features[epoch]
 
-  def submit_train(self, M: int):
-    """Queues the compilation of the one-epoch program for M models."""
-    key = self._key("epoch", self.mixed, M)
+  def _train_key(self, M, terms):
+    return self._key("epoch", self.mixed, M, tuple(sorted(terms)))
+
+  def submit_train(self, M: int, terms: frozenset = _training.ALL_TERMS):
+    """Queues the compilation of the one-epoch program for M models that
+    computes ``terms`` (``terms(runs)``)."""
+    key = self._train_key(M, terms)
     if key in self.programs:
       return
     d = self.data
     i32 = jax.ShapeDtypeStruct((M,), np.int32)
     self.programs.submit(
-        key, self._program(), self._state_spec(M), self._cfg_spec(M), i32,
-        i32, jax.ShapeDtypeStruct((), np.int32), d.x_train, d.y_train,
+        key, self._program(terms), self._state_spec(M), self._cfg_spec(M),
+        i32, i32, jax.ShapeDtypeStruct((), np.int32), d.x_train, d.y_train,
         *self._teacher_args(), self.tree,
         jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype),
                                self._mix_args(0)), options=self.options)
@@ -188,6 +207,17 @@ class Executor:
         jax.ShapeDtypeStruct((SCORE_CHUNK,), np.int32), d.x_train,
         d.y_train, d.x_val, d.y_val, d.x_test, d.y_test, d.distances,
         options=self.options)
+
+  def submit_validate(self):
+    key = self._key("validate", SCORE_CHUNK)
+    if key in self.programs:
+      return
+    d = self.data
+    self.programs.submit(
+        key, _validator(self.body), self._state_spec(SCORE_CHUNK)[0],
+        self._cfg_spec(SCORE_CHUNK),
+        jax.ShapeDtypeStruct((SCORE_CHUNK,), np.int32), d.x_val, d.y_val,
+        d.distances, options=self.options)
 
   # -- training ----------------------------------------------------------------
 
@@ -217,8 +247,9 @@ class Executor:
     training in two calls equals training in one."""
     (params, opt_state, online), cfgs = state
     M = len(runs)
-    self.submit_train(M)
-    program = self.programs[self._key("epoch", self.mixed, M)]
+    terms = self.terms(runs)
+    self.submit_train(M, terms)
+    program = self.programs[self._train_key(M, terms)]
     seeds = np.asarray([r.seed for r in runs], np.int32)
     index = np.asarray([self.data.index(r.seed) for r in runs], np.int32)
     online_codes = [i for i, r in enumerate(runs[:M - padding])
@@ -292,20 +323,71 @@ class Executor:
   def score(self, params, cfgs, runs: list[Run]) -> list[dict]:
     """Every metric of every run (one dict per run, in order)."""
     self.submit_score()
-    program = self.programs[self._key("score", SCORE_CHUNK)]
+    return self._chunked(self.programs[self._key("score", SCORE_CHUNK)],
+                         params, cfgs, runs, "train", "val", "test")
+
+  def validate(self, params, cfgs, runs: list[Run]) -> list[dict]:
+    """What tuning ranks by: every run's validation accuracy, NLL and
+    mistake severity (``VALIDATION_METRICS``, as ``score`` gives them), at a
+    fraction of ``score``'s cost (no test split, no calibration or
+    collapse)."""
+    self.submit_validate()
+    return self._chunked(self.programs[self._key("validate", SCORE_CHUNK)],
+                         params, cfgs, runs, "val")
+
+  def _chunked(self, program, params, cfgs, runs, *splits) -> list[dict]:
+    """``program``'s metrics of every run, ``SCORE_CHUNK`` runs per call
+    (the last chunk padded by repeating its last run), on each seed's
+    ``splits`` and class distances."""
     M = len(runs)
     index = np.asarray([self.data.index(r.seed) for r in runs], np.int32)
+    d = self.data
+    data = [getattr(d, f"{xy}_{split}") for split in splits
+            for xy in ("x", "y")]
     out = []
     for start in range(0, M, SCORE_CHUNK):
       take = np.minimum(np.arange(start, start + SCORE_CHUNK), M - 1)
       chunk = jax.tree_util.tree_map(lambda a, t=take: a[t], (params, cfgs))
-      d = self.data
-      metrics = program(*chunk, index[take], d.x_train, d.y_train, d.x_val,
-                        d.y_val, d.x_test, d.y_test, d.distances)
+      metrics = program(*chunk, index[take], *data, d.distances)
       metrics = {k: np.asarray(v) for k, v in metrics.items()}
       for j in range(min(SCORE_CHUNK, M - start)):
         out.append({k: float(v[j]) for k, v in metrics.items()})
     return out
+
+
+#: What ``Executor.validate`` gives (and tuning ranks by).
+VALIDATION_METRICS = ("val_accuracy", "val_nll", "val_severity")
+
+
+def _applicable(cfg, out: dict) -> dict:
+  """``out`` with the metrics that read probabilities NaN (not applicable)
+  for a model whose head has none (``cfg.probabilistic`` 0)."""
+  nan = jnp.float32(jnp.nan)
+  return {k: jnp.where(cfg.probabilistic > 0, v, nan)
+          if _config.needs_probabilities(k) else v for k, v in out.items()}
+
+
+def _validation(body, params, cfg, index, xv, yv, distances):
+  """(validation logits, ``VALIDATION_METRICS``) of one model: the part of
+  the scoring that tuning reads, shared by ``_scorer`` and ``_validator``."""
+  D = distances[index]
+  _, logits, _ = _training.forward(body, params, cfg, xv[index])
+  y = yv[index]
+  return logits, {
+      "val_accuracy": (logits.argmax(-1) == y).mean(),
+      "val_nll": optax.softmax_cross_entropy_with_integer_labels(
+          logits, y).mean(),
+      "val_severity": st.mistake_severity(logits.argmax(-1), y, D),
+  }
+
+
+@functools.cache
+def _validator(body):
+  """The jitted ``VALIDATION_METRICS`` of a chunk of runs."""
+  def one(params, cfg, index, xv, yv, distances):
+    return _applicable(cfg, _validation(body, params, cfg, index, xv, yv,
+                                        distances)[1])
+  return jax.jit(jax.vmap(one, in_axes=(0, 0, 0, None, None, None)))
 
 
 @jax.jit
@@ -339,7 +421,8 @@ def _scorer(body, num_classes, ks, ordinal=False):
     def logits_of(x):
       return _training.forward(body, params, cfg, x)
 
-    _, val_logits, _ = logits_of(xv[index])
+    val_logits, out = _validation(body, params, cfg, index, xv, yv,
+                                  distances)
     _, test_logits, _ = logits_of(xte[index])
     _, _, seen = logits_of(xtr[index])
     y_val, y_test, y_train = yv[index], yte[index], ytr[index]
@@ -348,10 +431,7 @@ def _scorer(body, num_classes, ks, ordinal=False):
     collapse = st.collapse_metrics(seen, y_train, num_classes)
     between = collapse.between_spectrum[:num_classes - 1]
     out = {
-        "val_accuracy": (val_logits.argmax(-1) == y_val).mean(),
-        "val_nll": optax.softmax_cross_entropy_with_integer_labels(
-            val_logits, y_val).mean(),
-        "val_severity": st.mistake_severity(val_logits.argmax(-1), y_val, D),
+        **out,
         "accuracy": (pred == y_test).mean(),
         "severity": st.mistake_severity(pred, y_test, D),
         "nll": optax.softmax_cross_entropy_with_integer_labels(
@@ -386,8 +466,6 @@ def _scorer(body, num_classes, ks, ordinal=False):
       out["qwk"] = st.quadratic_weighted_kappa(pred, y_test)
       out["median_mae"] = st.mean_absolute_error(
           st.posterior_median(probs), y_test)
-    nan = jnp.float32(jnp.nan)
-    return {k: jnp.where(cfg.probabilistic > 0, v, nan)
-            if _config.needs_probabilities(k) else v for k, v in out.items()}
+    return _applicable(cfg, out)
 
   return jax.jit(jax.vmap(one, in_axes=(0, 0, 0) + (None,) * 7))

@@ -21,14 +21,21 @@ The order of work for a task:
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import os
 
 import jax
 import numpy as np
 
 import spectral_targets as st
 from spectral_targets.bench import _config, _methods, _stats, _training, _tuning
-from spectral_targets.bench._execute import Executor, Run, SeedData
+from spectral_targets.bench._execute import (
+  VALIDATION_METRICS,
+  Executor,
+  Run,
+  SeedData,
+)
 from spectral_targets.bench._methods import Context, Method
 
 #: Seeds whose models choose the hyperparameters (never evaluated on test).
@@ -37,6 +44,12 @@ TUNING_SEEDS = (1000, 1001)
 KERNEL_MODEL_LR = 1e-2
 #: Runs trained together per call (a fixed size: one compiled program).
 CHUNK = 25
+#: The program sizes a smaller chunk is padded up to (at most a quarter
+#: more models), so that the shrinking batches of successive rungs reuse
+#: programs rather than compile one per size.
+SIZES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 18, 20, 25)
+#: Batches trained side by side (``TaskRunner._each``).
+TRAIN_THREADS = min(2, os.cpu_count() or 1)
 
 @dataclasses.dataclass
 class Budget:
@@ -183,39 +196,80 @@ class TaskRunner:
       return self.budget.chunk
     return min(self.budget.chunk, len(runs))
 
+  def _batches(self, runs):
+    """``runs``' positions in the batches trained together: runs of the
+    same ``Executor.terms`` (one program computes only what they use),
+    split into as few chunks of near-equal size as ``_chunk`` allows, each
+    padded up to a size of ``SIZES`` (so that later rungs reuse the
+    programs of earlier ones; ``budget.pad_to_chunk``: every chunk
+    ``budget.chunk``). Every chunk's program is queued for compilation
+    before the first trains. Returns [(positions, padding)]."""
+    groups: dict = {}
+    for i, run in enumerate(runs):
+      groups.setdefault(self.ex.terms([run]), []).append(i)
+    batches = []
+    for rows in groups.values():
+      k = self._chunk(rows)
+      count = -(-len(rows) // k)
+      size = -(-len(rows) // count)
+      for first in range(0, len(rows), size):
+        chunk = rows[first:first + size]
+        batches.append((chunk, self._padded(len(chunk)) - len(chunk)))
+    for rows, pad in batches:
+      self.ex.submit_train(len(rows) + pad,
+                           self.ex.terms([runs[i] for i in rows]))
+    return batches
+
+  def _padded(self, size: int) -> int:
+    """The program size a chunk of ``size`` runs trains at."""
+    if self.budget.pad_to_chunk:
+      return self.budget.chunk
+    return min([s for s in SIZES if s >= size] + [size])
+
+  def _each(self, work, batches):
+    """``[work(rows, pad) for rows, pad in batches]``, side by side
+    (``side_by_side``)."""
+    return side_by_side(lambda b: work(*b), batches)
+
   def train(self, runs, epochs):
-    """(params, cfgs) of ``runs`` trained in chunks of ``budget.chunk``
-    (the last chunk padded by repeating its last run)."""
-    outs = []
-    k = self._chunk(runs)
-    for start in range(0, len(runs), k):
-      chunk = runs[start:start + k]
-      padded = chunk + [chunk[-1]] * (k - len(chunk))
-      params, cfgs = self.ex.train(padded, epochs,
-                                   padding=k - len(chunk))
-      outs.append((params, cfgs, len(chunk)))
-    return _concat(outs)
+    """(params, cfgs) of ``runs`` trained in batches (``_batches``; a
+    chunk padded to its program's size by repeating its last run), in the
+    order of ``runs``."""
+    batches = self._batches(runs)
+
+    def work(rows, pad):
+      chunk = [runs[i] for i in rows]
+      params, cfgs = self.ex.train(chunk + [chunk[-1]] * pad, epochs,
+                                   padding=pad)
+      return params, cfgs, len(chunk)
+
+    params, cfgs = _concat(self._each(work, batches))
+    order = [i for rows, _ in batches for i in rows]
+    back = np.argsort(np.asarray(order))
+    return jax.tree_util.tree_map(lambda a: a[back], (params, cfgs))
 
   def advance(self, runs, models, *, start: int, until: int) -> list:
-    """Trains ``runs`` from epoch ``start`` to ``until`` in chunks of
-    ``budget.chunk``; ``models``: each run's one-model ``(state, cfg)``
+    """Trains ``runs`` from epoch ``start`` to ``until`` in batches
+    (``_batches``); ``models``: each run's one-model ``(state, cfg)``
     after ``start`` epochs (None at 0: untrained). Returns the runs' new
-    one-model ``(state, cfg)``, host arrays."""
-    out: list = []
-    k = self._chunk(runs)
-    for first in range(0, len(runs), k):
-      chunk = runs[first:first + k]
-      padded = chunk + [chunk[-1]] * (k - len(chunk))
+    one-model ``(state, cfg)``, host arrays, in the order of ``runs``."""
+    batches = self._batches(runs)
+
+    def work(rows, pad):
+      chunk = [runs[i] for i in rows] + [runs[rows[-1]]] * pad
       if start == 0:
-        state = self.ex.initial(padded)
+        state = self.ex.initial(chunk)
       else:
-        given = models[first:first + k]
-        state = _config.stack(given + [given[-1]] * (k - len(chunk)))
-      state = self.ex.advance(padded, state, start=start,
-                              epochs=until - start, padding=k - len(chunk))
-      host = jax.tree_util.tree_map(np.asarray, state)
-      out += [jax.tree_util.tree_map(lambda a, i=i: a[i].copy(), host)
-              for i in range(len(chunk))]
+        given = [models[i] for i in rows]
+        state = _config.stack(given + [given[-1]] * pad)
+      state = self.ex.advance(chunk, state, start=start,
+                              epochs=until - start, padding=pad)
+      return jax.tree_util.tree_map(np.asarray, state)
+
+    out: list = [None] * len(runs)
+    for (rows, _), host in zip(batches, self._each(work, batches)):
+      for j, i in enumerate(rows):
+        out[i] = jax.tree_util.tree_map(lambda a, j=j: a[j].copy(), host)
     return out
 
   def train_and_score(self, runs, epochs):
@@ -374,16 +428,29 @@ class Trials:
     cfgs = _config.stack([cfg for _, cfg in models])
     trials: dict[str, list] = {}
     grouped: dict = {}
-    for run, score in zip(runs, runner.ex.score(params, cfgs, runs)):
+    for run, score in zip(runs, runner.ex.validate(params, cfgs, runs)):
       t = grouped.get((run.method.name, _tuning.key(run.hp)))
       if t is None:
         t = grouped[(run.method.name, _tuning.key(run.hp))] = {
-            "hp": run.hp, "val_accuracy": [], "val_nll": [],
-            "val_severity": []}
+            "hp": run.hp, **{k: [] for k in VALIDATION_METRICS}}
         trials.setdefault(run.method.name, []).append(t)
-      for k in ("val_accuracy", "val_nll", "val_severity"):
+      for k in VALIDATION_METRICS:
         t[k].append(score[k])
     return trials
+
+
+def side_by_side(fn, items) -> list:
+  """``[fn(item) for item in items]`` on ``TRAIN_THREADS`` threads: two
+  XLA programs running side by side keep two cores busier than one
+  program's own threads do (about 1.5x the models trained per second on 2
+  cores, measured in benchmarks/RESULTS.md); each result is the same
+  either way (the programs are independent and deterministic)."""
+  items = list(items)
+  if len(items) < 2 or TRAIN_THREADS < 2:
+    return [fn(item) for item in items]
+  with concurrent.futures.ThreadPoolExecutor(
+      TRAIN_THREADS, thread_name_prefix="train") as pool:
+    return list(pool.map(fn, items))
 
 
 def executor_for(session, task, data, *, body: str, batch_size: int,
@@ -393,6 +460,7 @@ def executor_for(session, task, data, *, body: str, batch_size: int,
   return Executor(task, data, body=body, features=task.num_classes - 1,
                   batch_size=batch_size, programs=session.programs,
                   fast_compile=session.options.quick,
+                  specialise=not session.options.quick,
                   on_epoch=session.on_epoch, tree=tree)
 
 
@@ -404,9 +472,11 @@ def runner_for(session, task, methods, data) -> TaskRunner:
                     batch_size=budget.batch_size,
                     tree=task.tree if any(m.needs_tree for m in methods)
                     else None)
-  ex.submit_train(budget.chunk if budget.pad_to_chunk
-                  else min(budget.chunk, len(budget.tuning_seeds)
-                           * len(budget.learning_rates) * len(methods)))
+  if not ex.specialise:
+    ex.submit_train(budget.chunk if budget.pad_to_chunk
+                    else min(budget.chunk, len(budget.tuning_seeds)
+                             * len(budget.learning_rates) * len(methods)))
+  ex.submit_validate()
   ex.submit_score()
   runner = TaskRunner(task, budget, methods, data, ex, session.progress)
   runner.estimate_kernels()

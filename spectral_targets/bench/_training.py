@@ -14,7 +14,7 @@ import optax
 
 import spectral_targets as st
 from spectral_targets._numerics import unit_rows
-from spectral_targets.bench._config import method_config
+from spectral_targets.bench._config import HEADS, method_config
 
 # -- parameters -------------------------------------------------------------------
 
@@ -119,19 +119,75 @@ def ordinal_logits(params, z, num_classes):
   return coral, -(grades - r[..., None]) ** 2
 
 
-def forward(body, params, cfg, x):
+#: The parts of the one model a batch of models can switch on: the five
+#: heads of ``_config.HEADS``; cross-entropy on the targets (``ce``), the
+#: kernel part of those targets (``soft``), the online soft targets mixed
+#: into them (``online``) and the online label kernel tracked for them or
+#: for an online codebook (``track``); the loss terms ``hxe``, ``kd``,
+#: ``dkd``, ``sa`` (soft assignments), ``coral_loss``, ``reg_loss``; and
+#: training on mixup'd inputs (``mixup``).
+TERMS = HEADS + ("ce", "soft", "online", "track", "hxe", "kd", "dkd", "sa",
+                 "coral_loss", "reg_loss", "mixup")
+ALL_TERMS = frozenset(TERMS)
+
+
+def active_terms(cfg, *, tracks_kernel: bool = False) -> frozenset:
+  """The ``TERMS`` that one model's config (host arrays) switches on: its
+  head, and every loss term, target part or input transform whose weight is
+  not 0. ``tracks_kernel``: the model reads its online label kernel between
+  epochs (an online codebook), though no loss term does.
+
+  A program built for a set of terms (``epoch_program``) computes only
+  those: every other part has weight 0 in every model it trains, so
+  leaving it out changes no loss and no gradient, and saves its compute
+  (every model of the one universal program otherwise computes every head
+  and every loss).
+
+  Example: ``active_terms(method_config(10, 9, lr=0.01, total_steps=100))``
+  is ``{"dense", "ce"}``.
+  """
+  on = lambda a: bool(np.any(np.asarray(a) != 0))
+  terms = {h for h, w in zip(HEADS, np.asarray(cfg.head)) if w != 0}
+  for term, weight in (("ce", cfg.w_ce), ("soft", cfg.alpha),
+                       ("online", cfg.w_online), ("hxe", cfg.w_hxe),
+                       ("kd", cfg.w_kd), ("dkd", cfg.w_dkd), ("sa", cfg.w_sa),
+                       ("coral_loss", cfg.w_coral), ("reg_loss", cfg.w_reg),
+                       ("mixup", cfg.mixup)):
+    if on(weight):
+      terms.add(term)
+  if tracks_kernel or "online" in terms:
+    terms.add("track")
+  return frozenset(terms)
+
+
+def forward(body, params, cfg, x, terms=ALL_TERMS):
   """(features, logits, head features): the logits of the head chosen by
   ``cfg.head`` (a one-hot over ``_config.HEADS``), and the features that
-  head sees (unit-norm for the cosine heads, raw for the others)."""
+  head sees (unit-norm for the cosine heads, raw for the others). Only the
+  heads in ``terms`` are computed (the others have weight 0)."""
   z = body.apply(params["body"], x) * cfg.mask
-  dense = z @ params["dense_w"] + params["dense_b"]
-  codes = (cfg.head[1] * params["class_vectors"] * cfg.mask
-           + cfg.head[2] * cfg.codebook)
-  cosine = st.codebook_logits(z, codes, scale=cfg.scale)
-  coral, regression = ordinal_logits(params, z, dense.shape[-1])
-  logits = (cfg.head[0] * dense + (cfg.head[1] + cfg.head[2]) * cosine
-            + cfg.head[3] * coral + cfg.head[4] * regression)
-  seen = jnp.where(cfg.head[1] + cfg.head[2] > 0, unit_rows(z), z)
+  h = cfg.head
+  parts = []
+  if "dense" in terms:
+    parts.append(h[0] * (z @ params["dense_w"] + params["dense_b"]))
+  if "cosine" in terms or "codebook" in terms:
+    codes = 0.0
+    if "cosine" in terms:
+      codes = h[1] * params["class_vectors"] * cfg.mask
+    if "codebook" in terms:
+      codes = codes + h[2] * cfg.codebook
+    parts.append((h[1] + h[2]) * st.codebook_logits(z, codes, scale=cfg.scale))
+  if "coral" in terms or "regression" in terms:
+    coral, regression = ordinal_logits(params, z, cfg.codebook.shape[0])
+    if "coral" in terms:
+      parts.append(h[3] * coral)
+    if "regression" in terms:
+      parts.append(h[4] * regression)
+  if not parts:
+    raise ValueError(f"terms must hold a head of {HEADS}, got "
+                     f"{sorted(terms)}.")
+  logits = functools.reduce(jnp.add, parts)
+  seen = jnp.where(h[1] + h[2] > 0, unit_rows(z), z)
   return z, logits, seen
 
 
@@ -203,18 +259,28 @@ def mix_inputs(x, partner_x, lam):
   return lam * x + (1 - lam) * partner_x
 
 
-def targets(cfg, y, online_targets, partner_y=None, lam=None):
+def targets(cfg, y, online_targets, partner_y=None, lam=None,
+            terms=ALL_TERMS):
   r"""One model's training distribution per example: ``kernel_soft_labels``
   of the label (one-hot at α = 0), mixed with the online soft targets by
   ``w_online``; on a mixed input (``partner_y``, ``lam`` given) the same
   mixture of both labels' targets, :math:`\lambda q(y) + (1 - \lambda)
   q(y')` (mixup's hard-label targets λ e_y + (1 − λ) e_y' at α = 0). At
-  λ = 1 the targets are exactly the clean ones."""
+  λ = 1 the targets are exactly the clean ones. Without ``soft`` in
+  ``terms`` the kernel part is left out (α = 0: one-hot), without
+  ``online`` the online part (w_online = 0)."""
+  C = cfg.target_kernel.shape[0]
+
   def of(labels):
-    q = st.kernel_soft_labels(labels, cfg.target_kernel,
-                              temperature=cfg.target_temperature,
-                              alpha=cfg.alpha)
-    return (1 - cfg.w_online) * q + cfg.w_online * online_targets[labels]
+    if "soft" in terms:
+      q = st.kernel_soft_labels(labels, cfg.target_kernel,
+                                temperature=cfg.target_temperature,
+                                alpha=cfg.alpha)
+    else:
+      q = jax.nn.one_hot(labels, C, dtype=jnp.float32)
+    if "online" in terms:
+      q = (1 - cfg.w_online) * q + cfg.w_online * online_targets[labels]
+    return q
   q = of(y)
   if partner_y is not None:
     q = lam[:, None] * q + (1 - lam[:, None]) * of(partner_y)
@@ -222,34 +288,46 @@ def targets(cfg, y, online_targets, partner_y=None, lam=None):
 
 
 def loss_terms(body, params, cfg, x, y, online_targets, teacher, epoch,
-               tree=None, partner_y=None, lam=None):
+               tree=None, partner_y=None, lam=None, terms=ALL_TERMS):
   """The per-example loss of one model on a batch, and its predicted
   probabilities (for the online label kernel). ``partner_y``, ``lam``: the
-  mixup partner's labels and λ of a mixed batch (``x`` already mixed)."""
-  z, logits, _ = forward(body, params, cfg, x)
-  q = targets(cfg, y, online_targets, partner_y, lam)
-  loss = cfg.w_ce * optax.softmax_cross_entropy(logits, q)
+  mixup partner's labels and λ of a mixed batch (``x`` already mixed).
+  Only the loss terms in ``terms`` are computed (``active_terms``: the
+  others have weight 0); the hierarchical loss needs ``tree``, the
+  distillation terms ``teacher``."""
+  z, logits, _ = forward(body, params, cfg, x, terms)
+  loss = jnp.zeros(y.shape, jnp.float32)
+  if "ce" in terms:
+    q = targets(cfg, y, online_targets, partner_y, lam, terms)
+    loss += cfg.w_ce * optax.softmax_cross_entropy(logits, q)
   # The ordinal heads' own losses (CORAL's binary tasks; squared error on
   # the grade index), on the same features.
-  g, r = ordinal_outputs(params, z)
-  loss += cfg.w_coral * st.coral_loss(g, y)
-  loss += cfg.w_reg * (r - y) ** 2
-  if tree is not None:
+  if "coral_loss" in terms or "reg_loss" in terms:
+    g, r = ordinal_outputs(params, z)
+    if "coral_loss" in terms:
+      loss += cfg.w_coral * st.coral_loss(g, y)
+    if "reg_loss" in terms:
+      loss += cfg.w_reg * (r - y) ** 2
+  if tree is not None and "hxe" in terms:
     loss += cfg.w_hxe * st.hierarchical_cross_entropy(
         logits, y, tree, alpha=cfg.hxe_alpha)
   if teacher is not None:
     t_logits, t_feats = teacher
-    loss += cfg.w_kd * st.distillation_loss(
-        logits, t_logits, temperature=cfg.kd_temperature)
-    warm = jnp.minimum((epoch + 1) / cfg.dkd_warmup, 1.0)
-    loss += cfg.w_dkd * warm * st.decoupled_distillation_loss(
-        logits, t_logits, y, temperature=cfg.kd_temperature, alpha=1.0,
-        beta=cfg.dkd_beta)
-    # Soft assignments over the codebook in the head's own terms,
-    # softmax(scale · cos / τ): the sharpness of KD on the codebook logits.
-    loss += cfg.w_sa * st.soft_assignment_distillation_loss(
-        z, t_feats, cfg.codebook, temperature=cfg.kd_temperature,
-        scale=cfg.scale)
+    if "kd" in terms:
+      loss += cfg.w_kd * st.distillation_loss(
+          logits, t_logits, temperature=cfg.kd_temperature)
+    if "dkd" in terms:
+      warm = jnp.minimum((epoch + 1) / cfg.dkd_warmup, 1.0)
+      loss += cfg.w_dkd * warm * st.decoupled_distillation_loss(
+          logits, t_logits, y, temperature=cfg.kd_temperature, alpha=1.0,
+          beta=cfg.dkd_beta)
+    if "sa" in terms:
+      # Soft assignments over the codebook in the head's own terms,
+      # softmax(scale · cos / τ): the sharpness of KD on the codebook
+      # logits.
+      loss += cfg.w_sa * st.soft_assignment_distillation_loss(
+          z, t_feats, cfg.codebook, temperature=cfg.kd_temperature,
+          scale=cfg.scale)
   return loss, jax.nn.softmax(jax.lax.stop_gradient(logits))
 
 
@@ -286,7 +364,8 @@ def batch(cfg, index, idx, x, y, t_logits, t_feats, mix, *, distilled,
 
 @functools.cache
 def epoch_program(body, batch_size: int, n: int, hierarchical: bool,
-                  distilled: bool, mixed: bool = False):
+                  distilled: bool, mixed: bool = False,
+                  terms: frozenset = ALL_TERMS):
   """The jitted one-epoch trainer of (body, batch size, training-set size).
 
   ``program(state, cfgs, data_index, seeds, epoch, x, y, teacher_logits,
@@ -300,8 +379,17 @@ def epoch_program(body, batch_size: int, n: int, hierarchical: bool,
   examples, as in online label smoothing). ``mix``: this epoch's mixup
   partners, λ and the teacher's outputs on the mixed inputs (``batch``),
   read only by a ``mixed`` program.
+
+  ``terms``: the parts of the model the program computes (``TERMS``; the
+  union of its models' ``active_terms``): a program for fewer terms trains
+  the same models, at the cost of what they use. Without ``track`` the
+  online kernels are left as they come in.
   """
   steps = n // batch_size
+  mixed = mixed and "mixup" in terms
+  hierarchical = hierarchical and "hxe" in terms
+  distilled = distilled and bool(terms & {"kd", "dkd", "sa"})
+  track = "track" in terms
 
   def one(state, cfg, index, seed, epoch, x, y, t_logits, t_feats, tree,
           mix):
@@ -318,13 +406,14 @@ def epoch_program(body, batch_size: int, n: int, hierarchical: bool,
         values, probs = loss_terms(body, p, cfg, xb, yb, online["targets"],
                                    teacher, epoch,
                                    tree if hierarchical else None,
-                                   partner_y, lam)
+                                   partner_y, lam, terms)
         return values.mean(), probs
 
       (_, probs), grads = jax.value_and_grad(loss, has_aux=True)(params)
       updates, opt_state = tx.update(grads, opt_state, params)
-      return (optax.apply_updates(params, updates), opt_state,
-              kernel.update(probs, yb)), None
+      if track:
+        kernel = kernel.update(probs, yb)
+      return (optax.apply_updates(params, updates), opt_state, kernel), None
 
     key = jax.random.fold_in(jax.random.key(seed), epoch)
     order = jax.random.permutation(key, n)[:steps * batch_size]
