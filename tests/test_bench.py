@@ -543,10 +543,11 @@ def test_a_program_of_only_the_used_terms_trains_every_method_as_the_universal_o
           np.testing.assert_allclose(np.asarray(u), np.asarray(v),
                                      rtol=1e-5, atol=1e-6, err_msg=name)
   one_hot = runner.runs(_methods.METHODS["one-hot"], [{"lr": 1e-2}], [0], E)
-  assert exs[True].terms(one_hot) == {"dense", "ce"}
+  assert exs[True].terms(one_hot) == {"dense", "ce", "soft"}
   online = runner.runs(_methods.METHODS["online-codebook"],
                        [{"lr": 1e-2, "scale": 8.0}], [0], E)
-  assert exs[True].terms(online) == {"codebook", "ce", "track"}
+  assert exs[True].terms(online) == {"codebook", "cosine", "ce", "soft",
+                                     "track"}
 
 
 def test_runs_batch_by_terms_and_come_back_in_order():
@@ -564,11 +565,10 @@ def test_runs_batch_by_terms_and_come_back_in_order():
     ex = Executor(task, data, body="mlp", features=9, batch_size=32,
                   programs=programs, fast_compile=True)
     runner = _pipeline.TaskRunner(task, budget, [], data, ex)
-    one_hot, smooth = (_methods.METHODS[k] for k in ("one-hot",
-                                                     "smooth-labels"))
+    one_hot, cosine = (_methods.METHODS[k] for k in ("one-hot", "cosine"))
     runs = [r for lr in (1e-2, 2e-2, 5e-2) for r in
             runner.runs(one_hot, [{"lr": lr}], [0], 1)
-            + runner.runs(smooth, [{"lr": lr, "alpha": 0.1}], [0], 1)]
+            + runner.runs(cosine, [{"lr": lr, "scale": 8.0}], [0], 1)]
     batches = runner._batches(runs)
     assert [rows for rows, _ in batches] == [[0, 2], [4], [1, 3], [5]]
     assert [pad for _, pad in batches] == [0, 0, 0, 0]

@@ -4,9 +4,11 @@ Every method of a task trains the same body; what differs is data, not
 code: the head (a learned Dense layer, a learned cosine classifier, a
 fixed codebook, CORAL's rank-consistent binary heads or a scalar regression
 on the grade index), the codebook and its scale, the learning rate, the targets
-and the loss weights are arrays in a ``MethodConfig``. So all methods, grid
-points and seeds of a task train in one ``vmap``-ed, once-compiled program
-(``_training``).
+and the loss weights are arrays in a ``MethodConfig``. So any methods, grid
+points and seeds of a task can train in one ``vmap``-ed program
+(``_training``); which parts of the model that program computes follows
+from the configs it trains (``_training.active_terms``: a part every model
+weights 0 is left out).
 """
 
 from __future__ import annotations

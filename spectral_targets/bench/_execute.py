@@ -5,8 +5,11 @@ A ``Run`` is one model: a method at one hyperparameter setting on one seed.
 stack along a leading axis of one compiled, vmapped one-epoch program
 (``_training.epoch_program``) called once per epoch; between epochs the host
 refreshes what needs the library's eager code (the online label kernel's
-targets, and the codebook of the online-codebook method). ``score`` computes
-every metric of every run in one compiled program per chunk of runs.
+targets, and the codebook of the online-codebook method). The program
+computes only the heads and loss terms its runs use (``terms``), so the
+runner (``_pipeline.TaskRunner``) batches runs of the same terms together.
+``score`` computes every metric of every run in one compiled program per
+chunk of runs; ``validate`` only what tuning ranks by.
 
 Every program's shapes are known before training starts, so the task
 submits them to a ``Compiler`` (``_compile``) first; they compile on worker

@@ -144,10 +144,18 @@ def active_terms(cfg, *, tracks_kernel: bool = False) -> frozenset:
   and every loss).
 
   Example: ``active_terms(method_config(10, 9, lr=0.01, total_steps=100))``
-  is ``{"dense", "ce"}``.
+  is ``{"dense", "ce", "soft"}``.
   """
   on = lambda a: bool(np.any(np.asarray(a) != 0))
   terms = {h for h, w in zip(HEADS, np.asarray(cfg.head)) if w != 0}
+  # Parts that cost little next to a compile of their own go together:
+  # both cosine heads (one matmul with the sum of their codes), and the
+  # kernel part of the targets wherever cross-entropy reads them (α = 0
+  # gives one-hot targets exactly).
+  if terms & {"cosine", "codebook"}:
+    terms |= {"cosine", "codebook"}
+  if on(cfg.w_ce):
+    terms.add("soft")
   for term, weight in (("ce", cfg.w_ce), ("soft", cfg.alpha),
                        ("online", cfg.w_online), ("hxe", cfg.w_hxe),
                        ("kd", cfg.w_kd), ("dkd", cfg.w_dkd), ("sa", cfg.w_sa),
