@@ -1040,3 +1040,48 @@ def test_bad_arguments(capsys):
   assert _cli.main(["bench", "--methods", "magic"]) == 2
   assert "magic" in capsys.readouterr().err
   assert _cli.main(["bench", "--epochs", "0"]) == 2
+
+
+def test_a_released_compiler_frees_the_programs_it_handed_out():
+  """``Compiler.release_used`` drops the programs already retrieved (a
+  later request compiles them again) and keeps the ones compiled ahead;
+  on Linux their memory maps go too (a whole default run's programs
+  exceeded ``vm.max_map_count`` and LLVM aborted it)."""
+  import gc
+  import pathlib
+
+  import jax
+  import jax.numpy as jnp
+
+  from spectral_targets.bench._compile import Compiler
+
+  def maps():
+    with open("/proc/self/maps") as f:
+      return sum(1 for _ in f)
+
+  linux = pathlib.Path("/proc/self/maps").exists()
+  fns = [jax.jit(lambda x, k=k: jnp.tanh(x @ x.T + k).sum(0)) for k in
+         range(12)]
+  x = jax.ShapeDtypeStruct((48, 16), jnp.float32)
+  with Compiler(workers=1) as programs:
+    jax.clear_caches()
+    gc.collect()
+    before = maps() if linux else 0
+    for k, fn in enumerate(fns):
+      programs.submit(("t", k), fn, x)
+    programs.wait()
+    used = [programs[("t", k)] for k in range(10)]
+    np.testing.assert_allclose(used[3](jnp.ones((48, 16))),
+                               fns[3](jnp.ones((48, 16))))
+    grown = (maps() - before) if linux else 0
+    del used
+    programs.release_used()
+    gc.collect()
+    assert all(("t", k) not in programs for k in range(10))
+    assert ("t", 10) in programs and ("t", 11) in programs
+    if linux:
+      # Ten of twelve programs released: most of what compiling added.
+      assert maps() - before < 0.5 * grown, (before, grown, maps())
+    programs.submit(("t", 0), fns[0], x)
+    np.testing.assert_allclose(programs[("t", 0)](jnp.ones((48, 16))),
+                               fns[0](jnp.ones((48, 16))))

@@ -12,6 +12,8 @@ from __future__ import annotations
 import concurrent.futures
 import os
 
+import jax
+
 
 def default_workers() -> int:
   """Compile threads: the machine's cores, at most four."""
@@ -31,6 +33,7 @@ class Compiler:
     self._pool = concurrent.futures.ThreadPoolExecutor(
         workers or default_workers(), thread_name_prefix="xla-compile")
     self._futures: dict = {}
+    self._used: set = set()
 
   def submit(self, key, fn, *args, options: dict | None = None, **kwargs):
     if key in self._futures:
@@ -42,6 +45,7 @@ class Compiler:
     return key in self._futures
 
   def __getitem__(self, key):
+    self._used.add(key)
     return self._futures[key].result()
 
   def wait(self):
@@ -49,12 +53,21 @@ class Compiler:
     for the cores afterwards: timings taken then are clean)."""
     concurrent.futures.wait(list(self._futures.values()))
 
-  def forget(self, prefix):
-    """Drops the programs whose key is a tuple starting with ``prefix``, so
-    their memory can go."""
-    for key in [k for k in self._futures
-                if isinstance(k, tuple) and k[:1] == (prefix,)]:
-      del self._futures[key]
+  def release_used(self):
+    """Drops every program retrieved so far (a later request compiles it
+    again), then JAX's in-memory caches, which hold every executable the
+    process compiled. Programs submitted and not yet retrieved (the next
+    task's, compiled ahead) stay.
+
+    Called between tasks: XLA:CPU maps about 400 memory regions per
+    program of this benchmark, and a run that kept all of them passed
+    Linux's ``vm.max_map_count`` (65,530) in its last task, where LLVM
+    aborts the process ("Unable to allocate section memory").
+    """
+    for key in self._used:
+      self._futures.pop(key, None)
+    self._used.clear()
+    jax.clear_caches()
 
   def close(self):
     """Waits for running compilations, drops queued ones."""

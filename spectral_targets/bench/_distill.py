@@ -294,9 +294,13 @@ def run(session, task) -> dict:
         methods=student.report(student.methods, selections, per_method,
                                budget.epochs))
   report["settings"] = {}
+  # Each block's programs go before the next compiles its own (see
+  # ``Compiler.release_used``).
+  session.programs.release_used()
   report["settings"]["function matching"] = _function_matching(
       session, task, budget, data, teacher, ex, (params, cfgs, runs),
       (cb_params, cb_cfgs, cb_runs))
+  session.programs.release_used()
   report["settings"]["transfer set"] = _transfer_set(
       session, task, budget, data, teacher, ex, pools.result(),
       (params, cfgs, runs), (cb_params, cb_cfgs, cb_runs))

@@ -154,6 +154,9 @@ def run(names, options: Options, *, progress, on_epoch,
       report["wall_s"] = round(time.perf_counter() - started, 1)
       session.reports[row.name] = report
       on_task(row.name, report)
+      # The programs of a finished task go (the kernel's memory maps of
+      # a whole run's programs exceed what Linux allows a process).
+      programs.release_used()
   return session.reports
 
 
