@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 
 import jax
@@ -40,17 +39,6 @@ from spectral_targets.bench._execute import Executor
 
 #: Timed epochs of each variant, interleaved (after one warm epoch each).
 ROUNDS = 3
-
-
-def cpu_model() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
 
 
 def runner(task, data, programs, *, specialise):
@@ -163,7 +151,7 @@ def main():
   }
   result = {
       "command": "python benchmarks/engine.py",
-      "machine": f"{cpu_model()}, {os.cpu_count()} cores",
+      "machine": f"{_run.cpu_name()}, {os.cpu_count()} cores",
       "task": "hierarchy, first rung: every method's full grid on the two "
               f"tuning seeds ({len(runs)} models), one epoch",
       "training": rows,

@@ -22,7 +22,7 @@ import json
 import jax
 import numpy as np
 
-from engine import cpu_model, runner
+from engine import runner
 from spectral_targets.bench import _pipeline, _run, _tasks, _tuning
 from spectral_targets.bench._compile import Compiler
 
@@ -66,7 +66,7 @@ def main():
       print(f"epoch {e + 1}: " + ", ".join(
           f"{m} {r['max']:.1e}" for m, r in per_method.items()), flush=True)
   result = {"command": "python benchmarks/engine_equivalence.py",
-            "machine": f"{cpu_model()}",
+            "machine": _run.cpu_name(),
             "task": f"hierarchy, first rung, seed {seeds[0]}: every method's "
                     f"full grid ({len(runs)} models)",
             "epochs": epochs}
