@@ -771,9 +771,12 @@ def test_compiler_compiles_once_per_key():
     np.testing.assert_array_equal(programs["square"](np.full(2, 3.0,
                                                              np.float32)),
                                   [9, 9])
+    programs.submit("ahead", jax.jit(lambda x: x + 1), np.ones(2))
     programs.wait()
-    programs.forget("t")
-    assert ("t", "double") not in programs and "square" in programs
+    # Released: what was handed out; kept: what was compiled ahead.
+    programs.release_used()
+    assert ("t", "double") not in programs and "square" not in programs
+    assert "ahead" in programs
 
 
 # -- the command, end to end -------------------------------------------------------
